@@ -1,0 +1,149 @@
+"""Audio/video sync on line-up signals: a one-frame flash with a short tone burst.
+
+Each flash (a frame much brighter than both neighbours) is paired with the onset of the
+nearest tone burst (sound after >= 200 ms of quiet, lasting <= ``max_burst_s``) within
+half a second; ``offset_ms`` > 0 means the audio is later than the video. An offset
+beyond BT.1359's detectability (45 ms early, 125 ms late) on ``confirm`` consecutive
+pairs opens a run dated to the first of them; the first pair back in range ends it.
+Streams that carry no line-up signal produce no measurements and no events.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from statistics import median
+
+import numpy as np
+from pydantic import Field
+
+from service.detectors._pixels import sampled
+from service.detectors.base import Change, Detector, Params
+from service.media.frames import AudioFrame, VideoFrame
+
+PAIR_WINDOW_S = 0.5
+QUIET_BEFORE_S = 0.2
+
+
+class AvSyncParams(Params):
+    d: float = Field(0.0, ge=0.0, le=3600.0)
+    early_ms: float = Field(45.0, ge=0.0, le=5000.0, description="audio early tolerance")
+    late_ms: float = Field(125.0, ge=0.0, le=5000.0, description="audio late tolerance")
+    confirm: int = Field(2, ge=1, le=100, description="consecutive pairs to raise")
+    flash_jump: float = Field(0.3, gt=0.0, le=1.0, description="flash brightness jump, share of range")
+    burst_level_db: float = Field(-30.0, ge=-90.0, le=0.0)
+    max_burst_s: float = Field(0.1, gt=0.0, le=2.0)
+
+
+class AvSyncDetector(Detector[AvSyncParams]):
+    name = "av_sync"
+    group = "sync"
+    params_model = AvSyncParams
+    wants_video = True
+    wants_audio = True
+
+    def __init__(self, params: AvSyncParams) -> None:
+        super().__init__(params)
+        self.levels: deque[tuple[float, float]] = deque(maxlen=3)  # (t, brightness)
+        self.flashes: deque[float] = deque(maxlen=8)
+        self.bursts: deque[float] = deque(maxlen=8)
+        self.burst_level = 10 ** (params.burst_level_db / 20)
+        self.pending = np.zeros(0, np.float32)
+        self.loud = False
+        self.quiet_since = -1e9
+        self.candidate: float | None = None  # onset of a burst not yet confirmed short
+        self.bad: list[tuple[float, float]] = []  # consecutive out-of-range (t, offset)
+        self.active = False
+        self.last_pair_t = -1e9
+        self.measurements = 0
+
+    # ---- video: one-frame flashes
+    def on_video(self, frame: VideoFrame) -> list[Change]:
+        grid = sampled(frame.luma)
+        span = max(frame.white_level - frame.black_level, 1)
+        level = (float(grid.mean()) - frame.black_level) / span
+        self.levels.append((frame.t, level))
+        out: list[Change] = []
+        if len(self.levels) == 3:
+            (_, before), (t, mid), (_, after) = self.levels
+            jump = self.params.flash_jump
+            if mid - before >= jump and mid - after >= jump and mid > 0.6:
+                self.flashes.append(t)
+                out += self._pair()
+        return out + self._expire(frame.t)
+
+    # ---- audio: short tone bursts after quiet
+    def on_audio(self, frame: AudioFrame) -> list[Change]:
+        # Work on a 1 ms peak envelope: a tone's zero crossings must not look like gaps.
+        rate = frame.sample_rate
+        chunk = max(rate // 1000, 1)
+        peak = np.abs(frame.samples).max(axis=0)
+        if self.pending.size:
+            peak = np.concatenate([self.pending, peak])
+        t0 = frame.end - peak.size / rate
+        n = peak.size // chunk
+        self.pending = peak[n * chunk :]
+        chunks = peak[: n * chunk].reshape(n, chunk)
+        loud = chunks.max(axis=1) >= self.burst_level
+        out: list[Change] = []
+        idx = np.flatnonzero(np.diff(loud.view(np.int8), prepend=np.int8(self.loud)))
+        for i in idx.tolist():
+            t = t0 + i * chunk / rate
+            if loud[i]:
+                if t - self.quiet_since >= QUIET_BEFORE_S:
+                    first = int(np.argmax(chunks[i] >= self.burst_level))
+                    self.candidate = t + first / rate
+            else:
+                self.quiet_since = t
+                if self.candidate is not None and t - self.candidate <= self.params.max_burst_s:
+                    self.bursts.append(self.candidate)
+                    out += self._pair()
+                self.candidate = None
+            self.loud = bool(loud[i])
+        if self.loud and self.candidate is not None and frame.end - self.candidate > self.params.max_burst_s:
+            self.candidate = None  # programme sound, not a burst
+        return out
+
+    # ---- pairing and the run
+    def _pair(self) -> list[Change]:
+        out: list[Change] = []
+        for f in list(self.flashes):
+            near = [b for b in self.bursts if abs(b - f) <= PAIR_WINDOW_S]
+            if not near:
+                continue
+            b = min(near, key=lambda x: abs(x - f))
+            self.flashes.remove(f)
+            self.bursts.remove(b)
+            out += self._measure(f, (b - f) * 1000.0)
+        return out
+
+    def _measure(self, t: float, offset_ms: float) -> list[Change]:
+        self.measurements += 1
+        self.last_pair_t = t
+        p = self.params
+        bad = offset_ms > p.late_ms or offset_ms < -p.early_ms
+        if not bad:
+            self.bad.clear()
+            if self.active:
+                self.active = False
+                return [Change(t, False)]
+            return []
+        self.bad.append((t, offset_ms))
+        if self.active or len(self.bad) < p.confirm:
+            return []
+        self.active = True
+        offset = median(o for _, o in self.bad)
+        return [
+            Change(
+                self.bad[0][0],
+                True,
+                details={"offset_ms": round(offset, 1), "method": "lineup"},
+            )
+        ]
+
+    def _expire(self, now: float) -> list[Change]:
+        # The line-up signal stopped: the measurement (and so the run) ends with it.
+        if self.active and now - self.last_pair_t > 3.0:
+            self.active = False
+            self.bad.clear()
+            return [Change(self.last_pair_t + 1.0, False)]
+        return []

@@ -1,0 +1,138 @@
+"""ITU-R BS.1770 loudness: K-weighting, channel weights, momentary/short-term/integrated.
+
+Coefficients are computed for any sample rate from the filters' analogue definitions
+(they reproduce BS.1770's published 48 kHz tables). Loudness is
+-0.691 + 10*log10(sum_c G_c * mean_square_c) LUFS.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+from scipy import signal
+
+ABSOLUTE_GATE = -70.0
+RELATIVE_GATE = -10.0
+
+
+def k_weighting(rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """The high-shelf pre-filter and RLB high-pass cascaded into one 4th-order filter."""
+    # Stage 1: high shelf, +4 dB above ~1.7 kHz (head acoustics).
+    f0, gain_db, q = 1681.974450955533, 3.999843853973347, 0.7071752369554196
+    k = math.tan(math.pi * f0 / rate)
+    vh = 10 ** (gain_db / 20)
+    vb = vh**0.4996667741545416
+    a0 = 1 + k / q + k * k
+    b1 = np.array([(vh + vb * k / q + k * k) / a0, 2 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0])
+    a1 = np.array([1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0])
+    # Stage 2: RLB high-pass at ~38 Hz.
+    f0, q = 38.13547087602444, 0.5003270373238773
+    k = math.tan(math.pi * f0 / rate)
+    a0 = 1 + k / q + k * k
+    b2 = np.array([1.0, -2.0, 1.0])
+    a2 = np.array([1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0])
+    return np.convolve(b1, b2), np.convolve(a1, a2)
+
+
+def channel_weights(channels: int) -> np.ndarray:
+    """BS.1770 weights in FFmpeg's default channel order (L R C LFE Ls Rs ...)."""
+    if channels <= 3:
+        return np.ones(channels)
+    w = np.ones(channels)
+    w[3] = 0.0  # LFE
+    w[4:6] = 1.41  # surrounds
+    return w
+
+
+def lufs(mean_square: float) -> float:
+    return -0.691 + 10 * math.log10(mean_square) if mean_square > 0 else -math.inf
+
+
+class LoudnessMeter:
+    """Streams K-weighted energy into 25 ms sub-blocks and reads loudness over windows.
+
+    The sub-block history (a few seconds) serves the momentary and short-term windows
+    and dates level changes; integrated loudness keeps a fixed-size histogram of gating
+    blocks (400 ms every 100 ms), so memory does not grow with the stream's length.
+    """
+
+    BLOCK_S = 0.025
+    PER_GATE_STEP = 4  # sub-blocks per 100 ms
+    GATE_WINDOW = 16  # sub-blocks per 400 ms
+    HIST_MIN, HIST_STEP, HIST_BINS = ABSOLUTE_GATE, 0.1, 1000  # -70 .. +30 LUFS
+
+    def __init__(self, rate: int, channels: int, history_s: float = 8.0) -> None:
+        self.rate = rate
+        self.channels = channels
+        self.b, self.a = k_weighting(rate)
+        self.zi = np.zeros((channels, len(self.a) - 1))
+        self.weights = channel_weights(channels)[:, None]
+        self.block = max(1, round(self.BLOCK_S * rate))
+        self.block_s = self.block / rate
+        self.pending = np.zeros(0)
+        self.blocks: deque[float] = deque(maxlen=max(self.GATE_WINDOW, int(history_s / self.block_s)))
+        self.blocks_total = 0
+        self.hist_power = np.zeros(self.HIST_BINS)  # summed power per loudness bin
+        self.hist_count = np.zeros(self.HIST_BINS, dtype=np.int64)
+
+    def push(self, samples: np.ndarray) -> int:
+        """Add (channels, n) samples; return how many sub-blocks completed."""
+        y, self.zi = signal.lfilter(self.b, self.a, samples, axis=1, zi=self.zi)
+        energy = (self.weights * (y * y)).sum(axis=0)
+        data = np.concatenate([self.pending, energy]) if self.pending.size else energy
+        n = data.size // self.block
+        if n:
+            for mean in data[: n * self.block].reshape(n, self.block).mean(axis=1).tolist():
+                self.blocks.append(mean)
+                self.blocks_total += 1
+                if self.blocks_total % self.PER_GATE_STEP == 0:
+                    self._gate_block()
+        self.pending = data[n * self.block :]
+        return n
+
+    def _gate_block(self) -> None:
+        if self.blocks_total < self.GATE_WINDOW:
+            return
+        power = self._mean(self.GATE_WINDOW)
+        level = lufs(power)
+        if level <= ABSOLUTE_GATE:
+            return
+        i = min(int((level - self.HIST_MIN) / self.HIST_STEP), self.HIST_BINS - 1)
+        self.hist_power[i] += power
+        self.hist_count[i] += 1
+
+    def _mean(self, n: int) -> float:
+        hist = self.blocks
+        return sum(hist[i] for i in range(len(hist) - n, len(hist))) / n
+
+    def window(self, seconds: float) -> float:
+        """Loudness (LUFS) of the last ``seconds``; NaN until that much audio has passed."""
+        n = round(seconds / self.block_s)
+        if len(self.blocks) < n:
+            return math.nan
+        return lufs(self._mean(n))
+
+    def short_term(self) -> float:
+        return self.window(3.0)
+
+    def momentary(self) -> float:
+        return self.window(0.4)
+
+    def integrated(self) -> float:
+        """Gated integrated loudness (absolute -70 LUFS, relative -10 LU)."""
+        count = int(self.hist_count.sum())
+        if count == 0:
+            return -math.inf
+        rel = lufs(float(self.hist_power.sum()) / count) + RELATIVE_GATE
+        first = max(0, int(math.ceil((rel - self.HIST_MIN) / self.HIST_STEP)))
+        kept = int(self.hist_count[first:].sum())
+        return lufs(float(self.hist_power[first:].sum()) / kept) if kept else -math.inf
+
+    def history_db(self, seconds: float) -> np.ndarray:
+        """Sub-block energies of the last ``seconds`` in dB (floored), oldest first."""
+        n = min(len(self.blocks), round(seconds / self.block_s))
+        hist = self.blocks
+        arr = np.fromiter((hist[i] for i in range(len(hist) - n, len(hist))), float, n)
+        return 10 * np.log10(np.maximum(arr, 1e-12))

@@ -1,0 +1,69 @@
+"""One channel silent while others carry sound (a lost leg of a stereo pair, dead mic).
+
+Each channel is tracked like FFmpeg's silencedetect in per-channel mode (m=1). A
+channel's run is reported once it has lasted ``d`` while at least one other channel is
+*not* in a run of that length -- when every channel is silent, that is ``silence``.
+``details.channel`` is the 0-based channel index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from service.detectors._audio import db_to_amplitude
+from service.detectors.base import Change, Detector, Params
+from service.media.frames import AudioFrame
+
+
+class ChannelSilenceParams(Params):
+    d: float = Field(2.0, ge=0.0, le=3600.0)
+    noise_db: float = Field(-60.0, ge=-140.0, le=0.0)
+
+
+class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
+    name = "channel_silence"
+    group = "audio"
+    params_model = ChannelSilenceParams
+    wants_audio = True
+
+    def __init__(self, params: ChannelSilenceParams) -> None:
+        super().__init__(params)
+        self.level = db_to_amplitude(params.noise_db)
+        self.run_start: list[float | None] = []
+        self.reported: list[bool] = []
+
+    def on_audio(self, frame: AudioFrame) -> list[Change]:
+        channels = frame.channels
+        if channels < 2:
+            return []
+        if len(self.run_start) != channels:  # first frame, or the layout changed
+            self.run_start = [None] * channels
+            self.reported = [False] * channels
+        out: list[Change] = []
+        rate = frame.sample_rate
+        loud = np.abs(frame.samples) >= self.level
+        for c in range(channels):
+            row = loud[c]
+            last_loud = int(np.flatnonzero(row)[-1]) if row.any() else -1
+            if last_loud >= 0:
+                if self.run_start[c] is not None and self.reported[c]:
+                    first_loud = int(np.argmax(row))
+                    out.append(Change(frame.t + first_loud / rate, False, key=str(c)))
+                self.reported[c] = False
+                # A new run starts after the last loud sample, if any samples follow it.
+                n = row.size
+                self.run_start[c] = frame.t + (last_loud + 1) / rate if last_loud + 1 < n else None
+            elif self.run_start[c] is None:
+                self.run_start[c] = frame.t
+        now = frame.end
+        d = self.params.d
+        long_runs = [s is not None and now - s >= d for s in self.run_start]
+        for c in range(channels):
+            start = self.run_start[c]
+            if start is None or self.reported[c] or not long_runs[c]:
+                continue
+            if not all(long_runs[o] for o in range(channels) if o != c):
+                self.reported[c] = True
+                out.append(Change(start, True, key=str(c), details={"channel": c}))
+        return sorted(out, key=lambda ch: ch.t)

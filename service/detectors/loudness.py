@@ -1,0 +1,100 @@
+"""Loudness off target: EBU R128 short-term loudness outside target +- tolerance for >= d.
+
+Short-term loudness (3 s window) is evaluated every 100 ms. Its window lags the audio,
+so when it leaves (or re-enters) the range, the start (or end) is dated back to the level
+change itself: the best single change point in the recent 25 ms energy history. Digital
+silence (below the -70 LUFS gate) is no evidence either way -- that is ``silence``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import Field
+
+from service.detectors.base import Change, Detector, Params
+from service.detectors.bs1770 import ABSOLUTE_GATE, LoudnessMeter
+from service.media.frames import AudioFrame
+
+EVAL_EVERY_S = 0.1
+SEARCH_S = 4.0  # history searched for the change point (short-term window + margin)
+
+
+def change_point(levels_db: np.ndarray) -> int:
+    """Index splitting ``levels_db`` into two segments of most different means (least
+    squared error); returns the first index of the second segment."""
+    n = levels_db.size
+    if n < 4:
+        return n - 1
+    x = levels_db - levels_db.mean()
+    csum = np.cumsum(x)[:-1]
+    k = np.arange(1, n)
+    # Between-segment sum of squares for each split (maximising it minimises the SSE).
+    score = csum**2 * n / (k * (n - k))
+    return int(np.argmax(score)) + 1
+
+
+class LoudnessParams(Params):
+    d: float = Field(10.0, ge=0.0, le=3600.0)
+    target: float = Field(-23.0, ge=-70.0, le=0.0, description="LUFS")
+    tolerance: float = Field(5.0, gt=0.0, le=40.0, description="LU either side")
+    severity: str = Field("warning", pattern="^(warning|critical)$")
+
+
+class LoudnessDetector(Detector[LoudnessParams]):
+    name = "loudness"
+    group = "audio"
+    params_model = LoudnessParams
+    wants_audio = True
+
+    def __init__(self, params: LoudnessParams) -> None:
+        super().__init__(params)
+        self.meter: LoudnessMeter | None = None
+        self.state = "ok"  # ok | low | high
+        self.blocks_since_eval = 0
+        self.t0 = 0.0  # media time of the meter's first sample
+
+    def on_audio(self, frame: AudioFrame) -> list[Change]:
+        m = self.meter
+        if m is None or m.rate != frame.sample_rate or m.channels != frame.channels:
+            m = self.meter = LoudnessMeter(frame.sample_rate, frame.channels)
+            self.t0 = frame.t
+            self.blocks_since_eval = 0
+        self.blocks_since_eval += m.push(frame.samples)
+        every = round(EVAL_EVERY_S / m.block_s)
+        if self.blocks_since_eval < every:
+            return []
+        self.blocks_since_eval = 0
+        st = m.short_term()
+        if math.isnan(st) or st <= ABSOLUTE_GATE:
+            return []
+        p = self.params
+        state = "low" if st < p.target - p.tolerance else "high" if st > p.target + p.tolerance else "ok"
+        if state == self.state:
+            return []
+        t = self._dated_change(m)
+        out: list[Change] = []
+        if self.state != "ok":
+            out.append(Change(t, False))
+        if state != "ok":
+            details = {
+                "short_term_lufs": round(st, 1),
+                "target_lufs": p.target,
+                "direction": state,
+            }
+            out.append(Change(t, True, details=details))
+        self.state = state
+        return out
+
+    def _dated_change(self, m: LoudnessMeter) -> float:
+        now = self.t0 + m.blocks_total * m.block_s
+        levels = m.history_db(SEARCH_S)
+        k = change_point(levels)
+        return now - (levels.size - k) * m.block_s
+
+    def integrated(self) -> float | None:
+        if self.meter is None:
+            return None
+        value = self.meter.integrated()
+        return None if math.isinf(value) else value

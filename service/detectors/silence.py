@@ -1,0 +1,40 @@
+"""Silence: every channel below -60 dBFS for >= d (FFmpeg silencedetect, all channels).
+
+A sample position is silent when all channels are below the noise level; one louder
+sample on any channel ends the run. Runs are dated to the first silent sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from service.detectors._audio import db_to_amplitude, transitions
+from service.detectors.base import Change, Detector, Params
+from service.media.frames import AudioFrame
+
+
+class SilenceParams(Params):
+    d: float = Field(2.0, ge=0.0, le=3600.0)
+    noise_db: float = Field(-60.0, ge=-140.0, le=0.0)
+
+
+class SilenceDetector(Detector[SilenceParams]):
+    name = "silence"
+    group = "audio"
+    params_model = SilenceParams
+    wants_audio = True
+
+    def __init__(self, params: SilenceParams) -> None:
+        super().__init__(params)
+        self.level = db_to_amplitude(params.noise_db)
+        self.silent = False
+
+    def on_audio(self, frame: AudioFrame) -> list[Change]:
+        quiet = np.abs(frame.samples).max(axis=0) < self.level
+        idx, values = transitions(quiet, self.silent)
+        if idx.size == 0:
+            return []
+        self.silent = bool(values[-1])
+        rate = frame.sample_rate
+        return [Change(frame.t + int(i) / rate, bool(v)) for i, v in zip(idx, values, strict=True)]

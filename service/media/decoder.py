@@ -1,0 +1,231 @@
+"""Decode a source once and yield frames on one media timeline.
+
+Video reaches detectors as a zero-copy numpy view of the luma plane; audio as float32
+(channels, samples). Times are media seconds from the stream's first video frame (or
+first audio frame for audio-only streams), continuous across timestamp jumps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import av
+import numpy as np
+
+from service.media.errors import SourceError
+from service.media.frames import (
+    AudioFrame,
+    AudioInfo,
+    DecodeError,
+    StreamInfo,
+    VideoFrame,
+    VideoInfo,
+)
+from service.media.source import SourceSpec, open_container, parse_source
+
+log = logging.getLogger(__name__)
+
+MediaItem = VideoFrame | AudioFrame | DecodeError
+
+# A timestamp step outside this window (seconds) is a discontinuity (encoder restart,
+# splice, wrap), not a gap: the timeline continues where it was instead of jumping.
+MAX_FORWARD_GAP = 5.0
+MAX_BACKWARD_STEP = 0.5
+
+
+class _Track:
+    """Maps one stream's raw timestamps onto the shared, continuous media timeline."""
+
+    __slots__ = ("expected", "last_raw", "offset", "time_base")
+
+    def __init__(self, time_base: Any) -> None:
+        self.time_base = float(time_base) if time_base else 0.0
+        self.offset: float | None = None  # added to raw seconds
+        self.last_raw: float | None = None
+        self.expected: float | None = None  # media time the next frame should have
+
+    def place(self, pts: int | None, duration: float, origin: float) -> float:
+        if pts is None:
+            t = self.expected if self.expected is not None else 0.0
+            self.expected = t + duration
+            return t
+        raw = pts * self.time_base
+        if self.offset is None:
+            self.offset = -origin
+        elif self.last_raw is not None and self.expected is not None:
+            step = raw - self.last_raw
+            if step > MAX_FORWARD_GAP or step < -MAX_BACKWARD_STEP:
+                log.info("timestamp discontinuity of %+.3f s; timeline kept continuous", step)
+                self.offset = self.expected - raw
+        self.last_raw = raw
+        t = raw + self.offset
+        self.expected = t + duration
+        return t
+
+
+def _luma_view(frame: Any) -> tuple[np.ndarray, int, int, int]:
+    """Zero-copy (height, width) view of the luma plane plus black/white levels and depth."""
+    fmt = frame.format
+    comp = fmt.components[0]
+    bits = int(comp.bits)
+    if fmt.is_rgb or fmt.has_palette or comp.plane != 0 or fmt.name.startswith(("uyvy", "yuyv")):
+        # Rare packed/RGB formats: convert (slow path, not taken for broadcast codecs).
+        frame = frame.reformat(format="gray")
+        bits = 8
+        full = True
+    else:
+        full = fmt.name.startswith("yuvj") or frame.color_range == 2 or fmt.name.startswith("gray")
+    plane = frame.planes[0]
+    dtype = np.uint8 if bits <= 8 else np.uint16
+    item = 1 if bits <= 8 else 2
+    buf = np.frombuffer(plane, dtype=dtype)
+    luma = buf.reshape(plane.height, plane.line_size // item)[:, : plane.width]
+    scale = 1 << (bits - 8)
+    if full:
+        black, white = 0, (1 << bits) - 1
+    else:
+        black, white = 16 * scale, 235 * scale
+    return luma, black, white, bits
+
+
+class MediaReader:
+    """Open a source and iterate its decoded frames (video and audio interleaved)."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        timeout_s: float = 5.0,
+        threads: str = "AUTO",
+        want_video: bool = True,
+        want_audio: bool = True,
+    ) -> None:
+        self.spec: SourceSpec = parse_source(source)
+        self.container = open_container(self.spec, timeout_s)
+        try:
+            self._setup(threads, want_video, want_audio)
+        except Exception:
+            self.container.close()
+            raise
+
+    def _setup(self, threads: str, want_video: bool, want_audio: bool) -> None:
+        c = self.container
+        self.video_stream = c.streams.video[0] if c.streams.video else None
+        self.audio_stream = c.streams.audio[0] if c.streams.audio else None
+        if self.video_stream is None and self.audio_stream is None:
+            raise SourceError(f"{self.spec.url}: no audio or video stream found")
+        if self.video_stream is not None:
+            self.video_stream.thread_type = threads
+            # H.264 only flags concealed (damaged) frames when error resilience is on.
+            self.video_stream.codec_context.options = {"enable_er": "1"}
+        origin_stream = self.video_stream or self.audio_stream
+        assert origin_stream is not None
+        self.origin = self._stream_start(origin_stream)
+        self.live = self.spec.is_live_protocol or not c.duration
+        vinfo = ainfo = None
+        if self.video_stream is not None:
+            cc = self.video_stream.codec_context
+            rate = self.video_stream.average_rate or self.video_stream.guessed_rate
+            self.fps = float(rate) if rate else 25.0
+            vinfo = VideoInfo(cc.name, cc.width, cc.height, round(self.fps, 3))
+        else:
+            self.fps = 25.0
+        if self.audio_stream is not None:
+            acc = self.audio_stream.codec_context
+            ainfo = AudioInfo(acc.name, acc.sample_rate, acc.channels)
+        self.info = StreamInfo(vinfo, ainfo, self.live)
+        self._decode: list[Any] = []
+        if self.video_stream is not None and want_video:
+            self._decode.append(self.video_stream)
+        if self.audio_stream is not None and want_audio:
+            self._decode.append(self.audio_stream)
+        self._vtrack = _Track(self.video_stream.time_base if self.video_stream else None)
+        self._atrack = _Track(self.audio_stream.time_base if self.audio_stream else None)
+        self.video_frames = 0
+        self.decode_errors = 0
+
+    def _stream_start(self, stream: Any) -> float:
+        if stream.start_time is not None and stream.time_base:
+            return float(stream.start_time * stream.time_base)
+        if self.container.start_time is not None:
+            return float(self.container.start_time) / 1_000_000
+        return 0.0
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> MediaReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _packet_time(self, packet: Any, track: _Track) -> float:
+        if packet.pts is not None and packet.stream.time_base:
+            offset = track.offset if track.offset is not None else -self.origin
+            return float(packet.pts * packet.stream.time_base) + offset
+        return track.expected if track.expected is not None else 0.0
+
+    def frames(self) -> Iterator[MediaItem]:
+        """Yield frames until the source ends; decode errors are yielded, not raised."""
+        vs, as_ = self.video_stream, self.audio_stream
+        vdur = 1.0 / self.fps
+        for packet in self.container.demux(self._decode):
+            stream = packet.stream
+            if packet.is_corrupt and stream is vs:
+                # The demuxer saw a damaged packet (e.g. TS continuity error from loss).
+                self.decode_errors += 1
+                yield DecodeError(self._packet_time(packet, self._vtrack), "video", "corrupt packet")
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as exc:
+                self.decode_errors += 1
+                track = self._vtrack if stream is vs else self._atrack
+                kind = "video" if stream is vs else "audio"
+                yield DecodeError(self._packet_time(packet, track), kind, _short(exc))
+                continue
+            for frame in decoded:
+                if stream is vs:
+                    luma, black, white, bits = _luma_view(frame)
+                    t = self._vtrack.place(frame.pts, vdur, self.origin)
+                    yield VideoFrame(
+                        t=t,
+                        luma=luma,
+                        black_level=black,
+                        white_level=white,
+                        bit_depth=bits,
+                        corrupt=bool(frame.is_corrupt),
+                        key=bool(frame.key_frame),
+                        index=self.video_frames,
+                    )
+                    self.video_frames += 1
+                elif stream is as_:
+                    samples = _audio_array(frame)
+                    rate = frame.sample_rate or 48000
+                    t = self._atrack.place(frame.pts, samples.shape[1] / rate, self.origin)
+                    yield AudioFrame(t=t, samples=samples, sample_rate=rate)
+
+
+def _audio_array(frame: Any) -> np.ndarray:
+    """float32 (channels, samples) from any sample format, without copies for fltp."""
+    name = frame.format.name
+    arr = frame.to_ndarray()
+    if not frame.format.is_planar:
+        arr = arr.reshape(-1, len(frame.layout.channels)).T
+    if name.startswith("flt"):
+        return arr.astype(np.float32, copy=False)
+    if name.startswith("dbl"):
+        return arr.astype(np.float32)
+    if name.startswith("s16"):
+        return arr.astype(np.float32) / 32768.0
+    if name.startswith("s32"):
+        return arr.astype(np.float32) / 2147483648.0
+    if name.startswith("u8"):
+        return (arr.astype(np.float32) - 128.0) / 128.0
+    return arr.astype(np.float32)
+
+
+def _short(exc: Exception) -> str:
+    return str(getattr(exc, "strerror", None) or exc).split(";")[0]

@@ -1,0 +1,70 @@
+"""Fan decoded frames out to a stream's detectors and collect defect events."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from service.detectors.base import Detector
+from service.media.decoder import MediaItem
+from service.media.frames import AudioFrame, DecodeError, VideoFrame
+from service.pipeline.lifecycle import DefectEvent, Lifecycle
+
+
+class Analyzer:
+    """Runs detectors over one stream's frames. Not thread-safe: one per stream."""
+
+    def __init__(self, detectors: list[Detector[Any]]) -> None:
+        self.detectors = detectors
+        self.video = [d for d in detectors if d.wants_video]
+        self.audio = [d for d in detectors if d.wants_audio]
+        self.lifecycle = Lifecycle()
+        self.t_end = 0.0  # end of the media seen so far
+        self.last_video_t: float | None = None
+        self.frame_period = 1 / 30
+        self.detector_seconds: dict[str, float] = {d.name: 0.0 for d in detectors}
+
+    @property
+    def wants_video(self) -> bool:
+        return bool(self.video)
+
+    @property
+    def wants_audio(self) -> bool:
+        return bool(self.audio)
+
+    def feed(self, item: MediaItem) -> list[DefectEvent]:
+        events: list[DefectEvent] = []
+        life = self.lifecycle
+        clock = time.perf_counter
+        if isinstance(item, VideoFrame):
+            if self.last_video_t is not None and 0 < item.t - self.last_video_t < 1.0:
+                self.frame_period = item.t - self.last_video_t
+            self.last_video_t = now = item.t
+            self.t_end = max(self.t_end, item.t + self.frame_period)
+            for det in self.video:
+                t0 = clock()
+                changes = det.on_video(item)
+                self.detector_seconds[det.name] += clock() - t0
+                events += life.apply(det, changes, now) if changes else life.tick(det, now)
+        elif isinstance(item, AudioFrame):
+            now = item.end
+            self.t_end = max(self.t_end, now)
+            for det in self.audio:
+                t0 = clock()
+                changes = det.on_audio(item)
+                self.detector_seconds[det.name] += clock() - t0
+                events += life.apply(det, changes, now) if changes else life.tick(det, now)
+        elif isinstance(item, DecodeError):
+            for det in self.detectors:
+                changes = det.on_decode_error(item)
+                if changes:
+                    events += life.apply(det, changes, item.t)
+        return events
+
+    def finish(self) -> list[DefectEvent]:
+        events: list[DefectEvent] = []
+        for det in self.detectors:
+            changes = det.finish(self.t_end)
+            if changes:
+                events += self.lifecycle.apply(det, changes, self.t_end)
+        return events + self.lifecycle.finish(self.detectors, self.t_end)

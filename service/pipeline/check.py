@@ -1,0 +1,93 @@
+"""`avmon check`: analyse a finite source (or the first seconds of a live one) at full speed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.detectors import registry
+from service.media.decoder import MediaReader
+from service.media.frames import StreamInfo
+from service.pipeline.analyzer import Analyzer
+from service.pipeline.lifecycle import Defect
+
+Progress = Callable[[float, float | None], None]  # (media seconds done, total or None)
+
+
+@dataclass
+class Report:
+    source: str
+    info: StreamInfo
+    duration: float
+    video_frames: int
+    defects: list[Defect] = field(default_factory=list)
+    decode_errors: int = 0
+    detector_seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        v, a = self.info.video, self.info.audio
+        return {
+            "source": self.source,
+            "duration": round(self.duration, 3),
+            "video": None
+            if v is None
+            else {
+                "codec": v.codec,
+                "width": v.width,
+                "height": v.height,
+                "fps": v.fps,
+                "frames": self.video_frames,
+            },
+            "audio": None
+            if a is None
+            else {"codec": a.codec, "sample_rate": a.sample_rate, "channels": a.channels},
+            "defects": [d.as_dict() for d in self.defects],
+        }
+
+
+def check(
+    source: str,
+    detectors: Iterable[str] | None = None,
+    thresholds: Mapping[str, Mapping[str, Any]] | None = None,
+    duration: float | None = None,
+    progress: Progress | None = None,
+    threads: str = "AUTO",
+) -> Report:
+    dets = registry.build(detectors, thresholds)
+    analyzer = Analyzer(dets)
+    with MediaReader(
+        source,
+        threads=threads,
+        want_video=analyzer.wants_video,
+        want_audio=analyzer.wants_audio,
+    ) as reader:
+        total = reader.container.duration / 1_000_000 if reader.container.duration else None
+        if duration is not None:
+            total = min(total, duration) if total else duration
+        defects: list[Defect] = []
+        next_progress = 0.0
+        for item in reader.frames():
+            if duration is not None and item.t >= duration:
+                break
+            for ev in analyzer.feed(item):
+                if ev.kind == "open":
+                    defects.append(ev.defect)
+            if progress is not None and analyzer.t_end >= next_progress:
+                progress(analyzer.t_end, total)
+                next_progress = analyzer.t_end + 0.5
+        for ev in analyzer.finish():
+            if ev.kind == "open":
+                defects.append(ev.defect)
+        if progress is not None:
+            progress(analyzer.t_end, analyzer.t_end)
+        defects.sort(key=lambda d: (d.start, d.type))
+        return Report(
+            source=source,
+            info=reader.info,
+            duration=analyzer.t_end,
+            video_frames=reader.video_frames,
+            defects=defects,
+            decode_errors=reader.decode_errors,
+            detector_seconds=analyzer.detector_seconds,
+        )
