@@ -99,7 +99,10 @@ def _print_table(doc: dict[str, Any], decode_errors: int) -> None:
     print(f"source    {doc['source']}")
     print(f"duration  {doc['duration']:.2f} s")
     if v:
-        print(f"video     {v['codec']} {v['width']}x{v['height']} {v['fps']:g} fps, {v['frames']} frames")
+        print(
+            f"video     {v['codec']} {v['width']}x{v['height']} {v['fps']:g} fps, "
+            f"{v['frames']} frames"
+        )
     if a:
         print(f"audio     {a['codec']} {a['sample_rate']} Hz, {a['channels']} ch")
     if decode_errors:
@@ -117,7 +120,7 @@ def _print_table(doc: dict[str, Any], decode_errors: int) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from service.synth import SynthError, SynthSpec, parse_injections, synthesize
+    from service.synth import SynthSpec, parse_injections, synthesize
 
     try:
         w, _, h = args.size.partition("x")

@@ -24,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage, signal
 
+from service.detectors.bs1770 import LoudnessMeter
+
 SAMPLE_RATE = 48_000
 CONTENTS = ("scene", "noise", "lowlight", "lineup")
 AUDIOS = ("tone", "noise", "speech", "lineup")
@@ -110,8 +112,8 @@ class SynthSpec:
     def validate(self) -> None:
         if self.duration <= 0:
             raise SynthError("--duration must be > 0")
-        if self.width % 16 or self.height % 8 or not 64 <= self.width <= 3840:
-            raise SynthError("--size: width must be a multiple of 16 and height of 8")
+        if self.width % 2 or self.height % 4 or not 64 <= self.width <= 3840:
+            raise SynthError("--size: width must be even (64-3840) and height a multiple of 4")
         if self.content not in CONTENTS:
             raise SynthError(f"--content must be one of {', '.join(CONTENTS)}")
         if self.audio not in AUDIOS:
@@ -152,9 +154,11 @@ class Pictures:
         yy, xx = np.mgrid[0:h, 0:w]
         self.chroma_u = (128 + 40 * np.sin(xx[::2, ::2] / 97.0)).astype(np.uint8)
         self.chroma_v = (128 + 40 * np.cos(yy[::2, ::2] / 61.0)).astype(np.uint8)
-        self.noise_bank = [
-            self.rng.integers(0, 256, (h, w), dtype=np.uint8) for _ in range(7)
-        ] if spec.content == "noise" else []
+        self.noise_bank = (
+            [self.rng.integers(0, 256, (h, w), dtype=np.uint8) for _ in range(7)]
+            if spec.content == "noise"
+            else []
+        )
 
     def luma(self, i: int) -> npt.NDArray[np.float32]:
         spec = self.spec
@@ -171,7 +175,6 @@ class Pictures:
     def frame(self, i: int) -> npt.NDArray[np.uint8]:
         spec = self.spec
         w, h = spec.width, spec.height
-        t = i / spec.fps
         u, v = self.chroma_u, self.chroma_v
         if spec.content == "noise":
             y = self.noise_bank[i % len(self.noise_bank)]
@@ -195,7 +198,6 @@ class Pictures:
         # 4:2:0 chroma planes stacked below luma, as PyAV's yuv420p ndarray layout wants.
         out[h : h + h // 4] = u.reshape(h // 4, w)
         out[h + h // 4 :] = v.reshape(h // 4, w)
-        _ = t
         return out
 
 
@@ -210,8 +212,8 @@ class Blocker:
     def __init__(self, width: int, height: int) -> None:
         self.enc = av.CodecContext.create("mpeg2video", "w")
         self.enc.width, self.enc.height, self.enc.pix_fmt = width, height, "yuv420p"
-        self.enc.time_base = Fraction(1, 25)
-        self.enc.framerate = 25
+        self.enc.time_base = Fraction(1, 25)  # any rate: frames are coded independently
+        self.enc.framerate = Fraction(25)
         self.enc.options = {"qmin": "31", "qmax": "31", "g": "1", "bf": "0"}
         self.enc.open()
         self.dec = av.CodecContext.create("mpeg2video", "r")
@@ -241,7 +243,7 @@ class Sound:
 
     def __init__(self, spec: SynthSpec) -> None:
         self.spec = spec
-        n = int(round(spec.duration * SAMPLE_RATE))
+        n = round(spec.duration * SAMPLE_RATE)
         rng = np.random.default_rng(spec.seed + 1)
         t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
         if spec.audio == "tone":
@@ -261,7 +263,7 @@ class Sound:
                     for i in spec.injections
                     if i.type == "av_sync" and i.covers(float(k))
                 )
-                a = int(round((k + shift) * SAMPLE_RATE))
+                a = round((k + shift) * SAMPLE_RATE)
                 b = min(a + int(LINEUP_BEEP_S * SAMPLE_RATE), n)
                 if 0 <= a < n:
                     left[a:b] = LINEUP_AMPLITUDE * np.sin(2 * np.pi * 1000.0 * t[a:b])
@@ -272,7 +274,7 @@ class Sound:
     def _inject(self) -> None:
         x = self.samples
         for inj in self.spec.injections:
-            a, b = int(round(inj.start * SAMPLE_RATE)), int(round(inj.end * SAMPLE_RATE))
+            a, b = round(inj.start * SAMPLE_RATE), round(inj.end * SAMPLE_RATE)
             if inj.type == "silence":
                 x[:, a:b] = 0.0
             elif inj.type == "channel_silence":
@@ -306,7 +308,10 @@ def _speech_like(n: int, rng: np.random.Generator) -> npt.NDArray[np.float64]:
             pos += length + int(rng.uniform(0.0, 0.05) * SAMPLE_RATE)
         pos += int(rng.uniform(0.15, 0.9) * SAMPLE_RATE)  # a pause between words
     out = env * (0.6 * carrier / (np.std(carrier) + 1e-9) + 0.4 * voiced / (np.std(voiced) + 1e-9))
-    return 0.09 * out
+    # Programme level: -23 LUFS integrated, like speech mixed to EBU R128.
+    meter = LoudnessMeter(SAMPLE_RATE, 2)
+    meter.push(np.stack([out, out]))
+    return out * 10 ** ((-23.0 - meter.integrated()) / 20)
 
 
 # ------------------------------------------------------------------------------ write
@@ -324,7 +329,7 @@ def synthesize(spec: SynthSpec) -> dict[str, Any]:
         else None
     )
     fps = spec.fps
-    frames = int(round(spec.duration * fps))
+    frames = round(spec.duration * fps)
     injected = spec.injections
     freeze_spans = [i for i in injected if i.type == "freeze"]
     corrupt_spans = [i for i in injected if i.type == "block_corruption"]
@@ -375,22 +380,14 @@ def synthesize(spec: SynthSpec) -> dict[str, Any]:
             # Interleave audio up to this video time.
             while next_audio is not None and next_audio[0] / SAMPLE_RATE <= t + 1.0 / fps:
                 start, block = next_audio
-                af = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(block), format="fltp", layout="stereo"
-                )
-                af.sample_rate = SAMPLE_RATE
-                af.pts = start
-                af.time_base = Fraction(1, SAMPLE_RATE)
-                for pkt in as_.encode(af):
+                for pkt in as_.encode(_audio_frame(start, block)):
                     out.mux(pkt)
                 next_audio = next(audio_blocks, None)
         for pkt in vs.encode(None):
             out.mux(_maybe_corrupt(pkt, corrupt_spans, fps))
         while next_audio is not None:
             start, block = next_audio
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout="stereo")
-            af.sample_rate, af.pts, af.time_base = SAMPLE_RATE, start, Fraction(1, SAMPLE_RATE)
-            for pkt in as_.encode(af):
+            for pkt in as_.encode(_audio_frame(start, block)):
                 out.mux(pkt)
             next_audio = next(audio_blocks, None)
         for pkt in as_.encode(None):
@@ -406,6 +403,14 @@ def synthesize(spec: SynthSpec) -> dict[str, Any]:
     }
     Path(str(spec.out) + ".json").write_text(json.dumps(truth, indent=2) + "\n")
     return truth
+
+
+def _audio_frame(start: int, block: npt.NDArray[np.float32]) -> Any:
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout="stereo")
+    frame.sample_rate = SAMPLE_RATE
+    frame.pts = start
+    frame.time_base = Fraction(1, SAMPLE_RATE)
+    return frame
 
 
 def _maybe_corrupt(pkt: Any, spans: list[Injection], fps: int) -> Any:

@@ -29,7 +29,9 @@ class AvSyncParams(Params):
     early_ms: float = Field(45.0, ge=0.0, le=5000.0, description="audio early tolerance")
     late_ms: float = Field(125.0, ge=0.0, le=5000.0, description="audio late tolerance")
     confirm: int = Field(2, ge=1, le=100, description="consecutive pairs to raise")
-    flash_jump: float = Field(0.3, gt=0.0, le=1.0, description="flash brightness jump, share of range")
+    flash_jump: float = Field(
+        0.3, gt=0.0, le=1.0, description="flash brightness jump, share of range"
+    )
     burst_level_db: float = Field(-30.0, ge=-90.0, le=0.0)
     max_burst_s: float = Field(0.1, gt=0.0, le=2.0)
 
@@ -99,7 +101,11 @@ class AvSyncDetector(Detector[AvSyncParams]):
                     out += self._pair()
                 self.candidate = None
             self.loud = bool(loud[i])
-        if self.loud and self.candidate is not None and frame.end - self.candidate > self.params.max_burst_s:
+        if (
+            self.loud
+            and self.candidate is not None
+            and frame.end - self.candidate > self.params.max_burst_s
+        ):
             self.candidate = None  # programme sound, not a burst
         return out
 

@@ -34,7 +34,7 @@ class BlackDetector(Detector[BlackParams]):
         grid = sampled(frame.luma)
         th = black_threshold(frame.black_level, frame.white_level, self.params.pix_th)
         ratio = np.count_nonzero(grid <= th) / grid.size
-        black = ratio >= self.params.picture_black_ratio_th
+        black = bool(ratio >= self.params.picture_black_ratio_th)
         if black == self.active:
             return []
         self.active = black

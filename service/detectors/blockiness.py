@@ -50,7 +50,11 @@ def grid_ratio(luma: np.ndarray, bit_depth: int = 8) -> float | None:
 
 
 def _profile(x: np.ndarray, axis: int, shift: int) -> np.ndarray | None:
-    g = np.abs(np.diff(x, axis=axis).astype(np.int16) if shift == 0 else np.diff(x.astype(np.int32) >> shift, axis=axis))
+    g = np.abs(
+        np.diff(x, axis=axis).astype(np.int16)
+        if shift == 0
+        else np.diff(x.astype(np.int32) >> shift, axis=axis)
+    )
     np.minimum(g, CLIP, out=g)
     prof = g.sum(axis=1 - axis)
     # Mean gradient below ~0.5 code values per pixel: a flat picture, no evidence.

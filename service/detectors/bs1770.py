@@ -25,7 +25,9 @@ def k_weighting(rate: int) -> tuple[np.ndarray, np.ndarray]:
     vh = 10 ** (gain_db / 20)
     vb = vh**0.4996667741545416
     a0 = 1 + k / q + k * k
-    b1 = np.array([(vh + vb * k / q + k * k) / a0, 2 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0])
+    b1 = np.array(
+        [(vh + vb * k / q + k * k) / a0, 2 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0]
+    )
     a1 = np.array([1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0])
     # Stage 2: RLB high-pass at ~38 Hz.
     f0, q = 38.13547087602444, 0.5003270373238773
@@ -72,7 +74,9 @@ class LoudnessMeter:
         self.block = max(1, round(self.BLOCK_S * rate))
         self.block_s = self.block / rate
         self.pending = np.zeros(0)
-        self.blocks: deque[float] = deque(maxlen=max(self.GATE_WINDOW, int(history_s / self.block_s)))
+        self.blocks: deque[float] = deque(
+            maxlen=max(self.GATE_WINDOW, int(history_s / self.block_s))
+        )
         self.blocks_total = 0
         self.hist_power = np.zeros(self.HIST_BINS)  # summed power per loudness bin
         self.hist_count = np.zeros(self.HIST_BINS, dtype=np.int64)
@@ -126,7 +130,7 @@ class LoudnessMeter:
         if count == 0:
             return -math.inf
         rel = lufs(float(self.hist_power.sum()) / count) + RELATIVE_GATE
-        first = max(0, int(math.ceil((rel - self.HIST_MIN) / self.HIST_STEP)))
+        first = max(0, math.ceil((rel - self.HIST_MIN) / self.HIST_STEP))
         kept = int(self.hist_count[first:].sum())
         return lufs(float(self.hist_power[first:].sum()) / kept) if kept else -math.inf
 

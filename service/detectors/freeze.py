@@ -18,7 +18,9 @@ from service.media.frames import VideoFrame
 
 class FreezeParams(Params):
     d: float = Field(2.0, ge=0.0, le=3600.0)
-    noise: float = Field(0.001, gt=0.0, lt=1.0, description="mean abs difference, share of full scale")
+    noise: float = Field(
+        0.001, gt=0.0, lt=1.0, description="mean abs difference, share of full scale"
+    )
 
 
 class FreezeDetector(Detector[FreezeParams]):
@@ -51,5 +53,5 @@ class FreezeDetector(Detector[FreezeParams]):
         self.ref = grid.copy()
         self.ref_t = frame.t
         th = black_threshold(frame.black_level, frame.white_level, 0.10)
-        self.ref_black = np.count_nonzero(self.ref <= th) >= 0.98 * self.ref.size
+        self.ref_black = bool(np.count_nonzero(self.ref <= th) >= 0.98 * self.ref.size)
         return out

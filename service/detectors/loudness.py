@@ -70,7 +70,13 @@ class LoudnessDetector(Detector[LoudnessParams]):
         if math.isnan(st) or st <= ABSOLUTE_GATE:
             return []
         p = self.params
-        state = "low" if st < p.target - p.tolerance else "high" if st > p.target + p.tolerance else "ok"
+        state = (
+            "low"
+            if st < p.target - p.tolerance
+            else "high"
+            if st > p.target + p.tolerance
+            else "ok"
+        )
         if state == self.state:
             return []
         t = self._dated_change(m)

@@ -51,8 +51,8 @@ def resolve_names(selection: Iterable[str] | None) -> list[str]:
     if selection is None:
         return list(DETECTORS)
     wanted: set[str] = set()
-    for item in selection:
-        item = item.strip()
+    for raw in selection:
+        item = raw.strip()
         if item in DETECTORS:
             wanted.add(item)
         elif item in GROUPS:

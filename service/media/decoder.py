@@ -177,7 +177,9 @@ class MediaReader:
             if packet.is_corrupt and stream is vs:
                 # The demuxer saw a damaged packet (e.g. TS continuity error from loss).
                 self.decode_errors += 1
-                yield DecodeError(self._packet_time(packet, self._vtrack), "video", "corrupt packet")
+                yield DecodeError(
+                    self._packet_time(packet, self._vtrack), "video", "corrupt packet"
+                )
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError as exc:

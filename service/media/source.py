@@ -54,17 +54,13 @@ def network_options(spec: SourceSpec, timeout_s: float) -> dict[str, str]:
     if spec.scheme in ("udp", "rtp"):
         # 'timeout' makes a silent UDP socket return instead of blocking forever;
         # a large FIFO absorbs bursts while we decode; overruns drop, never abort.
-        opts.update(
-            timeout=us, fifo_size="1000000", overrun_nonfatal="1", buffer_size="4194304"
-        )
+        opts.update(timeout=us, fifo_size="1000000", overrun_nonfatal="1", buffer_size="4194304")
     elif spec.scheme in ("rtsp", "rtsps"):
         opts.update(rtsp_transport="tcp", timeout=us)
     elif spec.scheme in ("rtmp", "rtmps"):
         opts.update(rw_timeout=us)
     elif spec.scheme in HTTP_SCHEMES:
-        opts.update(
-            rw_timeout=us, reconnect="1", reconnect_streamed="1", reconnect_delay_max="4"
-        )
+        opts.update(rw_timeout=us, reconnect="1", reconnect_streamed="1", reconnect_delay_max="4")
     if spec.is_network:
         # Start quickly on live sources: a second of probing is plenty for TS/RTSP.
         opts.update(analyzeduration="2000000", probesize="2000000")

@@ -1,0 +1,393 @@
+"""`avmon bench`: CPU cost of avmon vs decoding alone vs FFmpeg's own detection filters.
+
+Three variants run in one process, interleaved round by round, on the same clip:
+
+- ``decode``: MediaReader frames, nothing done with them (the floor any monitor pays);
+- ``avmon``: ``check()`` with every default detector;
+- ``ffmpeg``: the same decode feeding libavfilter's ``blackdetect,freezedetect,blockdetect``
+  and ``silencedetect,ebur128`` through PyAV, every output frame pulled from the sinks.
+
+CPU time is process time (all threads, so frame-threaded decoding counts in full); the
+minimum over ``--repeat`` rounds is kept per variant, as the machine may be shared. Peak
+RSS of the avmon variant is measured in fresh child processes on the first half of the
+clip and on all of it, to show memory does not grow with input length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import av.filter
+
+from service.media.decoder import MediaReader
+from service.media.frames import AudioFrame
+from service.pipeline.check import check
+
+VIDEO_FILTERS = ("blackdetect", "freezedetect", "blockdetect")
+AUDIO_FILTERS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("silencedetect", {}),
+    # metadata=1 makes ebur128 tag every output frame, so the test can see it ran.
+    ("ebur128", {"metadata": "1"}),
+)
+# Targets set by the issue.
+MAX_AVMON_OVER_DECODE = 1.25
+MIN_FFMPEG_OVER_AVMON = 5.0
+MAX_PEAK_RSS_MB = 200.0
+VARIANTS = ("decode", "avmon", "ffmpeg")
+
+
+@dataclass
+class Measurement:
+    """One variant: CPU/wall seconds of each round and what it processed (last round)."""
+
+    cpu_s: list[float] = field(default_factory=list)
+    wall_s: list[float] = field(default_factory=list)
+    video_frames: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "cpu_s": round(min(self.cpu_s), 4),
+            "wall_s": round(min(self.wall_s), 4),
+            "cpu_s_rounds": [round(x, 4) for x in self.cpu_s],
+            "wall_s_rounds": [round(x, 4) for x in self.wall_s],
+            "video_frames": self.video_frames,
+            **self.extra,
+        }
+
+
+# Each variant returns (video frames processed, extra facts to report).
+Work = tuple[int, dict[str, Any]]
+
+
+def run_decode(path: str) -> Work:
+    """Decode only, through the very reader avmon uses (same threads, same options)."""
+    samples = 0
+    with MediaReader(path) as reader:
+        for item in reader.frames():
+            if isinstance(item, AudioFrame):
+                samples += item.samples.shape[1]
+        return reader.video_frames, {"audio_samples": samples}
+
+
+def run_avmon(path: str) -> Work:
+    """avmon's own ``check``: decode plus every default detector."""
+    report = check(path)
+    frames = max(report.video_frames, 1)
+    per_frame = {
+        name: round(1000 * secs / frames, 4) for name, secs in report.detector_seconds.items()
+    }
+    return report.video_frames, {
+        "media_s": round(report.duration, 3),
+        "defects": len(report.defects),
+        "detector_ms_per_video_frame": per_frame,
+    }
+
+
+def run_ffmpeg(path: str) -> Work:
+    """libavfilter doing equivalent detection on the same decoded frames."""
+    graphs: dict[str, Any] = {}
+    pulled = {"video": 0, "audio": 0}  # video frames, audio samples out of the sinks
+    metadata: set[str] = set()
+
+    def drain(kind: str) -> None:
+        graph = graphs[kind]
+        while True:
+            try:
+                out = graph.pull()
+            except (BlockingIOError, av.error.EOFError):
+                return
+            pulled[kind] += 1 if kind == "video" else out.samples
+            metadata.update(out.metadata.keys())
+
+    with MediaReader(path) as reader:  # opened for its stream settings, then demuxed raw
+        vs, as_ = reader.video_stream, reader.audio_stream
+        streams = [s for s in (vs, as_) if s is not None]
+        for packet in reader.container.demux(streams):
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError:
+                continue  # as MediaReader does: a damaged packet is skipped, not fatal
+            kind = "video" if packet.stream is vs else "audio"
+            for frame in decoded:
+                if kind not in graphs:
+                    graphs[kind] = _video_graph(frame) if kind == "video" else _audio_graph(frame)
+                graphs[kind].push(frame)
+                drain(kind)
+        for kind, graph in graphs.items():
+            graph.push(None)  # flush: filters holding frames (ebur128 framing) emit them
+            drain(kind)
+    return pulled["video"], {"audio_samples": pulled["audio"], "metadata_keys": sorted(metadata)}
+
+
+def _video_graph(frame: Any) -> Any:
+    graph = av.filter.Graph()
+    nodes = [graph.add_buffer(template=frame)]
+    nodes += [graph.add(name) for name in VIDEO_FILTERS]
+    nodes.append(graph.add("buffersink"))
+    graph.link_nodes(*nodes).configure()
+    return graph
+
+
+def _audio_graph(frame: Any) -> Any:
+    graph = av.filter.Graph()
+    nodes = [
+        graph.add_abuffer(
+            sample_rate=frame.sample_rate,
+            format=frame.format.name,
+            layout=frame.layout.name,
+            time_base=frame.time_base,
+        )
+    ]
+    nodes += [graph.add(name, **opts) for name, opts in AUDIO_FILTERS]
+    nodes.append(graph.add("abuffersink"))
+    graph.link_nodes(*nodes).configure()
+    return graph
+
+
+RUNNERS: dict[str, Callable[[str], Work]] = {
+    "decode": run_decode,
+    "avmon": run_avmon,
+    "ffmpeg": run_ffmpeg,
+}
+
+
+def measure(path: str, repeat: int) -> dict[str, Measurement]:
+    """Run every variant ``repeat`` times, interleaved so drifting load hits all alike.
+
+    The order rotates each round so no variant always runs first (cold caches) or last.
+    """
+    results = {name: Measurement() for name in VARIANTS}
+    for r in range(max(repeat, 1)):
+        k = r % len(VARIANTS)
+        for name in VARIANTS[k:] + VARIANTS[:k]:
+            gc.collect()  # the previous variant's garbage is not this one's cost
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            frames, extra = RUNNERS[name](path)
+            m = results[name]
+            m.cpu_s.append(time.process_time() - cpu0)
+            m.wall_s.append(time.perf_counter() - wall0)
+            m.video_frames, m.extra = frames, extra
+    return results
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+_CHILD_CODE = (
+    "import sys; from service.benchmark import rss_child; rss_child(sys.argv[1], sys.argv[2])"
+)
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process so far.
+
+    Linux's VmHWM belongs to the current address space; ru_maxrss would also carry the
+    parent's peak across fork+exec (the bench parent's, not avmon's), so it is a fallback.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def rss_child(path: str, seconds: str) -> None:
+    """In a fresh process: run avmon on the first ``seconds`` of ``path``, print peak RSS."""
+    base = _peak_rss_mb()  # interpreter + imports (numpy, scipy, PyAV)
+    report = check(path, duration=float(seconds))
+    doc = {
+        "media_s": round(report.duration, 3),
+        "video_frames": report.video_frames,
+        "baseline_rss_mb": round(base, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+    print(json.dumps(doc))
+
+
+def measure_memory(path: str, duration: float) -> dict[str, Any]:
+    """Peak RSS of avmon on half the clip and on all of it, each in its own process."""
+    runs = {}
+    for label, seconds in (("short", duration / 2), ("long", duration)):
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD_CODE, path, str(seconds)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+    growth = runs["long"]["peak_rss_mb"] - runs["short"]["peak_rss_mb"]
+    return {**runs, "growth_mb": round(growth, 1)}
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def _clip_facts(path: str) -> dict[str, Any]:
+    with MediaReader(path) as reader:
+        v, a = reader.info.video, reader.info.audio
+        dur = reader.container.duration
+        return {
+            "duration_s": round(dur / 1_000_000, 3) if dur else None,
+            "video": None if v is None else f"{v.codec} {v.width}x{v.height} {v.fps:g} fps",
+            "audio": None if a is None else f"{a.codec} {a.sample_rate} Hz {a.channels} ch",
+        }
+
+
+def _machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "pyav": av.__version__,
+        "libavcodec": ".".join(str(x) for x in av.library_versions["libavcodec"]),
+    }
+
+
+def build_report(
+    source: str,
+    synthesized: bool,
+    results: dict[str, Measurement],
+    memory: dict[str, Any],
+    repeat: int,
+) -> dict[str, Any]:
+    clip = _clip_facts(source)
+    a, b, c = (min(results[n].cpu_s) for n in VARIANTS)
+    media_s = clip["duration_s"] or 0.0
+    avmon_over_decode, ffmpeg_over_avmon = round(b / a, 3), round(c / b, 3)
+    ratios = {
+        "avmon_over_decode": avmon_over_decode,
+        "ffmpeg_over_avmon": ffmpeg_over_avmon,
+        # Detection work alone, decode subtracted from both sides.
+        "ffmpeg_over_avmon_excl_decode": round((c - a) / (b - a), 2) if b > a else None,
+    }
+    return {
+        "source": source,
+        "synthesized": synthesized,  # a temporary clip, deleted on exit
+        "clip": clip,
+        "repeat": repeat,
+        "machine": _machine(),
+        "variants": {n: results[n].as_json() for n in VARIANTS},
+        "cpu_s_per_media_s": {
+            n: round(min(results[n].cpu_s) / media_s, 3) if media_s else None for n in VARIANTS
+        },
+        "ratios": ratios,
+        "memory": memory,
+        "targets": {
+            "avmon_over_decode_max": MAX_AVMON_OVER_DECODE,
+            "ffmpeg_over_avmon_min": MIN_FFMPEG_OVER_AVMON,
+            "peak_rss_mb_max": MAX_PEAK_RSS_MB,
+            "avmon_over_decode_met": avmon_over_decode <= MAX_AVMON_OVER_DECODE,
+            "ffmpeg_over_avmon_met": ffmpeg_over_avmon >= MIN_FFMPEG_OVER_AVMON,
+            "peak_rss_met": max(memory["short"]["peak_rss_mb"], memory["long"]["peak_rss_mb"])
+            < MAX_PEAK_RSS_MB,
+        },
+    }
+
+
+def print_table(doc: dict[str, Any]) -> None:
+    clip, mach, var, r = doc["clip"], doc["machine"], doc["variants"], doc["ratios"]
+    origin = " (synthesized scene + speech, deleted)" if doc["synthesized"] else ""
+    print(f"clip      {doc['source']}{origin}")
+    print(f"          {clip['video']}, {clip['audio']}, {clip['duration_s']} s")
+    print(
+        f"machine   {mach['cpus']} cpus ({mach['cpu']}), load {mach['load_avg_1m']}, "
+        f"PyAV {mach['pyav']}, libavcodec {mach['libavcodec']}"
+    )
+    print(f"rounds    {doc['repeat']} (min per variant, variants interleaved, one run)")
+    print()
+    labels = {
+        "decode": "(a) decode only (MediaReader)",
+        "avmon": "(b) avmon, all detectors",
+        "ffmpeg": "(c) FFmpeg filters (lavfi)",
+    }
+    print(f"  {'variant':<32}{'CPU s':>8}{'wall s':>8}{'CPU/media s':>13}{'frames':>8}")
+    for n in VARIANTS:
+        v = var[n]
+        per = doc["cpu_s_per_media_s"][n]
+        print(
+            f"  {labels[n]:<32}{v['cpu_s']:>8.2f}{v['wall_s']:>8.2f}"
+            f"{per if per is not None else float('nan'):>13.3f}{v['video_frames']:>8}"
+        )
+    t = doc["targets"]
+    print()
+    print(
+        f"  b/a = {r['avmon_over_decode']:.2f}  (target <= {t['avmon_over_decode_max']}: "
+        f"{'met' if t['avmon_over_decode_met'] else 'NOT met'})"
+    )
+    print(
+        f"  c/b = {r['ffmpeg_over_avmon']:.2f}  (target >= {t['ffmpeg_over_avmon_min']}: "
+        f"{'met' if t['ffmpeg_over_avmon_met'] else 'NOT met'}); "
+        f"detection alone (c-a)/(b-a) = {r['ffmpeg_over_avmon_excl_decode']}"
+    )
+    print()
+    print("  avmon detectors, ms per video frame (wall, from Analyzer.detector_seconds):")
+    per = var["avmon"]["detector_ms_per_video_frame"]
+    print("    " + "  ".join(f"{k} {v:.3f}" for k, v in per.items()))
+    mem = doc["memory"]
+    print()
+    print("  avmon peak RSS (child process):")
+    for label in ("short", "long"):
+        m = mem[label]
+        print(
+            f"    {m['media_s']:>7.2f} s media, {m['video_frames']:>6} frames: "
+            f"{m['peak_rss_mb']:.1f} MB (after imports {m['baseline_rss_mb']:.1f} MB)"
+        )
+    print(
+        f"    growth {mem['growth_mb']:+.1f} MB for 2x the input (target < "
+        f"{t['peak_rss_mb_max']:g} MB: {'met' if t['peak_rss_met'] else 'NOT met'})"
+    )
+
+
+def _synthesize(out_dir: Path, duration: float, size: str) -> str:
+    from service.synth import SynthSpec, synthesize
+
+    w, _, h = size.partition("x")
+    out = out_dir / "bench.ts"
+    synthesize(
+        SynthSpec(
+            out=out, duration=duration, width=int(w), height=int(h), content="scene", audio="speech"
+        )
+    )
+    return str(out)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="avmon-bench-") as tmp:
+        source = args.source or _synthesize(Path(tmp), args.duration, args.size)
+        results = measure(source, args.repeat)
+        clip_s = _clip_facts(source)["duration_s"] or args.duration
+        memory = measure_memory(source, clip_s)
+        doc = build_report(source, not args.source, results, memory, args.repeat)
+    if args.json:
+        json.dump(doc, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print_table(doc)
+    return 0
