@@ -34,6 +34,7 @@ import av
 import av.filter
 
 from service.media.decoder import MediaReader
+from service.media.errors import SourceError
 from service.media.frames import AudioFrame
 from service.pipeline.check import check
 
@@ -48,6 +49,7 @@ MAX_AVMON_OVER_DECODE = 1.25
 MIN_FFMPEG_OVER_AVMON = 5.0
 MAX_PEAK_RSS_MB = 200.0
 VARIANTS = ("decode", "avmon", "ffmpeg")
+EXIT_USAGE, EXIT_SOURCE = 2, 3  # as `avmon check`
 
 
 @dataclass
@@ -271,28 +273,23 @@ def _machine() -> dict[str, Any]:
 
 
 def build_report(
-    source: str,
-    synthesized: bool,
-    results: dict[str, Measurement],
-    memory: dict[str, Any],
-    repeat: int,
+    header: dict[str, Any], results: dict[str, Measurement], memory: dict[str, Any]
 ) -> dict[str, Any]:
-    clip = _clip_facts(source)
+    """The JSON document: ``header`` (source, clip, machine, repeat) plus the figures."""
     a, b, c = (min(results[n].cpu_s) for n in VARIANTS)
-    media_s = clip["duration_s"] or 0.0
+    media_s = header["clip"]["duration_s"] or 0.0
     avmon_over_decode, ffmpeg_over_avmon = round(b / a, 3), round(c / b, 3)
     ratios = {
         "avmon_over_decode": avmon_over_decode,
         "ffmpeg_over_avmon": ffmpeg_over_avmon,
+        # Both (b) and (c) include the decode, so c/b can never exceed c/a.
+        "ffmpeg_over_decode": round(c / a, 3),
         # Detection work alone, decode subtracted from both sides.
         "ffmpeg_over_avmon_excl_decode": round((c - a) / (b - a), 2) if b > a else None,
     }
+    peak = max(memory["short"]["peak_rss_mb"], memory["long"]["peak_rss_mb"])
     return {
-        "source": source,
-        "synthesized": synthesized,  # a temporary clip, deleted on exit
-        "clip": clip,
-        "repeat": repeat,
-        "machine": _machine(),
+        **header,
         "variants": {n: results[n].as_json() for n in VARIANTS},
         "cpu_s_per_media_s": {
             n: round(min(results[n].cpu_s) / media_s, 3) if media_s else None for n in VARIANTS
@@ -305,19 +302,22 @@ def build_report(
             "peak_rss_mb_max": MAX_PEAK_RSS_MB,
             "avmon_over_decode_met": avmon_over_decode <= MAX_AVMON_OVER_DECODE,
             "ffmpeg_over_avmon_met": ffmpeg_over_avmon >= MIN_FFMPEG_OVER_AVMON,
-            "peak_rss_met": max(memory["short"]["peak_rss_mb"], memory["long"]["peak_rss_mb"])
-            < MAX_PEAK_RSS_MB,
+            "peak_rss_met": peak < MAX_PEAK_RSS_MB,
         },
     }
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def print_table(doc: dict[str, Any]) -> None:
-    clip, mach, var, r = doc["clip"], doc["machine"], doc["variants"], doc["ratios"]
+    clip, mach, var, r, t = (doc[k] for k in ("clip", "machine", "variants", "ratios", "targets"))
     origin = " (synthesized scene + speech, deleted)" if doc["synthesized"] else ""
     print(f"clip      {doc['source']}{origin}")
     print(f"          {clip['video']}, {clip['audio']}, {clip['duration_s']} s")
     print(
-        f"machine   {mach['cpus']} cpus ({mach['cpu']}), load {mach['load_avg_1m']}, "
+        f"machine   {mach['cpus']} cpus ({mach['cpu']}), load {mach['load_avg_1m']} at start, "
         f"PyAV {mach['pyav']}, libavcodec {mach['libavcodec']}"
     )
     print(f"rounds    {doc['repeat']} (min per variant, variants interleaved, one run)")
@@ -329,30 +329,30 @@ def print_table(doc: dict[str, Any]) -> None:
     }
     print(f"  {'variant':<32}{'CPU s':>8}{'wall s':>8}{'CPU/media s':>13}{'frames':>8}")
     for n in VARIANTS:
-        v = var[n]
-        per = doc["cpu_s_per_media_s"][n]
+        v, per = var[n], doc["cpu_s_per_media_s"][n]
         print(
             f"  {labels[n]:<32}{v['cpu_s']:>8.2f}{v['wall_s']:>8.2f}"
             f"{per if per is not None else float('nan'):>13.3f}{v['video_frames']:>8}"
         )
-    t = doc["targets"]
     print()
     print(
-        f"  b/a = {r['avmon_over_decode']:.2f}  (target <= {t['avmon_over_decode_max']}: "
-        f"{'met' if t['avmon_over_decode_met'] else 'NOT met'})"
+        f"  b/a = {r['avmon_over_decode']:.2f}  "
+        f"(target <= {t['avmon_over_decode_max']:g}: {_met(t['avmon_over_decode_met'])})"
     )
     print(
-        f"  c/b = {r['ffmpeg_over_avmon']:.2f}  (target >= {t['ffmpeg_over_avmon_min']}: "
-        f"{'met' if t['ffmpeg_over_avmon_met'] else 'NOT met'}); "
-        f"detection alone (c-a)/(b-a) = {r['ffmpeg_over_avmon_excl_decode']}"
+        f"  c/b = {r['ffmpeg_over_avmon']:.2f}  "
+        f"(target >= {t['ffmpeg_over_avmon_min']:g}: {_met(t['ffmpeg_over_avmon_met'])}; "
+        f"bounded by c/a = {r['ffmpeg_over_decode']:.2f})"
     )
+    print(f"  detection alone, (c-a)/(b-a) = {r['ffmpeg_over_avmon_excl_decode']}")
     print()
-    print("  avmon detectors, ms per video frame (wall, from Analyzer.detector_seconds):")
-    per = var["avmon"]["detector_ms_per_video_frame"]
-    print("    " + "  ".join(f"{k} {v:.3f}" for k, v in per.items()))
+    print("  avmon detectors, ms per video frame (wall, Analyzer.detector_seconds):")
+    items = [f"{k} {v:.3f}" for k, v in var["avmon"]["detector_ms_per_video_frame"].items()]
+    for i in range(0, len(items), 5):
+        print("    " + "  ".join(items[i : i + 5]))
     mem = doc["memory"]
     print()
-    print("  avmon peak RSS (child process):")
+    print("  avmon peak RSS (fresh child process each):")
     for label in ("short", "long"):
         m = mem[label]
         print(
@@ -360,8 +360,8 @@ def print_table(doc: dict[str, Any]) -> None:
             f"{m['peak_rss_mb']:.1f} MB (after imports {m['baseline_rss_mb']:.1f} MB)"
         )
     print(
-        f"    growth {mem['growth_mb']:+.1f} MB for 2x the input (target < "
-        f"{t['peak_rss_mb_max']:g} MB: {'met' if t['peak_rss_met'] else 'NOT met'})"
+        f"    growth {mem['growth_mb']:+.1f} MB for 2x the input "
+        f"(target < {t['peak_rss_mb_max']:g} MB: {_met(t['peak_rss_met'])})"
     )
 
 
@@ -370,21 +370,35 @@ def _synthesize(out_dir: Path, duration: float, size: str) -> str:
 
     w, _, h = size.partition("x")
     out = out_dir / "bench.ts"
-    synthesize(
-        SynthSpec(
-            out=out, duration=duration, width=int(w), height=int(h), content="scene", audio="speech"
-        )
+    spec = SynthSpec(
+        out=out, duration=duration, width=int(w), height=int(h), content="scene", audio="speech"
     )
+    synthesize(spec)
     return str(out)
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    machine = _machine()  # before we load it: the load average shows the neighbours
     with tempfile.TemporaryDirectory(prefix="avmon-bench-") as tmp:
-        source = args.source or _synthesize(Path(tmp), args.duration, args.size)
+        try:
+            source = args.source or _synthesize(Path(tmp), args.duration, args.size)
+            clip = _clip_facts(source)
+        except SourceError as exc:
+            print(f"avmon: error: {exc}", file=sys.stderr)
+            return EXIT_SOURCE
+        except ValueError as exc:  # bad --size / --duration for the synthesized clip
+            print(f"avmon: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        header = {
+            "source": source,
+            "synthesized": not args.source,  # a temporary clip, deleted on exit
+            "clip": clip,
+            "machine": machine,
+            "repeat": args.repeat,
+        }
         results = measure(source, args.repeat)
-        clip_s = _clip_facts(source)["duration_s"] or args.duration
-        memory = measure_memory(source, clip_s)
-        doc = build_report(source, not args.source, results, memory, args.repeat)
+        memory = measure_memory(source, clip["duration_s"] or args.duration)
+    doc = build_report(header, results, memory)
     if args.json:
         json.dump(doc, sys.stdout)
         sys.stdout.write("\n")

@@ -142,7 +142,7 @@ class Pictures:
         texture = np.zeros((h, 2 * w), np.float32)
         for scale, weight in ((max(w // 8, 4), 1.0), (max(w // 40, 2), 0.6), (2, 0.25)):
             noise = self.rng.standard_normal((h // scale + 2, 2 * w // scale + 2))
-            up = ndimage.zoom(noise, scale, order=1)[:h, : 2 * w]
+            up = ndimage.zoom(noise, scale, order=3)[:h, : 2 * w]  # smooth: no kinks on a grid
             texture[: up.shape[0], : up.shape[1]] += weight * up.astype(np.float32)
         texture = (texture - texture.min()) / (np.ptp(texture) + 1e-9)
         # A few hard-edged shapes, like graphics and objects in real footage.
@@ -163,7 +163,7 @@ class Pictures:
     def luma(self, i: int) -> npt.NDArray[np.float32]:
         spec = self.spec
         w, h = spec.width, spec.height
-        x = (i * max(w // 320, 1) * 2) % (2 * w)
+        x = (i * (2 * max(w // 320, 1) + 1)) % (2 * w)  # odd steps: edges off any grid
         frame = self.canvas[:, x : x + w].copy()
         # A moving disc gives local motion on top of the pan.
         cx = int((0.5 + 0.35 * math.sin(i / 23.0)) * w)

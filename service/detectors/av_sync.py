@@ -6,6 +6,9 @@ half a second; ``offset_ms`` > 0 means the audio is later than the video. An off
 beyond BT.1359's detectability (45 ms early, 125 ms late) on ``confirm`` consecutive
 pairs opens a run dated to the first of them; the first pair back in range ends it.
 Streams that carry no line-up signal produce no measurements and no events.
+
+Independently, on any programme, the audio timestamps are checked against the samples
+they carry (``method: timestamps``, see ``_timeline``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from statistics import median
 import numpy as np
 from pydantic import Field
 
-from service.detectors._pixels import sampled
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import AudioFrame, VideoFrame
 
@@ -50,6 +52,9 @@ class AvSyncDetector(Detector[AvSyncParams]):
         self.bursts: deque[float] = deque(maxlen=8)
         self.burst_level = 10 ** (params.burst_level_db / 20)
         self.pending = np.zeros(0, np.float32)
+        self.audio_origin: float | None = None
+        self.audio_seconds = 0.0
+        self.drifting = False
         self.loud = False
         self.quiet_since = -1e9
         self.candidate: float | None = None  # onset of a burst not yet confirmed short
@@ -60,7 +65,7 @@ class AvSyncDetector(Detector[AvSyncParams]):
 
     # ---- video: one-frame flashes
     def on_video(self, frame: VideoFrame) -> list[Change]:
-        grid = sampled(frame.luma)
+        grid = frame.grid()
         span = max(frame.white_level - frame.black_level, 1)
         level = (float(grid.mean()) - frame.black_level) / span
         self.levels.append((frame.t, level))
@@ -73,12 +78,35 @@ class AvSyncDetector(Detector[AvSyncParams]):
                 out += self._pair()
         return out + self._expire(frame.t)
 
-    # ---- audio: short tone bursts after quiet
+    # ---- audio
     def on_audio(self, frame: AudioFrame) -> list[Change]:
+        return self._timeline(frame) + self._bursts(frame)
+
+    # ---- audio timestamps vs audio samples
+    def _timeline(self, frame: AudioFrame) -> list[Change]:
+        """Drift of the audio timestamps from the samples they carry.
+
+        A player that plays audio by its sample clock and video by timestamps drifts by
+        exactly this amount: when timestamps run ahead of the samples (gaps, a wrong
+        rate in the encoder's stamping), the audio is heard early."""
+        if self.audio_origin is None:
+            self.audio_origin = frame.t
+        offset_ms = ((self.audio_origin + self.audio_seconds) - frame.t) * 1000.0
+        self.audio_seconds += frame.duration
+        p = self.params
+        bad = offset_ms > p.late_ms or offset_ms < -p.early_ms
+        if bad == self.drifting:
+            return []
+        self.drifting = bad
+        details = {"offset_ms": round(offset_ms, 1), "method": "timestamps"} if bad else {}
+        return [Change(frame.t, bad, key="timestamps", details=details)]
+
+    # ---- audio: short tone bursts after quiet
+    def _bursts(self, frame: AudioFrame) -> list[Change]:
         # Work on a 1 ms peak envelope: a tone's zero crossings must not look like gaps.
         rate = frame.sample_rate
         chunk = max(rate // 1000, 1)
-        peak = np.abs(frame.samples).max(axis=0)
+        peak = frame.peak()
         if self.pending.size:
             peak = np.concatenate([self.pending, peak])
         t0 = frame.end - peak.size / rate

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from service.detectors._pixels import black_threshold, sampled
+from service.detectors._pixels import black_threshold
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import VideoFrame
 
@@ -31,7 +31,7 @@ class BlackDetector(Detector[BlackParams]):
         self.active = False
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
-        grid = sampled(frame.luma)
+        grid = frame.grid()
         th = black_threshold(frame.black_level, frame.white_level, self.params.pix_th)
         ratio = np.count_nonzero(grid <= th) / grid.size
         black = bool(ratio >= self.params.picture_black_ratio_th)

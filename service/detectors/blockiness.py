@@ -19,9 +19,12 @@ from service.detectors.base import Change, Detector, Params
 from service.media.frames import VideoFrame
 
 PERIODS = (4, 8, 16)
-BAND = 48  # rows (and columns) sampled per frame
+INNER = {p: [i for i in range(1, p - 1, 2) if (i + 1) % 8] for p in PERIODS}
+MAX_SCORE = 50.0
+BAND = 32  # rows (and columns) sampled per frame
 CLIP = 24  # per-pixel gradient cap (8-bit): strong edges must not dominate the ratio
-SMOOTH = 5  # running median over frames, so a single clean frame does not break a run
+SMOOTH = 5  # running median over scores, so a single clean frame does not break a run
+MAX_RATE = 15.0  # scores per second: every other frame at 30 fps keeps timing to ~0.07 s
 
 
 def grid_ratio(luma: np.ndarray, bit_depth: int = 8) -> float | None:
@@ -43,18 +46,19 @@ def grid_ratio(luma: np.ndarray, bit_depth: int = 8) -> float | None:
                 continue
             folded = num[:n].reshape(-1, p).sum(axis=0)
             edge = folded[p - 1]  # gradient between pixel kp-1 and kp
-            inner = (folded.sum() - edge) / (p - 1)
-            r = float(edge / inner)
+            # Compare with the other odd positions only (interlacing and 2x scaling make
+            # odd and even gradients differ), and not with 8-pixel boundaries.
+            inner = folded[INNER[p]].mean()
+            # Perfectly flat blocks have no inner gradient at all: floor the divisor.
+            r = min(float(edge / max(inner, 0.05 * folded.mean())), MAX_SCORE)
             best = r if best is None else max(best, r)
     return best
 
 
 def _profile(x: np.ndarray, axis: int, shift: int) -> np.ndarray | None:
-    g = np.abs(
-        np.diff(x, axis=axis).astype(np.int16)
-        if shift == 0
-        else np.diff(x.astype(np.int32) >> shift, axis=axis)
-    )
+    # Widen before differencing: uint8 differences would wrap around.
+    wide = x.astype(np.int16) if shift == 0 else (x.astype(np.int32) >> shift)
+    g = np.abs(np.diff(wide, axis=axis))
     np.minimum(g, CLIP, out=g)
     prof = g.sum(axis=1 - axis)
     # Mean gradient below ~0.5 code values per pixel: a flat picture, no evidence.
@@ -85,6 +89,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self.second_start: float | None = None
         self.second_scores: list[float] = []
         self.active = False
+        self.last_eval = -1e9
 
     @property
     def baseline(self) -> float:
@@ -94,6 +99,9 @@ class BlockinessDetector(Detector[BlockinessParams]):
         return float(np.percentile(np.fromiter(self.seconds, float), 20))
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
+        if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
+            return []
+        self.last_eval = frame.t
         score = grid_ratio(frame.luma, frame.bit_depth)
         if score is None:
             return []

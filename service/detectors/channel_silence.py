@@ -42,7 +42,7 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
             self.reported = [False] * channels
         out: list[Change] = []
         rate = frame.sample_rate
-        loud = np.abs(frame.samples) >= self.level
+        loud = frame.magnitude() >= self.level
         for c in range(channels):
             row = loud[c]
             last_loud = int(np.flatnonzero(row)[-1]) if row.any() else -1

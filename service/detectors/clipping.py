@@ -67,11 +67,13 @@ class ClippingDetector(Detector[ClippingParams]):
             x = np.concatenate([carry, x], axis=1)
         n_carry = 0 if carry is None else carry.shape[1]
         self.carry = x[:, -CARRY:]
-        mag = np.abs(x)
         out: list[Change] = []
         # Cheap exit: nothing near full scale in this block (the usual case).
-        if float(mag.max()) < min(p.level, p.plateau_level):
+        if float(frame.peak().max()) < min(p.level, p.plateau_level) and (
+            carry is None or float(np.abs(carry).max()) < min(p.level, p.plateau_level)
+        ):
             return self._maybe_end(frame.end, out)
+        mag = np.abs(x)
         hot = mag >= p.level
         full = run_starts(hot[:, :-1] & hot[:, 1:], p.run)
         high = mag >= p.plateau_level

@@ -2,7 +2,12 @@
 
 Semantics of FFmpeg's freezedetect (noise 0.001 of full scale, d=2 s): each frame is
 compared with the reference (the last frame that changed); the run starts at the
-reference frame and ends at the first changed frame. Measured on a luma sample grid.
+reference frame and ends at the first changed frame. Like FFmpeg, the difference is
+averaged over all planes (Y, U, V, weighted by their sizes): an encoder refining a
+frozen picture changes luma more than chroma, and luma alone would cross the threshold
+frames away from where FFmpeg does. Measured on sample grids; only a frame whose grid
+estimate lands near the threshold is measured again on every pixel (the reference
+frame's planes are kept as zero-copy views, so this costs nothing until it is needed).
 A frozen *black* picture is left to the black detector (one alert, not two).
 """
 
@@ -11,9 +16,15 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from service.detectors._pixels import black_threshold, sampled
+from service.detectors._pixels import black_threshold
 from service.detectors.base import Change, Detector, Params
-from service.media.frames import VideoFrame
+from service.media.frames import Pixels, VideoFrame
+
+
+def _mean_abs_diff(a: Pixels, b: Pixels) -> float:
+    diff = np.subtract(a, b, dtype=np.int16 if a.itemsize == 1 else np.int32)
+    np.abs(diff, out=diff)
+    return float(diff.mean())
 
 
 class FreezeParams(Params):
@@ -31,27 +42,48 @@ class FreezeDetector(Detector[FreezeParams]):
 
     def __init__(self, params: FreezeParams) -> None:
         super().__init__(params)
-        self.ref: np.ndarray | None = None
+        self.ref: tuple[Pixels, ...] | None = None
+        self.ref_planes: tuple[Pixels, ...] = ()
         self.ref_t = 0.0
         self.ref_black = False
         self.active = False
 
+    @staticmethod
+    def _planes(frame: VideoFrame) -> tuple[Pixels, ...]:
+        return (frame.luma,) if frame.chroma is None else (frame.luma, *frame.chroma)
+
+    @staticmethod
+    def _grids(frame: VideoFrame) -> tuple[Pixels, ...]:
+        chroma = frame.chroma_grids()
+        return (frame.grid(),) if chroma is None else (frame.grid(), *chroma)
+
+    @staticmethod
+    def _mafd(a: tuple[Pixels, ...], b: tuple[Pixels, ...], planes: tuple[Pixels, ...]) -> float:
+        """Mean absolute difference over planes, each weighted by its full size."""
+        weights = [p.shape[0] * p.shape[1] for p in planes]
+        diffs = [_mean_abs_diff(x, y) for x, y in zip(a, b, strict=True)]
+        return sum(d * w for d, w in zip(diffs, weights, strict=True)) / sum(weights)
+
     def on_video(self, frame: VideoFrame) -> list[Change]:
-        grid = sampled(frame.luma)
+        grids, planes = self._grids(frame), self._planes(frame)
         ref = self.ref
-        if ref is not None and ref.shape == grid.shape:
-            diff = np.subtract(grid, ref, dtype=np.int32)
-            np.abs(diff, out=diff)
-            mafd = float(diff.mean()) / (1 << frame.bit_depth)
-            if mafd <= self.params.noise:
+        if ref is not None and len(ref) == len(grids) and ref[0].shape == grids[0].shape:
+            scale = 1 << frame.bit_depth
+            noise = self.params.noise
+            mafd = self._mafd(grids, ref, planes) / scale
+            if 0.5 * noise < mafd < 2.0 * noise:  # too close to call on a sample grid
+                mafd = self._mafd(planes, self.ref_planes, planes) / scale
+            if mafd <= noise:
                 if self.active or self.ref_black:
                     return []
                 self.active = True
                 return [Change(self.ref_t, True, details={"mafd": round(mafd, 6)})]
         out = [Change(frame.t, False)] if self.active else []
         self.active = False
-        self.ref = grid.copy()
+        self.ref = grids  # the frame's own grid copies: safe to keep
+        # Views keep the decoder's buffers alive (refcounted), so they stay valid.
+        self.ref_planes = planes
         self.ref_t = frame.t
         th = black_threshold(frame.black_level, frame.white_level, 0.10)
-        self.ref_black = bool(np.count_nonzero(self.ref <= th) >= 0.98 * self.ref.size)
+        self.ref_black = bool(np.count_nonzero(grids[0] <= th) >= 0.98 * grids[0].size)
         return out

@@ -35,12 +35,36 @@ MAX_FORWARD_GAP = 5.0
 MAX_BACKWARD_STEP = 0.5
 
 
+class _Splices:
+    """The offset chosen at the latest discontinuity, shared by the audio and video
+    tracks so that both jump together and stay in sync across a splice. Video decides
+    (times are counted from video); audio that jumps first uses a provisional offset and
+    adopts video's once video has jumped too."""
+
+    __slots__ = ("by_video", "offset")
+
+    def __init__(self) -> None:
+        self.offset: float | None = None
+        self.by_video = False
+
+
 class _Track:
     """Maps one stream's raw timestamps onto the shared, continuous media timeline."""
 
-    __slots__ = ("expected", "last_raw", "offset", "time_base")
+    __slots__ = (
+        "expected",
+        "is_video",
+        "last_raw",
+        "offset",
+        "provisional",
+        "splices",
+        "time_base",
+    )
 
-    def __init__(self, time_base: Any) -> None:
+    def __init__(self, time_base: Any, splices: _Splices, is_video: bool) -> None:
+        self.splices = splices
+        self.is_video = is_video
+        self.provisional = False
         self.time_base = float(time_base) if time_base else 0.0
         self.offset: float | None = None  # added to raw seconds
         self.last_raw: float | None = None
@@ -52,21 +76,47 @@ class _Track:
             self.expected = t + duration
             return t
         raw = pts * self.time_base
-        if self.offset is None:
-            self.offset = -origin
-        elif self.last_raw is not None and self.expected is not None:
-            step = raw - self.last_raw
-            if step > MAX_FORWARD_GAP or step < -MAX_BACKWARD_STEP:
-                log.info("timestamp discontinuity of %+.3f s; timeline kept continuous", step)
-                self.offset = self.expected - raw
+        offset = self._offset_for(raw, origin)
         self.last_raw = raw
-        t = raw + self.offset
+        t = round(raw + offset, 9)  # no float dust: the first frame is exactly 0
         self.expected = t + duration
         return t
 
+    def _offset_for(self, raw: float, origin: float) -> float:
+        splices = self.splices
+        if self.offset is None or self.last_raw is None or self.expected is None:
+            self.offset = -origin
+            return self.offset
+        step = raw - self.last_raw
+        own = self.expected - raw
+        if step > MAX_FORWARD_GAP or step < -MAX_BACKWARD_STEP:
+            log.info("timestamp discontinuity of %+.3f s; timeline kept continuous", step)
+            if self.is_video:
+                self.offset = splices.offset = own
+                splices.by_video = True
+            elif splices.by_video and splices.offset is not None and abs(splices.offset - own) < 1:
+                self.offset = splices.offset  # video already jumped: follow it
+            else:
+                self.offset = splices.offset = own
+                splices.by_video = False
+                self.provisional = True
+        elif self.provisional and splices.by_video and splices.offset is not None:
+            if abs(splices.offset - self.offset) < 1.0:
+                self.offset = splices.offset
+            self.provisional = False
+        return self.offset
 
-def _luma_view(frame: Any) -> tuple[np.ndarray, int, int, int]:
-    """Zero-copy (height, width) view of the luma plane plus black/white levels and depth."""
+
+def _plane_view(plane: Any, dtype: Any, item: int) -> np.ndarray:
+    buf = np.frombuffer(plane, dtype=dtype)
+    return buf.reshape(plane.height, plane.line_size // item)[:, : plane.width]
+
+
+def _luma_view(
+    frame: Any,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None, int, int, int]:
+    """Zero-copy views of the luma plane (and the chroma planes, for planar YUV), plus
+    black/white levels and bit depth."""
     fmt = frame.format
     comp = fmt.components[0]
     bits = int(comp.bits)
@@ -77,17 +127,22 @@ def _luma_view(frame: Any) -> tuple[np.ndarray, int, int, int]:
         full = True
     else:
         full = fmt.name.startswith("yuvj") or frame.color_range == 2 or fmt.name.startswith("gray")
-    plane = frame.planes[0]
     dtype = np.uint8 if bits <= 8 else np.uint16
     item = 1 if bits <= 8 else 2
-    buf = np.frombuffer(plane, dtype=dtype)
-    luma = buf.reshape(plane.height, plane.line_size // item)[:, : plane.width]
+    luma = _plane_view(frame.planes[0], dtype, item)
+    chroma = None
+    comps = frame.format.components
+    if len(comps) >= 3 and comps[1].plane == 1 and comps[2].plane == 2:
+        chroma = (
+            _plane_view(frame.planes[1], dtype, item),
+            _plane_view(frame.planes[2], dtype, item),
+        )
     scale = 1 << (bits - 8)
     if full:
         black, white = 0, (1 << bits) - 1
     else:
         black, white = 16 * scale, 235 * scale
-    return luma, black, white, bits
+    return luma, chroma, black, white, bits
 
 
 class MediaReader:
@@ -141,10 +196,13 @@ class MediaReader:
             self._decode.append(self.video_stream)
         if self.audio_stream is not None and want_audio:
             self._decode.append(self.audio_stream)
-        self._vtrack = _Track(self.video_stream.time_base if self.video_stream else None)
-        self._atrack = _Track(self.audio_stream.time_base if self.audio_stream else None)
+        splices = _Splices()
+        vs, as_ = self.video_stream, self.audio_stream
+        self._vtrack = _Track(vs.time_base if vs else None, splices, is_video=True)
+        self._atrack = _Track(as_.time_base if as_ else None, splices, is_video=vs is None)
         self.video_frames = 0
         self.decode_errors = 0
+        self.corrupt_packets = 0
 
     def _stream_start(self, stream: Any) -> float:
         if stream.start_time is not None and stream.time_base:
@@ -174,12 +232,10 @@ class MediaReader:
         vdur = 1.0 / self.fps
         for packet in self.container.demux(self._decode):
             stream = packet.stream
-            if packet.is_corrupt and stream is vs:
-                # The demuxer saw a damaged packet (e.g. TS continuity error from loss).
-                self.decode_errors += 1
-                yield DecodeError(
-                    self._packet_time(packet, self._vtrack), "video", "corrupt packet"
-                )
+            if packet.is_corrupt:
+                # A TS continuity error: lost data shows up as concealed frames, which
+                # the decoder flags; a clean splice also trips it, so only count it.
+                self.corrupt_packets += 1
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError as exc:
@@ -190,11 +246,12 @@ class MediaReader:
                 continue
             for frame in decoded:
                 if stream is vs:
-                    luma, black, white, bits = _luma_view(frame)
+                    luma, chroma, black, white, bits = _luma_view(frame)
                     t = self._vtrack.place(frame.pts, vdur, self.origin)
                     yield VideoFrame(
                         t=t,
                         luma=luma,
+                        chroma=chroma,
                         black_level=black,
                         white_level=white,
                         bit_depth=bits,

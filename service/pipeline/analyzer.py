@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from service.detectors.base import Detector
 from service.media.decoder import MediaItem
 from service.media.frames import AudioFrame, DecodeError, VideoFrame
 from service.pipeline.lifecycle import DefectEvent, Lifecycle
+
+AUDIO_BATCH_SAMPLES = 4096
 
 
 class Analyzer:
@@ -23,6 +27,8 @@ class Analyzer:
         self.last_video_t: float | None = None
         self.frame_period = 1 / 30
         self.detector_seconds: dict[str, float] = {d.name: 0.0 for d in detectors}
+        self._audio_pending: list[AudioFrame] = []
+        self._audio_samples = 0
 
     @property
     def wants_video(self) -> bool:
@@ -33,6 +39,33 @@ class Analyzer:
         return bool(self.audio)
 
     def feed(self, item: MediaItem) -> list[DefectEvent]:
+        if isinstance(item, AudioFrame):
+            # Audio arrives in small codec frames (~21 ms); detectors cost mostly per
+            # call, so contiguous frames are batched to ~85 ms before analysis.
+            pending = self._audio_pending
+            if pending and (
+                abs(item.t - pending[-1].end) > 1.5 / item.sample_rate
+                or item.sample_rate != pending[0].sample_rate
+                or item.channels != pending[0].channels
+            ):
+                events = self._analyse(self._take_audio())
+            else:
+                events = []
+            self._audio_pending.append(item)
+            self._audio_samples += item.samples.shape[1]
+            if self._audio_samples >= AUDIO_BATCH_SAMPLES:
+                events += self._analyse(self._take_audio())
+            return events
+        return self._analyse(item)
+
+    def _take_audio(self) -> AudioFrame:
+        frames, self._audio_pending, self._audio_samples = self._audio_pending, [], 0
+        if len(frames) == 1:
+            return frames[0]
+        samples = np.concatenate([f.samples for f in frames], axis=1)
+        return AudioFrame(t=frames[0].t, samples=samples, sample_rate=frames[0].sample_rate)
+
+    def _analyse(self, item: MediaItem) -> list[DefectEvent]:
         events: list[DefectEvent] = []
         life = self.lifecycle
         clock = time.perf_counter
@@ -62,7 +95,7 @@ class Analyzer:
         return events
 
     def finish(self) -> list[DefectEvent]:
-        events: list[DefectEvent] = []
+        events = self._analyse(self._take_audio()) if self._audio_pending else []
         for det in self.detectors:
             changes = det.finish(self.t_end)
             if changes:

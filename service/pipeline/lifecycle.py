@@ -45,6 +45,15 @@ class DefectEvent:
     at: float  # media time at which the event was decided
 
 
+# Media times are float seconds: a run of exactly d (60 frames at 30 fps) can come out
+# as 1.9999999999999998 s. FFmpeg compares integer timestamps; allow for the dust.
+_EPS = 1e-6
+
+
+def _lasted(length: float, det: Detector[Any]) -> bool:
+    return length >= det.min_duration - _EPS
+
+
 @dataclass(slots=True)
 class _Run:
     start: float
@@ -70,7 +79,7 @@ class Lifecycle:
             if run is None:
                 continue
             del self._runs[key]
-            if run.defect is None and ch.t - run.start >= det.min_duration:
+            if run.defect is None and _lasted(ch.t - run.start, det):
                 run.defect = self._raise(det, ch.key, run, events, now)
             if run.defect is not None:
                 run.defect.end = max(ch.t, run.defect.start)
@@ -82,7 +91,7 @@ class Lifecycle:
         """Raise the detector's pending runs that have now lasted long enough."""
         events: list[DefectEvent] = []
         for (name, key), run in self._runs.items():
-            if name == det.name and run.defect is None and now - run.start >= det.min_duration:
+            if name == det.name and run.defect is None and _lasted(now - run.start, det):
                 run.defect = self._raise(det, key, run, events, now)
         return events
 
@@ -92,7 +101,7 @@ class Lifecycle:
         by_name = {d.name: d for d in detectors}
         for (name, key), run in list(self._runs.items()):
             det = by_name[name]
-            if run.defect is None and t_end - run.start >= det.min_duration:
+            if run.defect is None and _lasted(t_end - run.start, det):
                 run.defect = self._raise(det, key, run, events, t_end)
             if run.defect is not None:
                 run.defect.end = max(t_end, run.defect.start)

@@ -1,0 +1,104 @@
+"""Audio detectors on sample arrays: sample-accurate runs, BS.1770 loudness, clipping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.detectors.bs1770 import LoudnessMeter
+from service.detectors.loudness import change_point
+from tests.detectors.helpers import audio_frames, run
+
+RATE = 48000
+
+
+def tone(seconds: float, amp: float = 0.0708, freq: float = 1000.0) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = amp * np.sin(2 * np.pi * freq * t)
+    return np.stack([x, x])
+
+
+def test_bs1770_reference_sine_reads_its_level() -> None:
+    meter = LoudnessMeter(RATE, 2)
+    for frame in audio_frames(tone(10, amp=10 ** (-38.1 / 20))):
+        meter.push(frame.samples)
+    assert meter.integrated() == pytest.approx(-38.1, abs=0.1)
+    assert meter.short_term() == pytest.approx(-38.1, abs=0.1)
+    assert meter.momentary() == pytest.approx(-38.1, abs=0.1)
+
+
+def test_integrated_loudness_gates_silence() -> None:
+    x = np.concatenate([tone(10, amp=10 ** (-20 / 20)), np.zeros((2, 10 * RATE))], axis=1)
+    meter = LoudnessMeter(RATE, 2)
+    meter.push(x)
+    assert meter.integrated() == pytest.approx(-20.0, abs=0.2)
+
+
+def test_silence_is_sample_accurate_and_one_loud_sample_ends_it() -> None:
+    x = tone(10)
+    x[:, int(2.5 * RATE) : int(5.5 * RATE)] = 0
+    x[:, int(7 * RATE) : int(8.5 * RATE)] = 0
+    x[0, int(7.8 * RATE)] = 0.5  # one loud sample splits 1.5 s into two short runs
+    x[:, int(7.8 * RATE) + 1 : int(8.5 * RATE)] = 0
+    _, defects = run(["silence"], audio_frames(x))
+    assert len(defects) == 1
+    assert defects[0]["start"] == pytest.approx(2.5, abs=1 / RATE)
+    assert defects[0]["end"] == pytest.approx(5.5, abs=1 / RATE)
+
+
+def test_channel_silence_names_the_channel_and_ignores_full_silence() -> None:
+    x = tone(12)
+    x[1, 2 * RATE : 5 * RATE] = 0  # right leg lost
+    x[:, 7 * RATE : 10 * RATE] = 0  # everything silent: that is `silence`
+    _, defects = run(["silence", "channel_silence"], audio_frames(x))
+    got = [(d["type"], round(d["start"], 3), round(d["end"], 3), d["details"]) for d in defects]
+    assert got == [
+        ("channel_silence", 2.0, 5.0, {"channel": 1}),
+        ("silence", 7.0, 10.0, {}),
+    ]
+
+
+def test_loudness_change_dated_to_the_level_step() -> None:
+    x = tone(40)
+    x[:, 12 * RATE : 30 * RATE] *= 10 ** (-15 / 20)  # -23 -> -38 LUFS for 18 s
+    _, defects = run(["loudness"], audio_frames(x))
+    assert len(defects) == 1
+    d = defects[0]
+    assert d["details"]["direction"] == "low"
+    assert d["start"] == pytest.approx(12.0, abs=0.03)
+    assert d["end"] == pytest.approx(30.0, abs=0.03)
+
+
+def test_loudness_too_loud_and_shorter_than_d() -> None:
+    x = tone(40)
+    x[:, 5 * RATE : 20 * RATE] *= 10 ** (12 / 20)  # +12 LU for 15 s
+    x[:, 25 * RATE : 31 * RATE] *= 10 ** (12 / 20)  # and for 6 s: under d=10 s
+    _, defects = run(["loudness"], audio_frames(x))
+    assert [
+        (d["details"]["direction"], round(d["start"], 1), round(d["end"], 1)) for d in defects
+    ] == [("high", 5.0, 20.0)]
+
+
+def test_change_point_finds_a_step() -> None:
+    levels = np.r_[np.full(50, -20.0), np.full(30, -40.0)] + np.random.default_rng(1).normal(
+        0, 1, 80
+    )
+    assert change_point(levels) == 50
+
+
+def test_clipping_pcm_and_flat_tops_but_not_loud_clean_tones() -> None:
+    x = tone(6, amp=0.95)  # loud but clean 1 kHz
+    x[:, 2 * RATE : 3 * RATE] = np.clip(x[:, 2 * RATE : 3 * RATE] * 4, -1, 1)  # PCM clipping
+    seg = slice(4 * RATE, int(4.8 * RATE))
+    x[:, seg] = np.clip(x[:, seg] * 4, -0.93, 0.93) + 0.002 * np.sin(np.arange(x[:, seg].shape[1]))
+    _, defects = run(["clipping"], audio_frames(x))
+    got = [(round(d["start"], 3), round(d["end"], 3)) for d in defects]
+    assert len(got) == 2, got
+    assert got[0][0] == pytest.approx(2.0, abs=0.002) and got[0][1] == pytest.approx(3.0, abs=0.002)
+    assert got[1][0] == pytest.approx(4.0, abs=0.002) and got[1][1] == pytest.approx(4.8, abs=0.002)
+
+
+def test_clipping_needs_d() -> None:
+    x = tone(4)
+    x[:, RATE : int(1.3 * RATE)] = np.clip(x[:, RATE : int(1.3 * RATE)] * 40, -1, 1)
+    assert run(["clipping"], audio_frames(x))[1] == []

@@ -1,0 +1,67 @@
+"""A/V offset on a numpy line-up signal; the registry's validation messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.detectors import registry
+from service.detectors.registry import DetectorConfigError
+from tests.detectors.helpers import audio_frames, run, vframe
+
+FPS, RATE = 25, 48000
+
+
+def lineup(seconds: int, offset_ms: dict[int, float]) -> list:
+    """Flash frame + 50 ms beep each second; offset_ms[k] shifts the k-th beep."""
+    audio = np.zeros((2, seconds * RATE))
+    t = np.arange(int(0.05 * RATE)) / RATE
+    for k in range(1, seconds):
+        a = int((k + offset_ms.get(k, 0.0) / 1000) * RATE)
+        audio[:, a : a + t.size] = 0.4 * np.sin(2 * np.pi * 1000 * t)
+    video = [
+        vframe(i / FPS, np.full((72, 128), 235 if i % FPS == 0 and i else 60, np.uint8), index=i)
+        for i in range(seconds * FPS)
+    ]
+    items: list = []
+    afr = audio_frames(audio)
+    # Interleave roughly as a demuxer would.
+    j = 0
+    for v in video:
+        while j < len(afr) and afr[j].t <= v.t:
+            items.append(afr[j])
+            j += 1
+        items.append(v)
+    return items + afr[j:]
+
+
+def test_av_offset_measured_and_run_dated_to_first_late_pair() -> None:
+    offsets = {k: 160.0 for k in range(5, 10)}
+    _, defects = run(["av_sync"], lineup(14, offsets))
+    assert len(defects) == 1
+    d = defects[0]
+    assert d["start"] == 5.0 and d["end"] == 10.0
+    assert d["details"]["offset_ms"] == pytest.approx(160.0, abs=1000 / FPS)
+
+
+def test_av_offset_within_tolerance_or_single_outlier_is_not_raised() -> None:
+    offsets = {5: -30.0, 6: 100.0, 7: 300.0}  # in range, in range, one outlier
+    assert run(["av_sync"], lineup(12, offsets))[1] == []
+
+
+def test_registry_expands_groups_and_names_bad_fields() -> None:
+    assert registry.resolve_names(["audio"]) == [
+        "silence",
+        "channel_silence",
+        "loudness",
+        "clipping",
+    ]
+    with pytest.raises(DetectorConfigError) as err:
+        registry.resolve_names(["blak"])
+    assert err.value.field == "detectors" and "blak" in err.value.message
+    with pytest.raises(DetectorConfigError) as err:
+        registry.validate_thresholds({"freeze": {"dd": 3}})
+    assert err.value.field == "thresholds.freeze.dd"
+    with pytest.raises(DetectorConfigError) as err:
+        registry.validate_thresholds({"black": {"d": -1}})
+    assert err.value.field == "thresholds.black.d"

@@ -1,0 +1,127 @@
+"""Video detectors and the lifecycle on frames built from numpy arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.detectors.blockiness import grid_ratio
+from tests.detectors.helpers import run, vframe
+
+FPS = 25
+RNG = np.random.default_rng(4)
+
+
+def moving(i: int, h: int = 144, w: int = 256) -> np.ndarray:
+    return RNG.integers(40, 220, (h, w), dtype=np.uint8) if i >= 0 else np.zeros((h, w), np.uint8)
+
+
+def black(h: int = 144, w: int = 256) -> np.ndarray:
+    return np.full((h, w), 16, np.uint8)
+
+
+def frames(spec: list[tuple[str, int]]) -> list:
+    """[("moving", n), ("black", n), ...] -> VideoFrames at FPS."""
+    out, i = [], 0
+    for kind, n in spec:
+        for _ in range(n):
+            luma = black() if kind == "black" else moving(i)
+            out.append(vframe(i / FPS, luma, index=i))
+            i += 1
+    return out
+
+
+def test_black_raised_after_d_with_start_dated_back_and_end_at_first_good_frame() -> None:
+    events, defects = run(["black"], frames([("moving", 25), ("black", 75), ("moving", 25)]))
+    assert defects == [{"type": "black", "start": 1.0, "end": 4.0, "details": {"black_ratio": 1.0}}]
+    opened = next(e for e in events if e.kind == "open")
+    assert opened.at == pytest.approx(3.0)  # raised once 2 s had passed, not before
+
+
+def test_black_shorter_than_d_is_not_raised_and_one_good_frame_ends_a_run() -> None:
+    # 1.6 s + 1 good frame + 1.6 s: never bridged, so never 2 s long.
+    seq = [("moving", 10), ("black", 40), ("moving", 1), ("black", 40), ("moving", 10)]
+    assert run(["black"], frames(seq))[1] == []
+
+
+def test_dark_but_not_black_picture() -> None:
+    # Luma just above FFmpeg's threshold (16 + 0.1 * 219 = 37.9 -> 37) is not black.
+    dark = [vframe(i / FPS, np.full((144, 256), 38, np.uint8), index=i) for i in range(100)]
+    assert run(["black"], dark)[1] == []
+    darker = [vframe(i / FPS, np.full((144, 256), 37, np.uint8), index=i) for i in range(100)]
+    assert [d["type"] for d in run(["black"], darker)[1]] == ["black"]
+
+
+def test_open_defect_closed_at_end_of_input() -> None:
+    _, defects = run(["black"], frames([("moving", 10), ("black", 90)]))
+    assert defects[0]["start"] == 0.4 and defects[0]["end"] == 4.0
+
+
+def test_freeze_dated_to_reference_frame_and_tolerates_sub_threshold_noise() -> None:
+    still = moving(0)
+    items = [vframe(i / FPS, moving(i), index=i) for i in range(25)]
+    for i in range(25, 100):
+        # +-1 code value on 10% of pixels: mean abs diff 0.1 / 256, below -60 dB.
+        noisy = still.copy()
+        mask = RNG.random(still.shape) < 0.1
+        noisy[mask] += 1
+        items.append(vframe(i / FPS, still if i == 25 else noisy, index=i))
+    items += [vframe(i / FPS, moving(i), index=i) for i in range(100, 125)]
+    _, defects = run(["freeze"], items)
+    assert [(d["type"], d["start"], d["end"]) for d in defects] == [("freeze", 1.0, 4.0)]
+
+
+def test_freeze_of_black_picture_is_reported_as_black_only() -> None:
+    _, defects = run(["black", "freeze"], frames([("moving", 25), ("black", 100), ("moving", 25)]))
+    assert [d["type"] for d in defects] == ["black"]
+
+
+def test_block_corruption_runs_until_the_next_clean_keyframe() -> None:
+    items = []
+    for i in range(100):
+        t = i / FPS
+        items.append(vframe(t, moving(i), index=i, corrupt=20 <= i < 25, key=i % 50 == 0))
+    _, defects = run(["block_corruption"], items)
+    assert [(d["start"], d["end"]) for d in defects] == [(0.8, 2.0)]
+
+
+def _texture(h: int, w: int) -> np.ndarray:
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(RNG.normal(0, 1, (h, w)), 3)
+    return (128 + 40 * smooth / smooth.std()).clip(0, 255)
+
+
+def _blocky(img: np.ndarray, block: int = 8) -> np.ndarray:
+    h, w = img.shape
+    means = img.reshape(h // block, block, w // block, block).mean(axis=(1, 3))
+    return np.repeat(np.repeat(means, block, 0), block, 1).astype(np.uint8)
+
+
+def test_grid_ratio_separates_blocks_from_natural_texture() -> None:
+    from scipy import ndimage
+
+    smooth = (
+        ndimage.gaussian_filter(RNG.normal(128, 40, (288, 512)), 3).clip(0, 255).astype(np.uint8)
+    )
+    assert grid_ratio(smooth) == pytest.approx(1.0, abs=0.15)
+    blocky = (0.5 * smooth + 0.5 * _blocky(smooth)).astype(np.uint8)
+    assert grid_ratio(blocky) > 1.8
+    # Interlace-like alternation of rows must not read as blocking.
+    combed = smooth.copy()
+    combed[1::2] = np.clip(combed[1::2].astype(int) + 12, 0, 255)
+    assert grid_ratio(combed) < 1.3
+    assert grid_ratio(np.full((288, 512), 100, np.uint8)) is None  # flat: no evidence
+
+
+def test_blockiness_raised_relative_to_the_stream_baseline() -> None:
+    base = _texture(288, 1024)
+    items = []
+    for i in range(30 * FPS):
+        img = base[:, (i * 3) % 512 : (i * 3) % 512 + 512].astype(np.uint8)
+        if 20 * FPS <= i < 24 * FPS:
+            img = _blocky(img)
+        items.append(vframe(i / FPS, img, index=i))
+    _, defects = run(["blockiness"], items)
+    assert len(defects) == 1
+    assert abs(defects[0]["start"] - 20.0) <= 0.1 and abs(defects[0]["end"] - 24.0) <= 0.1
