@@ -86,6 +86,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if report.ended_by:
+        print(f"avmon: warning: input ended early: {report.ended_by}", file=sys.stderr)
     if args.json:
         json.dump(report.as_json(), sys.stdout)
         sys.stdout.write("\n")

@@ -158,6 +158,8 @@ class MediaReader:
         want_audio: bool = True,
     ) -> None:
         self.spec: SourceSpec = parse_source(source)
+        self.timeout_s = timeout_s
+        self.ended_by: str | None = None  # why reading stopped early, if it did
         self.container = open_container(self.spec, timeout_s)
         try:
             self._setup(threads, want_video, want_audio)
@@ -226,11 +228,28 @@ class MediaReader:
             return float(packet.pts * packet.stream.time_base) + offset
         return track.expected if track.expected is not None else 0.0
 
+    def _packets(self) -> Iterator[Any]:
+        """Demuxed packets until the end; a read failure ends the input, noted in
+        ``self.ended_by`` (a live source that stops sending times out here)."""
+        demux = self.container.demux(self._decode)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                return
+            except av.error.ExitError:
+                self.ended_by = f"no data for {self.timeout_s:g} s"
+                return
+            except (av.error.FFmpegError, OSError) as exc:
+                self.ended_by = _short(exc)
+                return
+            yield packet
+
     def frames(self) -> Iterator[MediaItem]:
         """Yield frames until the source ends; decode errors are yielded, not raised."""
         vs, as_ = self.video_stream, self.audio_stream
         vdur = 1.0 / self.fps
-        for packet in self.container.demux(self._decode):
+        for packet in self._packets():
             stream = packet.stream
             if packet.is_corrupt:
                 # A TS continuity error: lost data shows up as concealed frames, which

@@ -85,6 +85,9 @@ def open_container(spec: SourceSpec, timeout_s: float = 5.0) -> Any:
         )
     except av.error.InvalidDataError:
         raise SourceError(f"{spec.url}: not a recognised audio/video stream") from None
+    except av.error.ExitError:
+        # FFmpeg's interrupt callback fired: our timeout, nothing arrived.
+        raise SourceError(f"{spec.url}: no data received within {timeout_s:g} s") from None
     except av.error.FFmpegError as exc:
         raise SourceError(f"{spec.url}: {_reason(exc)}") from None
     except OSError as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 from service.detectors import registry
 from service.media.decoder import MediaReader
-from service.media.frames import StreamInfo
+from service.media.frames import StreamInfo, VideoFrame
 from service.pipeline.analyzer import Analyzer
 from service.pipeline.lifecycle import Defect
 
@@ -23,6 +23,7 @@ class Report:
     video_frames: int
     defects: list[Defect] = field(default_factory=list)
     decode_errors: int = 0
+    ended_by: str | None = None
     detector_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -69,7 +70,11 @@ def check(
         next_progress = 0.0
         for item in reader.frames():
             if duration is not None and item.t >= duration:
-                break
+                # Audio runs a little ahead of video in the mux: stop on the clock that
+                # counts frames (video when there is any), drop the rest past the end.
+                if isinstance(item, VideoFrame) or not analyzer.wants_video:
+                    break
+                continue
             for ev in analyzer.feed(item):
                 if ev.kind == "open":
                     defects.append(ev.defect)
@@ -89,5 +94,6 @@ def check(
             video_frames=reader.video_frames,
             defects=defects,
             decode_errors=reader.decode_errors,
+            ended_by=reader.ended_by,
             detector_seconds=analyzer.detector_seconds,
         )
