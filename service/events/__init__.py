@@ -1,0 +1,1 @@
+"""Defect events: records, the in-memory store, the live feed and webhooks."""

@@ -1,0 +1,62 @@
+"""Fan-out of defect events from pipeline threads to the store, the SSE feed and sinks.
+
+Publishing never blocks the pipeline: asyncio subscribers get events through their loop
+with bounded queues (a slow reader loses events and is told so), other sinks are
+callables that must return at once (the webhook sender only enqueues).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+from service.events.model import FeedEvent
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[FeedEvent], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._sinks: list[Sink] = []
+        self._subscribers: set[
+            tuple[asyncio.AbstractEventLoop, asyncio.Queue[FeedEvent | None]]
+        ] = set()
+        self._lock = threading.Lock()
+
+    def add_sink(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+
+    def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[FeedEvent | None]:
+        """A queue of events for the calling event loop (the SSE endpoint)."""
+        queue: asyncio.Queue[FeedEvent | None] = asyncio.Queue(maxsize)
+        with self._lock:
+            self._subscribers.add((asyncio.get_running_loop(), queue))
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[FeedEvent | None]) -> None:
+        with self._lock:
+            self._subscribers = {s for s in self._subscribers if s[1] is not queue}
+
+    def publish(self, event: FeedEvent) -> None:
+        for sink in self._sinks:
+            try:
+                sink(event)
+            except Exception:
+                log.exception("event sink failed")
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for loop, queue in subscribers:
+            try:
+                loop.call_soon_threadsafe(_offer, queue, event)
+            except RuntimeError:  # loop closed: the client went away
+                self.unsubscribe(queue)
+
+
+def _offer(queue: asyncio.Queue[FeedEvent | None], event: FeedEvent) -> None:
+    if queue.full():
+        return  # a reader that stopped reading loses events, the pipeline does not wait
+    queue.put_nowait(event)

@@ -1,0 +1,80 @@
+"""The DefectEvent record exposed by the API, the event feed and webhooks."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from service.pipeline.lifecycle import Defect
+
+
+def utc_iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class DefectRecord:
+    stream_id: str
+    stream_name: str
+    type: str
+    group: str
+    start: float
+    severity: str
+    details: dict[str, Any]
+    started_at: float  # wall clock (epoch seconds) of ``start``
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    end: float | None = None
+    ended_at: float | None = None
+    evidence: bool = False
+    epoch: int | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.end is None
+
+    @classmethod
+    def from_defect(
+        cls, d: Defect, stream_id: str, stream_name: str, wall_of: float
+    ) -> DefectRecord:
+        """``wall_of`` is the wall-clock time of media time 0 for this stream."""
+        return cls(
+            stream_id=stream_id,
+            stream_name=stream_name,
+            type=d.type,
+            group=d.group,
+            start=d.start,
+            severity=d.severity,
+            details=dict(d.details),
+            started_at=wall_of + d.start,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "stream_id": self.stream_id,
+            "stream_name": self.stream_name,
+            "type": self.type,
+            "group": self.group,
+            "state": "open" if self.open else "closed",
+            "start": round(self.start, 3),
+            "end": None if self.end is None else round(self.end, 3),
+            "started_at": utc_iso(self.started_at),
+            "ended_at": utc_iso(self.ended_at),
+            "severity": self.severity,
+            "details": self.details,
+            "evidence_url": f"/api/v1/defects/{self.id}/evidence.jpg" if self.evidence else None,
+            "epoch": self.epoch,
+        }
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    kind: Literal["open", "close"]
+    record: DefectRecord
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "defect": self.record.as_json()}

@@ -1,0 +1,102 @@
+"""Webhook delivery: signed JSON POSTs with retries, off the detection path.
+
+One worker thread per URL with a bounded queue: a slow or dead receiver fills its own
+queue (oldest events are dropped and counted), never the pipeline's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import queue
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from service.events.model import FeedEvent
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Avmon-Signature"
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+TIMEOUT_S = 5.0
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        urls: list[str],
+        secret: str | None,
+        on_result: Callable[[str], None] | None = None,
+        max_queue: int = 1000,
+    ) -> None:
+        self.urls = urls
+        self.secret = secret
+        self.on_result = on_result or (lambda result: None)
+        self._queues = {url: queue.Queue[FeedEvent | None](max_queue) for url in urls}
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.dropped = 0
+
+    def start(self) -> None:
+        for url, q in self._queues.items():
+            t = threading.Thread(target=self._worker, args=(url, q), name="webhook", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for q in self._queues.values():
+            with contextlib.suppress(queue.Full):
+                q.put_nowait(None)
+
+    def __call__(self, event: FeedEvent) -> None:
+        """Enqueue (never blocks): the event bus calls this from pipeline threads."""
+        for q in self._queues.values():
+            while True:
+                try:
+                    q.put_nowait(event)
+                    break
+                except queue.Full:
+                    try:
+                        q.get_nowait()
+                        self.dropped += 1
+                        self.on_result("dropped")
+                    except queue.Empty:
+                        pass
+
+    def _worker(self, url: str, q: queue.Queue[FeedEvent | None]) -> None:
+        while not self._stop.is_set():
+            event = q.get()
+            if event is None:
+                return
+            body = json.dumps(event.as_json()).encode()
+            self.on_result(self._deliver(url, body))
+
+    def _deliver(self, url: str, body: bytes) -> str:
+        headers = {"Content-Type": "application/json", "User-Agent": "avmon"}
+        if self.secret:
+            headers[SIGNATURE_HEADER] = sign(self.secret, body)
+        for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+            if delay and self._stop.wait(delay):
+                return "failed"
+            try:
+                req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+                    if 200 <= resp.status < 300:
+                        return "delivered"
+            except urllib.error.HTTPError as exc:
+                if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                    log.warning("webhook %s refused event: HTTP %s", url, exc.code)
+                    return "rejected"
+            except (OSError, TimeoutError) as exc:
+                log.info("webhook %s attempt %d failed: %s", url, attempt + 1, exc)
+        return "failed"

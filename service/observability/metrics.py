@@ -1,0 +1,44 @@
+"""Prometheus metrics: base units, ``_total`` counters, bounded labels (stream id at
+most, never a URL). One process registry per pod (one uvicorn worker)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+STREAM_STATES = Gauge("avmon_streams", "Streams by state", ["state"])
+UNITS_OWNED = Gauge("avmon_units_owned", "Work units (stream x detector group) this process runs")
+FRAMES_DECODED = Counter("avmon_frames_decoded_total", "Video frames decoded", ["stream_id"])
+FRAMES_DROPPED = Counter(
+    "avmon_frames_dropped_total", "Frames dropped because analysis fell behind live", ["stream_id"]
+)
+DECODE_ERRORS = Counter("avmon_decode_errors_total", "Packets the decoder rejected", ["stream_id"])
+RECONNECTS = Counter("avmon_reconnects_total", "Source (re)connection attempts", ["stream_id"])
+ANALYSIS_LAG = Gauge(
+    "avmon_analysis_lag_seconds", "Wall-clock delay of the newest analysed media", ["stream_id"]
+)
+DEFECTS_RAISED = Counter("avmon_defects_raised_total", "Defects raised", ["type"])
+FRAME_ANALYSIS_SECONDS = Histogram(
+    "avmon_frame_analysis_seconds",
+    "CPU time of all detectors on one video frame",
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+)
+FRAME_DECODE_SECONDS = Histogram(
+    "avmon_frame_decode_seconds",
+    "CPU time of the reader thread per video frame (demux + decode)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+)
+DETECTOR_SECONDS = Counter(
+    "avmon_detector_cpu_seconds_total", "CPU time spent in each detector", ["detector"]
+)
+WEBHOOK_RESULTS = Counter("avmon_webhook_deliveries_total", "Webhook deliveries", ["result"])
+
+_PER_STREAM = (FRAMES_DECODED, FRAMES_DROPPED, DECODE_ERRORS, RECONNECTS, ANALYSIS_LAG)
+
+
+def forget_stream(stream_id: str) -> None:
+    """Drop a deleted stream's series so label sets stay bounded."""
+    for metric in _PER_STREAM:
+        with contextlib.suppress(KeyError):
+            metric.remove(stream_id)

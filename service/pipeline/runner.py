@@ -1,0 +1,311 @@
+"""One live stream: decode once, analyse continuously, survive the source dying.
+
+Two threads per stream. The *reader* opens the source (reconnecting with capped
+exponential backoff), paces file sources, and puts frames on a bounded queue; when
+analysis falls behind a live source the oldest video frames are dropped and counted,
+so memory never grows. The *analyser* feeds the detectors, publishes defect events,
+keeps a thumbnail, and runs the stall watchdog that raises ``no_signal``.
+
+Media time is continuous for the life of the runner: after a reconnect or a file loop,
+the new connection's timeline is shifted to follow the old one (plus the outage).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.detectors import registry
+from service.media.decoder import MediaItem, MediaReader
+from service.media.errors import SourceError
+from service.media.frames import AudioFrame, DecodeError, VideoFrame
+from service.observability import metrics
+from service.pipeline.analyzer import Analyzer
+from service.pipeline.lifecycle import Defect, DefectEvent
+from service.pipeline.thumbnail import jpeg_thumbnail
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 10.0
+QUEUE_VIDEO_FRAMES = 12  # ~0.4 s of 30 fps: enough slack, small memory
+QUEUE_MAX_ITEMS = 400  # video + audio items: a bound even if analysis stalls
+THUMBNAIL_EVERY_S = 1.0
+
+
+@dataclass
+class StreamSpec:
+    id: str
+    name: str
+    url: str
+    detectors: list[str]
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    pace: str = "live"  # files only: "live" (real time) or "asap"
+    loop: bool = False
+
+    @property
+    def groups(self) -> list[str]:
+        seen: list[str] = []
+        for name in self.detectors:
+            g = registry.DETECTORS[name].group
+            if g not in seen:
+                seen.append(g)
+        return seen
+
+
+@dataclass
+class RunnerStats:
+    frames: int = 0
+    dropped: int = 0
+    decode_errors: int = 0
+    reconnects: int = 0
+    lag_s: float = 0.0
+
+
+class StreamRunner:
+    def __init__(
+        self,
+        spec: StreamSpec,
+        on_event: Callable[[StreamRunner, DefectEvent, bytes | None], None],
+        *,
+        no_signal_s: float = 5.0,
+        timeout_s: float = 3.0,
+        on_frame_stats: Callable[[StreamRunner, str, float], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.on_event = on_event
+        self.on_stats = on_frame_stats or (lambda runner, kind, value: None)
+        self.no_signal_s = no_signal_s
+        self.timeout_s = timeout_s
+        self.state = "pending"
+        self.started_wall = time.time()
+        self.stats = RunnerStats()
+        self.last_frame_wall: float | None = None  # wall clock of the newest frame analysed
+        self.thumbnail: bytes | None = None
+        self.open_defects: dict[tuple[str, str], Defect] = {}
+        self.last_error: str | None = None
+        self._queue: queue.Queue[MediaItem | None] = queue.Queue()
+        self._video_queued = 0
+        self._queue_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._fps_window: deque[float] = deque(maxlen=64)
+        self._last_thumb = 0.0
+        self._latest_video: VideoFrame | None = None
+        self._threads: list[threading.Thread] = []
+        # Media timeline bookkeeping, shared by the two threads.
+        self._media_end = 0.0  # end of the newest media fed to the analyser
+        self._wall_of_media0: float | None = None  # wall clock of media time 0
+        self._no_signal: Defect | None = None
+        self.analyzer = Analyzer(registry.build(spec.detectors, spec.thresholds))
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> None:
+        for target, name in ((self._read_loop, "read"), (self._analyse_loop, "analyse")):
+            t = threading.Thread(target=target, name=f"{name}-{self.spec.id}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, wait: float = 0.0) -> None:
+        self._stop.set()
+        self.state = "stopped"
+        self._queue.put(None)
+        deadline = time.monotonic() + wait
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running" and not self._stop.is_set()
+
+    @property
+    def fps(self) -> float:
+        w = self._fps_window
+        if len(w) < 2 or time.monotonic() - w[-1] > 2.0:
+            return 0.0
+        return (len(w) - 1) / max(w[-1] - w[0], 1e-6)
+
+    def wall_of(self, media_t: float) -> float:
+        base = self._wall_of_media0 if self._wall_of_media0 is not None else self.started_wall
+        return base + media_t
+
+    # ------------------------------------------------------------------ reader thread
+    def _read_loop(self) -> None:
+        attempt = 0
+        offset = 0.0
+        while not self._stop.is_set():
+            try:
+                reader = MediaReader(
+                    self.spec.url,
+                    timeout_s=self.timeout_s,
+                    want_video=self.analyzer.wants_video,
+                    want_audio=self.analyzer.wants_audio,
+                )
+            except SourceError as exc:
+                self.last_error = str(exc)
+                self.state = "reconnecting" if attempt < 8 else "down"
+                attempt += 1
+                self.stats.reconnects += 1
+                self.on_stats(self, "reconnect", 1)
+                delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(attempt, 10))
+                log.info("stream %s: %s; retry in %.1f s", self.spec.id, exc, delay)
+                self._stop.wait(delay)
+                continue
+            attempt = 0
+            self.last_error = None
+            self.state = "running"
+            is_file = not reader.spec.is_network
+            # Continue the timeline: a reconnect counts the outage, a loop does not.
+            if self.last_frame_wall is not None:
+                gap = 0.0 if is_file else max(0.0, time.time() - self.last_frame_wall)
+                offset = self._media_end + gap
+            try:
+                self._pump(reader, offset, paced=is_file and self.spec.pace == "live")
+            finally:
+                reader.close()
+            if self._stop.is_set():
+                break
+            if is_file and not self.spec.loop:
+                self.state = "stopped"
+                self._queue.put(None)  # end of input: close what is open
+                return
+            if not is_file:
+                self.last_error = reader.ended_by or "source ended"
+                self.state = "reconnecting"
+                self.stats.reconnects += 1
+                self.on_stats(self, "reconnect", 1)
+                self._stop.wait(BACKOFF_MIN_S)
+
+    def _pump(self, reader: MediaReader, offset: float, paced: bool) -> None:
+        wall0: float | None = None
+        t0 = 0.0
+        cpu = time.thread_time()
+        for item in reader.frames():
+            if self._stop.is_set():
+                return
+            item.t += offset
+            if isinstance(item, VideoFrame):
+                now_cpu = time.thread_time()
+                metrics.FRAME_DECODE_SECONDS.observe(now_cpu - cpu)
+                cpu = now_cpu
+            if paced:
+                if wall0 is None:
+                    wall0, t0 = time.monotonic(), item.t
+                ahead = (item.t - t0) - (time.monotonic() - wall0)
+                if ahead > 0 and self._stop.wait(ahead):
+                    return
+            self._enqueue(item, live=paced or reader.spec.is_network)
+
+    def _enqueue(self, item: MediaItem, live: bool) -> None:
+        """Live: drop the newest video frame when analysis is behind (counted).
+        A file read as fast as possible waits instead (backpressure)."""
+        if isinstance(item, VideoFrame):
+            while True:
+                with self._queue_lock:
+                    if self._video_queued < QUEUE_VIDEO_FRAMES:
+                        self._video_queued += 1
+                        break
+                if live:
+                    self.stats.dropped += 1
+                    self.on_stats(self, "dropped", 1)
+                    return
+                if self._stop.wait(0.005):
+                    return
+        elif live and self._queue.qsize() > QUEUE_MAX_ITEMS:
+            self.stats.dropped += 1  # analysis is stuck: audio must not pile up either
+            return
+        self._queue.put(item)
+
+    # ------------------------------------------------------------------ analyser thread
+    def _analyse_loop(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.25)
+            except queue.Empty:
+                self._watchdog()
+                continue
+            if item is None:
+                if not self._stop.is_set():  # a file ended: close what is open
+                    self._close_no_signal(self._media_end)
+                    for ev in self.analyzer.finish():
+                        self._emit(ev)
+                return
+            try:
+                self._analyse(item)
+            except Exception:  # a detector bug must not kill monitoring of the stream
+                log.exception("stream %s: analysis failed on a frame", self.spec.id)
+            self._watchdog()
+
+    def _analyse(self, item: MediaItem) -> None:
+        now = time.time()
+        if isinstance(item, VideoFrame):
+            with self._queue_lock:
+                self._video_queued -= 1
+            self._latest_video = item
+            self._fps_window.append(time.monotonic())
+            self.stats.frames += 1
+            self.on_stats(self, "frame", 1)
+            if now - self._last_thumb >= THUMBNAIL_EVERY_S:
+                self._last_thumb = now
+                self.thumbnail = jpeg_thumbnail(item)
+        elif isinstance(item, DecodeError):
+            self.stats.decode_errors += 1
+            self.on_stats(self, "decode_error", 1)
+        if isinstance(item, VideoFrame | AudioFrame):
+            end = item.end if isinstance(item, AudioFrame) else item.t
+            if self._wall_of_media0 is None:
+                self._wall_of_media0 = now - item.t
+            self.stats.lag_s = max(0.0, now - self.wall_of(end))
+            self.on_stats(self, "lag", self.stats.lag_s)
+            self._close_no_signal(item.t)
+            self._media_end = max(self._media_end, end)
+            self.last_frame_wall = now
+        cpu = time.thread_time()
+        events = self.analyzer.feed(item)
+        if isinstance(item, VideoFrame):
+            metrics.FRAME_ANALYSIS_SECONDS.observe(time.thread_time() - cpu)
+        for ev in events:
+            self._emit(ev)
+
+    def _emit(self, ev: DefectEvent) -> None:
+        key = (ev.defect.type, ev.defect.key)
+        evidence = None
+        if ev.kind == "open":
+            self.open_defects[key] = ev.defect
+            if self._latest_video is not None:
+                evidence = jpeg_thumbnail(self._latest_video, width=640)
+        else:
+            self.open_defects.pop(key, None)
+        self.on_event(self, ev, evidence)
+
+    # ------------------------------------------------------------------ watchdog
+    def _watchdog(self) -> None:
+        """Raise ``no_signal`` when no media has arrived for ``no_signal_s`` of wall time."""
+        if self._no_signal is not None or self._stop.is_set() or self.state == "stopped":
+            return
+        last = self.last_frame_wall if self.last_frame_wall is not None else self.started_wall
+        if time.time() - last < self.no_signal_s:
+            return
+        groups = self.spec.groups
+        defect = Defect(
+            type="no_signal",
+            group=groups[0] if groups else "stream",
+            key="",
+            start=self._media_end,
+            severity="critical",
+            details={"reason": self.last_error or "no media received"},
+        )
+        self._no_signal = defect
+        self._emit(DefectEvent("open", defect, self._media_end))
+
+    def _close_no_signal(self, media_t: float) -> None:
+        if self._no_signal is None:
+            return
+        defect, self._no_signal = self._no_signal, None
+        defect.end = max(media_t, defect.start)
+        self._emit(DefectEvent("close", defect, media_t))

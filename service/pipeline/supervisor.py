@@ -1,0 +1,179 @@
+"""The stream supervisor: one runner per registered stream, events to the bus and store.
+
+This is the embedded (single-process) owner of every stream; cluster mode decides which
+units a process runs and hands them to the same supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from service.events.bus import EventBus
+from service.events.model import DefectRecord, FeedEvent, utc_iso
+from service.events.store import DefectStore
+from service.observability import metrics
+from service.pipeline.lifecycle import DefectEvent
+from service.pipeline.runner import StreamRunner, StreamSpec
+
+log = logging.getLogger(__name__)
+
+
+class DuplicateStreamError(ValueError):
+    pass
+
+
+@dataclass
+class StreamEntry:
+    spec: StreamSpec
+    runner: StreamRunner
+    created: float
+
+
+class Supervisor:
+    def __init__(
+        self,
+        store: DefectStore,
+        bus: EventBus,
+        pod_name: str,
+        no_signal_s: float = 5.0,
+        timeout_s: float = 3.0,
+        runner_factory: Callable[..., StreamRunner] = StreamRunner,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.pod_name = pod_name
+        self.no_signal_s = no_signal_s
+        self.timeout_s = timeout_s
+        self._factory = runner_factory
+        self._streams: dict[str, StreamEntry] = {}
+        self._records: dict[tuple[str, int], DefectRecord] = {}  # (stream, id(defect))
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ registry
+    def add(self, name: str, url: str, detectors: list[str], **options: Any) -> StreamEntry:
+        with self._lock:
+            if any(e.spec.name == name for e in self._streams.values()):
+                raise DuplicateStreamError(name)
+            spec = StreamSpec(
+                id=uuid.uuid4().hex[:12], name=name, url=url, detectors=detectors, **options
+            )
+            runner = self._factory(
+                spec,
+                self._on_event,
+                no_signal_s=self.no_signal_s,
+                timeout_s=self.timeout_s,
+                on_frame_stats=_record_stats,
+            )
+            entry = StreamEntry(spec, runner, time.time())
+            self._streams[spec.id] = entry
+        runner.start()
+        metrics.STREAM_STATES.labels(state="running")  # make the series exist
+        return entry
+
+    def remove(self, stream_id: str) -> bool:
+        with self._lock:
+            entry = self._streams.pop(stream_id, None)
+        if entry is None:
+            return False
+        entry.runner.stop()
+        self.store.forget_stream(stream_id)
+        metrics.forget_stream(stream_id)
+        return True
+
+    def get(self, stream_id: str) -> StreamEntry | None:
+        with self._lock:
+            return self._streams.get(stream_id)
+
+    def all(self) -> list[StreamEntry]:
+        with self._lock:
+            return sorted(self._streams.values(), key=lambda e: e.created)
+
+    def stop_all(self, wait: float = 2.0) -> None:
+        for entry in self.all():
+            entry.runner.stop()
+        deadline = time.monotonic() + wait
+        for entry in self.all():
+            entry.runner.stop(wait=max(0.0, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------ views
+    def status(self, entry: StreamEntry) -> dict[str, Any]:
+        r = entry.runner
+        return {
+            "id": entry.spec.id,
+            "name": entry.spec.name,
+            "url": entry.spec.url,
+            "detectors": entry.spec.detectors,
+            "labels": entry.spec.labels,
+            "pace": entry.spec.pace,
+            "loop": entry.spec.loop,
+            "state": r.state,
+            "units": [
+                {
+                    "group": g,
+                    "owner": self.pod_name,
+                    "epoch": None,
+                    "running": r.running,
+                    "since": utc_iso(entry.created),
+                }
+                for g in entry.spec.groups
+            ],
+            "fps": round(r.fps, 2),
+            "last_frame_at": utc_iso(r.last_frame_wall),
+            "open_defects": len(r.open_defects),
+            "frames": r.stats.frames,
+            "dropped_frames": r.stats.dropped,
+            "lag_seconds": round(r.stats.lag_s, 3),
+            "last_error": r.last_error,
+        }
+
+    def update_state_metrics(self) -> None:
+        counts: dict[str, int] = {
+            s: 0 for s in ("pending", "running", "reconnecting", "down", "stopped")
+        }
+        for e in self.all():
+            counts[e.runner.state] = counts.get(e.runner.state, 0) + 1
+        for state, n in counts.items():
+            metrics.STREAM_STATES.labels(state=state).set(n)
+        metrics.UNITS_OWNED.set(sum(len(e.spec.groups) for e in self.all()))
+
+    # ------------------------------------------------------------------ events
+    def _on_event(self, runner: StreamRunner, ev: DefectEvent, evidence: bytes | None) -> None:
+        spec = runner.spec
+        key = (spec.id, id(ev.defect))
+        if ev.kind == "open":
+            record = DefectRecord.from_defect(ev.defect, spec.id, spec.name, runner.wall_of(0.0))
+            with self._lock:
+                self._records[key] = record
+            self.store.put(record, evidence)
+            metrics.DEFECTS_RAISED.labels(type=record.type).inc()
+        else:
+            with self._lock:
+                found = self._records.pop(key, None)
+            if found is None:
+                return
+            record = found
+            record.end = ev.defect.end
+            record.ended_at = runner.wall_of(ev.defect.end or record.start)
+            record.details = dict(ev.defect.details)
+            self.store.put(record)
+        self.bus.publish(FeedEvent(ev.kind, record))
+
+
+def _record_stats(runner: StreamRunner, kind: str, value: float) -> None:
+    sid = runner.spec.id
+    if kind == "frame":
+        metrics.FRAMES_DECODED.labels(stream_id=sid).inc(value)
+    elif kind == "dropped":
+        metrics.FRAMES_DROPPED.labels(stream_id=sid).inc(value)
+    elif kind == "decode_error":
+        metrics.DECODE_ERRORS.labels(stream_id=sid).inc(value)
+    elif kind == "reconnect":
+        metrics.RECONNECTS.labels(stream_id=sid).inc(value)
+    elif kind == "lag":
+        metrics.ANALYSIS_LAG.labels(stream_id=sid).set(value)
