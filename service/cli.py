@@ -150,8 +150,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
-def cmd_not_yet(args: argparse.Namespace) -> int:
-    return _fail(f"'{args.command}' is not available in this build yet", EXIT_USAGE)
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service.api.app import create_app
+    from service.config import Settings
+
+    try:
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "AVMON_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+        return _fail(f"{field}: {err['msg']}", EXIT_USAGE)
+    # One worker per process: metrics stay per pod, the HPA scales pods.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_level="info" if args.verbose else "warning",
+        timeout_graceful_shutdown=5,
+    )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from service.demo import run_demo
+
+    return run_demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,9 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 
-    for name, text in (("serve", "run the service"), ("demo", "run a self-contained demo")):
-        x = sub.add_parser(name, help=text)
-        x.set_defaults(func=cmd_not_yet)
+    v = sub.add_parser("serve", help="run the service (embedded unless AVMON_REDIS_URL is set)")
+    v.add_argument("--host", help="listen address (default AVMON_HOST or 0.0.0.0)")
+    v.add_argument("--port", type=int, help="listen port (default AVMON_PORT or 8080)")
+    v.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("demo", help="serve, feed a synthetic live stream with defects, watch")
+    d.add_argument("--port", type=int, default=8080)
+    d.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: never)")
+    d.set_defaults(func=cmd_demo)
     return p
 
 

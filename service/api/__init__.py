@@ -1,0 +1,1 @@
+"""The REST API, event feed and dashboard (FastAPI)."""

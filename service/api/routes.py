@@ -1,0 +1,264 @@
+"""HTTP routes: /api/v1 (streams, defects, events, cluster, images) and the root
+endpoints (health, readiness, metrics, dashboard)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.policy import PolicyError, check_source
+from service.api.schemas import Cluster, DefectEvent, Stream, StreamCreate
+from service.config import Settings
+from service.detectors.registry import (
+    GROUPS,
+    DetectorConfigError,
+    resolve_names,
+    validate_thresholds,
+)
+from service.events.store import DefectStore
+from service.pipeline.supervisor import DuplicateStreamError, StreamEntry, Supervisor
+
+HEARTBEAT_S = 15.0
+JPEG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}}},
+    404: {"description": "not available"},
+}
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _supervisor(request: Request) -> Supervisor:
+    supervisor: Supervisor = request.app.state.supervisor
+    return supervisor
+
+
+def _store(request: Request) -> DefectStore:
+    store: DefectStore = request.app.state.store
+    return store
+
+
+def require_token(request: Request) -> None:
+    """Bearer token on /api/v1 when AVMON_API_TOKEN is set."""
+    token = _settings(request).api_token
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+def _unprocessable(field: str, message: str) -> HTTPException:
+    loc = ["body", *field.split(".")]
+    return HTTPException(422, [{"loc": loc, "msg": message, "type": "value_error"}])
+
+
+api = APIRouter(dependencies=[Depends(require_token)])
+root = APIRouter()
+
+SupervisorDep = Annotated[Supervisor, Depends(_supervisor)]
+StoreDep = Annotated[DefectStore, Depends(_store)]
+
+
+def _entry(supervisor: Supervisor, stream_id: str) -> StreamEntry:
+    entry = supervisor.get(stream_id)
+    if entry is None:
+        raise HTTPException(404, f"no stream {stream_id!r}")
+    return entry
+
+
+# ---------------------------------------------------------------------- streams
+@api.post("/streams", status_code=201, response_model=Stream)
+def create_stream(
+    body: StreamCreate, request: Request, supervisor: SupervisorDep
+) -> dict[str, Any]:
+    settings = _settings(request)
+    try:
+        check_source(body.url, settings)
+    except PolicyError as exc:
+        raise _unprocessable(exc.field, str(exc)) from None
+    try:
+        names = resolve_names(body.detectors)
+        validate_thresholds(body.thresholds)
+    except DetectorConfigError as exc:
+        raise _unprocessable(exc.field, exc.message) from None
+    enabled = [n for n in names if _group_of(n) in settings.detector_groups]
+    if not enabled:
+        raise _unprocessable("detectors", "none of these detectors is enabled on this service")
+    try:
+        entry = supervisor.add(
+            body.name,
+            body.url,
+            enabled,
+            thresholds=dict(body.thresholds or {}),
+            labels=dict(body.labels or {}),
+            pace=body.pace,
+            loop=body.loop,
+        )
+    except DuplicateStreamError:
+        raise HTTPException(409, f"a stream named {body.name!r} already exists") from None
+    return supervisor.status(entry)
+
+
+def _group_of(name: str) -> str:
+    return next(g for g, names in GROUPS.items() if name in names)
+
+
+@api.get("/streams", response_model=list[Stream])
+def list_streams(supervisor: SupervisorDep) -> list[dict[str, Any]]:
+    return [supervisor.status(e) for e in supervisor.all()]
+
+
+@api.get("/streams/{stream_id}", response_model=Stream, responses={404: {}})
+def get_stream(stream_id: str, supervisor: SupervisorDep) -> dict[str, Any]:
+    return supervisor.status(_entry(supervisor, stream_id))
+
+
+@api.delete("/streams/{stream_id}", status_code=204, responses={404: {}})
+def delete_stream(stream_id: str, supervisor: SupervisorDep) -> Response:
+    if not supervisor.remove(stream_id):
+        raise HTTPException(404, f"no stream {stream_id!r}")
+    return Response(status_code=204)
+
+
+@api.get("/streams/{stream_id}/thumbnail.jpg", response_class=Response, responses=JPEG)
+def thumbnail(stream_id: str, supervisor: SupervisorDep) -> Response:
+    jpeg = _entry(supervisor, stream_id).runner.thumbnail
+    if jpeg is None:
+        raise HTTPException(404, "no picture yet")
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+# ---------------------------------------------------------------------- defects
+def _defects(
+    store: DefectStore,
+    stream_id: str | None,
+    open_: bool | None,
+    since: datetime | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    since_ts = since.timestamp() if since is not None else None
+    return [r.as_json() for r in store.query(stream_id, open_, since_ts, limit)]
+
+
+@api.get("/streams/{stream_id}/defects", response_model=list[DefectEvent], responses={404: {}})
+def stream_defects(
+    stream_id: str,
+    supervisor: SupervisorDep,
+    store: StoreDep,
+    open: bool | None = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[dict[str, Any]]:
+    _entry(supervisor, stream_id)
+    return _defects(store, stream_id, open, since, limit)
+
+
+@api.get("/defects", response_model=list[DefectEvent])
+def all_defects(
+    store: StoreDep,
+    open: bool | None = None,
+    since: datetime | None = None,
+    stream_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[dict[str, Any]]:
+    return _defects(store, stream_id, open, since, limit)
+
+
+@api.get("/defects/{defect_id}/evidence.jpg", response_class=Response, responses=JPEG)
+def evidence(defect_id: str, store: StoreDep) -> Response:
+    jpeg = store.evidence(defect_id)
+    if jpeg is None:
+        raise HTTPException(404, f"no evidence for defect {defect_id!r}")
+    return Response(jpeg, media_type="image/jpeg")
+
+
+# ---------------------------------------------------------------------- live feed
+@api.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def events(request: Request) -> StreamingResponse:
+    """Server-sent events: one message per defect open/close (``event: open|close``)."""
+    bus = request.app.state.bus
+    queue = bus.subscribe()
+
+    async def feed() -> AsyncIterator[str]:
+        try:
+            yield ": avmon event feed\n\n"
+            while not await request.is_disconnected():
+                try:
+                    ev = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield ": heartbeat\n\n"
+                    continue
+                if ev is None:
+                    return
+                yield f"event: {ev.kind}\ndata: {json.dumps(ev.as_json())}\n\n"
+        finally:
+            bus.unsubscribe(queue)
+
+    return StreamingResponse(
+        feed(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
+
+
+# ---------------------------------------------------------------------- cluster
+@api.get("/cluster", response_model=Cluster)
+def cluster(request: Request, supervisor: SupervisorDep) -> dict[str, Any]:
+    """Embedded mode: this process is the only member and owns every unit."""
+    pod = _settings(request).pod_name
+    units = [
+        {
+            "stream_id": e.spec.id,
+            "group": g,
+            "owner": pod,
+            "epoch": None,
+            "running": e.runner.running,
+        }
+        for e in supervisor.all()
+        for g in e.spec.groups
+    ]
+    return {
+        "members": [{"id": pod, "ready": True, "units": len(units), "load": float(len(units))}],
+        "units": units,
+        "generation": None,
+    }
+
+
+# ---------------------------------------------------------------------- root
+@root.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@root.get("/readyz", responses={503: {}})
+def readyz(request: Request) -> dict[str, str]:
+    if getattr(request.app.state, "supervisor", None) is None:
+        raise HTTPException(503, "starting")
+    return {"status": "ready"}
+
+
+@root.get("/metrics", response_class=Response)
+def prometheus_metrics(supervisor: SupervisorDep) -> Response:
+    supervisor.update_state_metrics()
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@root.get("/", response_class=HTMLResponse, include_in_schema=False)
+def dashboard() -> HTMLResponse:
+    page = resources.files("service.api").joinpath("dashboard.html").read_text()
+    return HTMLResponse(page)

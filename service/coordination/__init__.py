@@ -1,0 +1,1 @@
+"""Coordination of work units across cluster members (cluster mode)."""

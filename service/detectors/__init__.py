@@ -1,0 +1,1 @@
+"""Detectors: one module each, pure numpy, behind a registry."""
