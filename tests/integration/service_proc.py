@@ -1,0 +1,129 @@
+"""Real processes for integration tests: `avmon serve` and a live UDP sender."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Service:
+    """`avmon serve` in a child process on a free loopback port."""
+
+    def __init__(self, tmp: Path, **env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"serve-{self.port}.log"
+        full_env = {**os.environ, **env}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if self.request("GET", "/readyz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"avmon serve did not become ready: {self.log.read_text()}")
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            return exc.code, json.loads(raw) if raw else None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class EventFeed:
+    """Reads the SSE feed in a thread; keeps (wall time, kind, defect) tuples."""
+
+    def __init__(self, base: str) -> None:
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+        self._resp = urllib.request.urlopen(base + "/api/v1/events", timeout=120)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        kind = ""
+        try:
+            for raw in self._resp:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    self.events.append((time.time(), kind, json.loads(line[6:])["defect"]))
+        except (OSError, ValueError, AttributeError):  # closed under the reader
+            return
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+class UdpSender:
+    """A live MPEG-TS source: a child process sending a clip over UDP in real time."""
+
+    def __init__(self, clip: Path, port: int) -> None:
+        code = (
+            "import sys, threading; from service.demo import send_udp; "
+            "send_udp(sys.argv[1], sys.argv[2], threading.Event())"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(clip), f"udp://127.0.0.1:{port}?pkt_size=1316"]
+        )
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None

@@ -1,0 +1,144 @@
+"""The embedded service end to end, with real processes: `avmon serve`, a live MPEG-TS
+source over UDP (PyAV in a helper process), webhook receivers over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ClipFactory
+from tests.integration.service_proc import EventFeed, Service, UdpSender, free_port, wait_for
+
+SECRET = "s3cret"
+
+
+class Receiver:
+    """A webhook receiver; ``hang`` seconds of delay before answering each POST."""
+
+    def __init__(self, hang: float = 0.0) -> None:
+        self.received: list[tuple[float, dict[str, Any], bool]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                sig = self.headers.get("X-Avmon-Signature", "")
+                want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+                outer.received.append(
+                    (time.time(), json.loads(body), hmac.compare_digest(sig, want))
+                )
+                time.sleep(hang)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receivers():  # type: ignore[no-untyped-def]
+    good, hanging = Receiver(), Receiver(hang=30.0)
+    yield good, hanging
+    good.close()
+    hanging.close()
+
+
+def test_live_udp_stream_defects_no_signal_and_webhooks(
+    make_clip: ClipFactory, tmp_path: Path, receivers: tuple[Receiver, Receiver]
+) -> None:
+    good, hanging = receivers
+    clip, truth = make_clip("black@3-6,silence@8-11", duration=16.0)
+    service = Service(
+        tmp_path,
+        AVMON_WEBHOOK_URLS=f"{hanging.url},{good.url}",
+        AVMON_WEBHOOK_SECRET=SECRET,
+        # The first open must outlast the sender's start-up, so media time 0 is the
+        # clip's first frame (a live join later in the clip shifts every media time).
+        AVMON_SOURCE_TIMEOUT_S="8",
+    )
+    feed = EventFeed(service.base)
+    port = free_port()
+    sender = None
+    try:
+        status, stream = service.request(
+            "POST", "/api/v1/streams", {"name": "studio-1", "url": f"udp://127.0.0.1:{port}"}
+        )
+        assert status == 201, stream
+        sid = stream["id"]
+        assert {u["group"] for u in stream["units"]} == {"video", "audio", "sync"}
+        sender = UdpSender(clip, port)
+        started = time.time()
+
+        def closed(kind: str) -> list[dict[str, Any]]:
+            _, defects = service.request("GET", f"/api/v1/streams/{sid}/defects?open=false")
+            return [d for d in defects if d["type"] == kind]
+
+        # Defects in the live source: right types, media times within 0.2 s.
+        for want in truth["defects"]:
+            got = wait_for(lambda w=want: closed(w["type"]), timeout=30)
+            assert got, f"{want['type']} never reported"
+            d = got[0]
+            assert abs(d["start"] - want["start"]) <= 0.2, d
+            assert abs(d["end"] - want["end"]) <= 0.2, d
+            assert d["stream_name"] == "studio-1" and d["state"] == "closed"
+            assert d["evidence_url"] is not None
+        black_open_wall = min(t for t, k, d in feed.events if k == "open" and d["type"] == "black")
+        # Raised 2 s (d) after it began at 3 s media, whatever the hanging webhook does.
+        assert black_open_wall - started < 3.0 + 2.0 + 2.0
+        # The same defects on the SSE feed, open then close.
+        kinds = [(k, d["type"]) for _, k, d in feed.events]
+        for want in ("black", "silence"):
+            assert ("open", want) in kinds and ("close", want) in kinds
+        status, info = service.request("GET", f"/api/v1/streams/{sid}")
+        assert info["state"] == "running" and info["fps"] > 20 and info["last_frame_at"]
+
+        # The source dies: no_signal within 8 s.
+        sender.kill()
+        killed = time.time()
+        ns = wait_for(
+            lambda: [e for e in feed.events if e[1] == "open" and e[2]["type"] == "no_signal"], 10
+        )
+        assert ns, "no_signal not raised"
+        assert ns[0][0] - killed <= 8.0
+        # It comes back: no_signal closes and the stream runs again within 10 s.
+        sender = UdpSender(clip, port)
+        back = time.time()
+        cleared = wait_for(
+            lambda: [e for e in feed.events if e[1] == "close" and e[2]["type"] == "no_signal"], 12
+        )
+        assert cleared and cleared[0][0] - back <= 10.0
+        assert wait_for(
+            lambda: service.request("GET", f"/api/v1/streams/{sid}")[1]["state"] == "running", 10
+        )
+
+        # Webhooks: the good receiver got signed open and close events.
+        assert wait_for(lambda: len(good.received) >= 4, 10)
+        assert all(valid for _, _, valid in good.received)
+        got_kinds = {(b["kind"], b["defect"]["type"]) for _, b, _ in good.received}
+        assert {("open", "black"), ("close", "black")} <= got_kinds
+
+        # Metrics reflect the stream.
+        metrics = service.request("GET", "/metrics")
+    except json.JSONDecodeError:
+        metrics = None
+    finally:
+        feed.close()
+        if sender is not None:
+            sender.kill()
+        service.stop()
+    assert metrics is None or metrics[0] == 200
