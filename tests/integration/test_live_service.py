@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,3 +144,21 @@ def test_live_udp_stream_defects_no_signal_and_webhooks(
             sender.kill()
         service.stop()
     assert metrics is None or metrics[0] == 200
+
+
+def test_demo_prints_defects_as_they_are_raised() -> None:
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "demo", "--port", str(port), "--duration", "16"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"dashboard at http://127.0.0.1:{port}/" in out
+    # The demo clip has black at 8-12 s: raised at ~10 s, printed with its media time.
+    raised = [line for line in out.splitlines() if line.startswith("RAISED  black")]
+    assert raised, out
+    assert abs(float(raised[0].split("at media")[1].split()[0]) - 8.0) <= 0.2

@@ -1,0 +1,131 @@
+"""Load: how many live 720p30 / 1080p30 streams one core sustains with every detector.
+
+Starts a real `avmon serve` pinned to one CPU (taskset), registers N looping file
+streams paced at real time (`pace: live`, like a live feed), lets them run, and reads
+dropped frames and analysis lag from the API, CPU from /proc and memory (RSS). N grows
+until frames are dropped or the lag passes 1 s; the last clean N is the answer.
+
+    python bench/load.py [--sizes 1280x720,1920x1080] [--seconds 20] [--max 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.synth import SynthSpec, synthesize
+from tests.integration.service_proc import free_port
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def call(base: str, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+        return json.loads(raw) if raw else None
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def trial(clip: Path, n: int, seconds: float) -> dict[str, float]:
+    port = free_port()
+    env = {**os.environ, "AVMON_ALLOW_FILE_SOURCES": "true"}
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]  # one core
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                call(base, "GET", "/readyz")
+                break
+            except OSError:
+                time.sleep(0.1)
+        idle_rss = rss_mb(proc.pid)
+        for i in range(n):
+            call(base, "POST", "/api/v1/streams", {"name": f"s{i}", "url": str(clip), "loop": True})
+        time.sleep(3.0)  # warm-up: decoders start, first GOPs
+        before = call(base, "GET", "/api/v1/streams")
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        after = call(base, "GET", "/api/v1/streams")
+        dropped = sum(
+            a["dropped_frames"] - b["dropped_frames"] for a, b in zip(after, before, strict=True)
+        )
+        frames = sum(a["frames"] - b["frames"] for a, b in zip(after, before, strict=True))
+        return {
+            "streams": n,
+            "frames": frames,
+            "expected_frames": round(30 * (t1 - t0) * n),
+            "dropped": dropped,
+            "max_lag_s": max(a["lag_seconds"] for a in after),
+            "cpu_per_stream": (cpu1 - cpu0) / (t1 - t0) / n,
+            "rss_mb": rss_mb(proc.pid),
+            "rss_per_stream_mb": (rss_mb(proc.pid) - idle_rss) / n,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1280x720,1920x1080")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--max", type=int, default=24)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="avmon-load-") as tmp:
+        for size in args.sizes.split(","):
+            w, h = (int(x) for x in size.split("x"))
+            clip = Path(tmp) / f"{size}.ts"
+            synthesize(SynthSpec(out=clip, duration=20.0, width=w, height=h, audio="speech"))
+            print(f"\n{size} 30 fps, every default detector, one core:")
+            best = None
+            n = 1
+            while n <= args.max:
+                r = trial(clip, n, args.seconds)
+                ok = r["dropped"] == 0 and r["max_lag_s"] < 1.0
+                print(
+                    f"  {n:3d} streams: frames {r['frames']}/{r['expected_frames']}, dropped "
+                    f"{r['dropped']}, max lag {r['max_lag_s']:.2f} s, CPU/stream "
+                    f"{100 * r['cpu_per_stream']:.1f}% of a core, RSS {r['rss_mb']:.0f} MB "
+                    f"({r['rss_per_stream_mb']:.1f} MB/stream) {'ok' if ok else 'SATURATED'}",
+                    flush=True,
+                )
+                if not ok:
+                    break
+                best = r
+                n = n * 2 if n < 4 else n + 2
+            if best:
+                print(f"  => one core sustains {best['streams']} streams of {size}30 at live rate")
+
+
+if __name__ == "__main__":
+    main()
