@@ -102,6 +102,7 @@ class StreamRunner:
         self._media_end = 0.0  # end of the newest media fed to the analyser
         self._wall_of_media0: float | None = None  # wall clock of media time 0
         self._no_signal: Defect | None = None
+        self._exported: dict[str, float] = {}  # detector CPU seconds already in metrics
         self.analyzer = Analyzer(registry.build(spec.detectors, spec.thresholds))
 
     # ------------------------------------------------------------------ control
@@ -253,6 +254,7 @@ class StreamRunner:
             if now - self._last_thumb >= THUMBNAIL_EVERY_S:
                 self._last_thumb = now
                 self.thumbnail = jpeg_thumbnail(item)
+                self._export_detector_time()
         elif isinstance(item, DecodeError):
             self.stats.decode_errors += 1
             self.on_stats(self, "decode_error", 1)
@@ -271,6 +273,14 @@ class StreamRunner:
             metrics.FRAME_ANALYSIS_SECONDS.observe(time.thread_time() - cpu)
         for ev in events:
             self._emit(ev)
+
+    def _export_detector_time(self) -> None:
+        spent = self.analyzer.detector_seconds
+        for name, total in spent.items():
+            delta = total - self._exported.get(name, 0.0)
+            if delta > 0:
+                metrics.DETECTOR_SECONDS.labels(detector=name).inc(delta)
+                self._exported[name] = total
 
     def _emit(self, ev: DefectEvent) -> None:
         key = (ev.defect.type, ev.defect.key)

@@ -73,7 +73,6 @@ class Supervisor:
             entry = StreamEntry(spec, runner, time.time())
             self._streams[spec.id] = entry
         runner.start()
-        metrics.STREAM_STATES.labels(state="running")  # make the series exist
         return entry
 
     def remove(self, stream_id: str) -> bool:
