@@ -167,6 +167,10 @@ class StreamRunner:
                 offset = self._media_end + gap
             try:
                 self._pump(reader, offset, paced=is_file and self.spec.pace == "live")
+            except Exception as exc:  # never let one bad stream end its monitoring
+                log.exception("stream %s: reader failed", self.spec.id)
+                reader.ended_by = f"reader error: {exc}"
+                is_file = False  # retry like a live source
             finally:
                 reader.close()
             if self._stop.is_set():
