@@ -65,10 +65,21 @@ def _unprocessable(field: str, message: str) -> HTTPException:
     return HTTPException(422, [{"loc": loc, "msg": message, "type": "value_error"}])
 
 
-api = APIRouter(dependencies=[Depends(require_token)])
+# Documented on every /api/v1 operation so the OpenAPI contract lists every status we
+# answer (schemathesis status_code_conformance): 401 from require_token.
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong bearer token (when AVMON_API_TOKEN is set)"},
+}
+
+api = APIRouter(dependencies=[Depends(require_token)], responses=AUTH_ERRORS)
 root = APIRouter()
 
 SupervisorDep = Annotated[Supervisor, Depends(_supervisor)]
+# Pydantic also accepts Unix seconds for a datetime: documented rather than refused.
+Since = Annotated[
+    datetime | None,
+    Query(description="changed (started or ended) at or after: ISO-8601 or Unix seconds"),
+]
 StoreDep = Annotated[DefectStore, Depends(_store)]
 
 
@@ -80,7 +91,18 @@ def _entry(supervisor: Supervisor, stream_id: str) -> StreamEntry:
 
 
 # ---------------------------------------------------------------------- streams
-@api.post("/streams", status_code=201, response_model=Stream)
+@api.post(
+    "/streams",
+    status_code=201,
+    response_model=Stream,
+    # Statuses we answer that were undocumented: 400 when the body is not parseable at all
+    # (FastAPI answers 400, not 422, e.g. for bytes that are not UTF-8), 409 duplicate name.
+    # 422 (auto-documented) also covers policy refusals: same detail[].loc shape.
+    responses={
+        400: {"description": "malformed request body"},
+        409: {"description": "a stream with this name already exists"},
+    },
+)
 def create_stream(
     body: StreamCreate, request: Request, supervisor: SupervisorDep
 ) -> dict[str, Any]:
@@ -159,7 +181,7 @@ def stream_defects(
     supervisor: SupervisorDep,
     store: StoreDep,
     open: bool | None = None,
-    since: datetime | None = None,
+    since: Since = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[dict[str, Any]]:
     _entry(supervisor, stream_id)
@@ -170,7 +192,7 @@ def stream_defects(
 def all_defects(
     store: StoreDep,
     open: bool | None = None,
-    since: datetime | None = None,
+    since: Since = None,
     stream_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[dict[str, Any]]:

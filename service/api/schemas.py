@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+ShortText = Annotated[str, Field(max_length=256)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=63)]
 
 
 class StreamCreate(BaseModel):
@@ -13,8 +16,8 @@ class StreamCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]*$")
     url: str = Field(min_length=1, max_length=2048)
     detectors: list[str] | None = Field(None, max_length=32, description="names or groups")
-    thresholds: dict[str, dict[str, float | int | str]] | None = None
-    labels: dict[str, str] | None = Field(None, max_length=32)
+    thresholds: dict[str, dict[str, float | int | ShortText]] | None = None
+    labels: dict[LabelKey, ShortText] | None = Field(None, max_length=32)
     pace: Literal["live", "asap"] = "live"
     loop: bool = False
 
