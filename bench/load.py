@@ -124,7 +124,8 @@ def main() -> None:
                 best = r
                 n = n * 2 if n < 4 else n + 2
             if best:
-                print(f"  => one core sustains {best['streams']} streams of {size}30 at live rate")
+                n = best['streams']
+                print(f"  => one core sustains {n} streams of {size} at 30 fps, live rate")
 
 
 if __name__ == "__main__":

@@ -3,16 +3,23 @@ services (stream supervisor, webhook sender). Run with ``uvicorn --factory``."""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from service import __version__
 from service.api import routes
+from service.api.backends import EmbeddedStreams
 from service.config import Settings
 from service.events.bus import EventBus
+from service.events.model import DefectRecord, FeedEvent
 from service.events.store import DefectStore
 from service.events.webhooks import WebhookSender
 from service.observability import metrics
@@ -21,13 +28,112 @@ from service.pipeline.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 
+def _embedded(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], None]:
+    store = DefectStore(settings.max_defects)
+    supervisor = _supervisor(settings, store, bus)
+    app.state.store = store
+    app.state.supervisor = supervisor
+    app.state.streams = EmbeddedStreams(supervisor, settings.pod_name)
+    return lambda: supervisor.stop_all(wait=2.0)
+
+
+def _cluster(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], None]:
+    """Cluster member: registry and defects in Redis, units handed out by the coordinator."""
+    import redis
+
+    from service.api.backends import ClusterStreams
+    from service.coordination.cluster import Coordinator
+    from service.coordination.host import ClusterHost
+    from service.events.redis_store import RedisDefectStore
+
+    client = redis.Redis.from_url(
+        settings.redis_url or "", socket_timeout=1.0, socket_connect_timeout=1.0
+    )
+    store = RedisDefectStore(client, settings.pod_name, settings.max_defects)
+    supervisor = _supervisor(settings, store, bus)
+    host = ClusterHost(supervisor, client)
+    supervisor.epoch_of = host.epoch_of
+    coordinator = Coordinator(
+        client,
+        settings.pod_name,
+        host,
+        lease_ttl=settings.lease_ttl,
+        max_units=settings.max_units,
+        unit_log=os.environ.get("AVMON_UNIT_LOG"),
+    )
+    app.state.store = store
+    app.state.supervisor = supervisor
+    app.state.coordinator = coordinator
+    app.state.streams = ClusterStreams(client, supervisor, coordinator)
+    feed = FeedListener(client, bus)
+    coordinator.start()
+    feed.start()
+    done = threading.Event()
+
+    def stop() -> None:
+        if done.is_set():
+            return
+        done.set()
+        coordinator.leave()  # hand units to successors first
+        supervisor.stop_all(wait=1.0)
+        feed.stop()
+
+    app.state.on_terminate = stop
+    return stop
+
+
+def _supervisor(settings: Settings, store: Any, bus: EventBus) -> Supervisor:
+    return Supervisor(
+        store,
+        bus,
+        settings.pod_name,
+        no_signal_s=settings.no_signal_s,
+        timeout_s=settings.source_timeout_s,
+    )
+
+
+class FeedListener:
+    """Cluster mode: every member's defect events (Redis pub/sub) to this member's SSE."""
+
+    def __init__(self, client: Any, bus: EventBus) -> None:
+        self.client = client
+        self.bus = bus
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feed", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        import redis
+
+        from service.coordination import keys
+
+        while not self._stop.is_set():
+            try:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(keys.EVENTS)
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    doc = json.loads(msg["data"])
+                    record = DefectRecord.from_json(doc["defect"])
+                    self.bus.deliver(FeedEvent(doc["kind"], record))
+            except redis.RedisError:
+                self._stop.wait(0.5)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = DefectStore(settings.max_defects)
-        bus = EventBus()
+        cluster = settings.redis_url is not None
+        bus = EventBus(feed_local=not cluster)
         sender = None
         if settings.webhook_urls:
             secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
@@ -38,22 +144,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             sender.start()
             bus.add_sink(sender)
-        supervisor = Supervisor(
-            store,
-            bus,
-            settings.pod_name,
-            no_signal_s=settings.no_signal_s,
-            timeout_s=settings.source_timeout_s,
-        )
         app.state.settings = settings
-        app.state.store = store
         app.state.bus = bus
-        app.state.supervisor = supervisor
-        log.info("avmon %s ready as %s (embedded)", __version__, settings.pod_name)
+        stop = _cluster(settings, app, bus) if cluster else _embedded(settings, app, bus)
+        mode = "cluster member" if cluster else "embedded"
+        log.info("avmon %s ready as %s (%s)", __version__, settings.pod_name, mode)
         try:
             yield
         finally:
-            supervisor.stop_all(wait=2.0)
+            stop()
             if sender is not None:
                 sender.stop()
 
@@ -65,7 +164,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(routes.api, prefix="/api/v1")
     app.include_router(routes.root)
+
+    _redis_handlers(app)
     return app
+
+
+def _redis_handlers(app: FastAPI) -> None:
+    """Cluster mode: a Redis outage answers 503 (retry), never 500."""
+    try:
+        import redis
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return
+
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "Redis is unreachable; try again"}, status_code=503)
+
+    app.add_exception_handler(redis.ConnectionError, handler)
+    app.add_exception_handler(redis.TimeoutError, handler)
 
 
 def create_app_from_env() -> FastAPI:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.api.backends import ClusterStreams, EmbeddedStreams
 from service.api.policy import PolicyError, check_source
 from service.api.schemas import Cluster, DefectEvent, Stream, StreamCreate
 from service.config import Settings
@@ -25,7 +26,7 @@ from service.detectors.registry import (
     validate_thresholds,
 )
 from service.events.store import DefectStore
-from service.pipeline.supervisor import DuplicateStreamError, StreamEntry, Supervisor
+from service.pipeline.supervisor import DuplicateStreamError, Supervisor
 
 HEARTBEAT_S = 15.0
 JPEG: dict[int | str, dict[str, Any]] = {
@@ -42,6 +43,14 @@ def _settings(request: Request) -> Settings:
 def _supervisor(request: Request) -> Supervisor:
     supervisor: Supervisor = request.app.state.supervisor
     return supervisor
+
+
+Streams = EmbeddedStreams | ClusterStreams
+
+
+def _streams(request: Request) -> Streams:
+    streams: Streams = request.app.state.streams
+    return streams
 
 
 def _store(request: Request) -> DefectStore:
@@ -83,11 +92,14 @@ Since = Annotated[
 StoreDep = Annotated[DefectStore, Depends(_store)]
 
 
-def _entry(supervisor: Supervisor, stream_id: str) -> StreamEntry:
-    entry = supervisor.get(stream_id)
-    if entry is None:
+StreamsDep = Annotated[Any, Depends(_streams)]
+
+
+def _status(streams: Streams, stream_id: str) -> dict[str, Any]:
+    status = streams.get(stream_id)
+    if status is None:
         raise HTTPException(404, f"no stream {stream_id!r}")
-    return entry
+    return status
 
 
 # ---------------------------------------------------------------------- streams
@@ -103,9 +115,7 @@ def _entry(supervisor: Supervisor, stream_id: str) -> StreamEntry:
         409: {"description": "a stream with this name already exists"},
     },
 )
-def create_stream(
-    body: StreamCreate, request: Request, supervisor: SupervisorDep
-) -> dict[str, Any]:
+def create_stream(body: StreamCreate, request: Request) -> dict[str, Any]:
     settings = _settings(request)
     try:
         check_source(body.url, settings)
@@ -120,7 +130,7 @@ def create_stream(
     if not enabled:
         raise _unprocessable("detectors", "none of these detectors is enabled on this service")
     try:
-        entry = supervisor.add(
+        return _streams(request).create(
             body.name,
             body.url,
             enabled,
@@ -131,7 +141,6 @@ def create_stream(
         )
     except DuplicateStreamError:
         raise HTTPException(409, f"a stream named {body.name!r} already exists") from None
-    return supervisor.status(entry)
 
 
 def _group_of(name: str) -> str:
@@ -139,25 +148,26 @@ def _group_of(name: str) -> str:
 
 
 @api.get("/streams", response_model=list[Stream])
-def list_streams(supervisor: SupervisorDep) -> list[dict[str, Any]]:
-    return [supervisor.status(e) for e in supervisor.all()]
+def list_streams(streams: StreamsDep) -> list[dict[str, Any]]:
+    return streams.list()
 
 
 @api.get("/streams/{stream_id}", response_model=Stream, responses={404: {}})
-def get_stream(stream_id: str, supervisor: SupervisorDep) -> dict[str, Any]:
-    return supervisor.status(_entry(supervisor, stream_id))
+def get_stream(stream_id: str, streams: StreamsDep) -> dict[str, Any]:
+    return _status(streams, stream_id)
 
 
 @api.delete("/streams/{stream_id}", status_code=204, responses={404: {}})
-def delete_stream(stream_id: str, supervisor: SupervisorDep) -> Response:
-    if not supervisor.remove(stream_id):
+def delete_stream(stream_id: str, streams: StreamsDep) -> Response:
+    if not streams.delete(stream_id):
         raise HTTPException(404, f"no stream {stream_id!r}")
     return Response(status_code=204)
 
 
 @api.get("/streams/{stream_id}/thumbnail.jpg", response_class=Response, responses=JPEG)
-def thumbnail(stream_id: str, supervisor: SupervisorDep) -> Response:
-    jpeg = _entry(supervisor, stream_id).runner.thumbnail
+def thumbnail(stream_id: str, streams: StreamsDep) -> Response:
+    _status(streams, stream_id)
+    jpeg = streams.thumbnail(stream_id)
     if jpeg is None:
         raise HTTPException(404, "no picture yet")
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -178,13 +188,13 @@ def _defects(
 @api.get("/streams/{stream_id}/defects", response_model=list[DefectEvent], responses={404: {}})
 def stream_defects(
     stream_id: str,
-    supervisor: SupervisorDep,
+    streams: StreamsDep,
     store: StoreDep,
     open: bool | None = None,
     since: Since = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[dict[str, Any]]:
-    _entry(supervisor, stream_id)
+    _status(streams, stream_id)
     return _defects(store, stream_id, open, since, limit)
 
 
@@ -240,25 +250,9 @@ async def events(request: Request) -> StreamingResponse:
 
 # ---------------------------------------------------------------------- cluster
 @api.get("/cluster", response_model=Cluster)
-def cluster(request: Request, supervisor: SupervisorDep) -> dict[str, Any]:
-    """Embedded mode: this process is the only member and owns every unit."""
-    pod = _settings(request).pod_name
-    units = [
-        {
-            "stream_id": e.spec.id,
-            "group": g,
-            "owner": pod,
-            "epoch": None,
-            "running": e.runner.running,
-        }
-        for e in supervisor.all()
-        for g in e.spec.groups
-    ]
-    return {
-        "members": [{"id": pod, "ready": True, "units": len(units), "load": float(len(units))}],
-        "units": units,
-        "generation": None,
-    }
+def cluster(streams: StreamsDep) -> dict[str, Any]:
+    """Members, units, owners and epochs (embedded: this process owns every unit)."""
+    return streams.cluster()
 
 
 # ---------------------------------------------------------------------- root
@@ -269,8 +263,12 @@ def healthz() -> dict[str, str]:
 
 @root.get("/readyz", responses={503: {}})
 def readyz(request: Request) -> dict[str, str]:
+    """Ready to own work; 503 while starting, leaving, or (cluster) Redis is unreachable."""
     if getattr(request.app.state, "supervisor", None) is None:
         raise HTTPException(503, "starting")
+    coordinator = getattr(request.app.state, "coordinator", None)
+    if coordinator is not None and not coordinator.ready:
+        raise HTTPException(503, "not ready: Redis unreachable or leaving")
     return {"status": "ready"}
 
 

@@ -20,7 +20,10 @@ Sink = Callable[[FeedEvent], None]
 
 
 class EventBus:
-    def __init__(self) -> None:
+    def __init__(self, feed_local: bool = True) -> None:
+        # Cluster mode: the live feed comes from Redis pub/sub (every member's events),
+        # so local events go to the sinks (webhooks) only.
+        self.feed_local = feed_local
         self._sinks: list[Sink] = []
         self._subscribers: set[
             tuple[asyncio.AbstractEventLoop, asyncio.Queue[FeedEvent | None]]
@@ -47,6 +50,11 @@ class EventBus:
                 sink(event)
             except Exception:
                 log.exception("event sink failed")
+        if self.feed_local:
+            self.deliver(event)
+
+    def deliver(self, event: FeedEvent) -> None:
+        """Hand an event to the live-feed subscribers (SSE)."""
         with self._lock:
             subscribers = list(self._subscribers)
         for loop, queue in subscribers:

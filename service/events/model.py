@@ -16,6 +16,12 @@ def utc_iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
+def _parse_iso(text: str | None) -> float | None:
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 @dataclass
 class DefectRecord:
     stream_id: str
@@ -50,6 +56,25 @@ class DefectRecord:
             severity=d.severity,
             details=dict(d.details),
             started_at=wall_of + d.start,
+        )
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> DefectRecord:
+        """Inverse of ``as_json`` (records stored in Redis)."""
+        return cls(
+            id=doc["id"],
+            stream_id=doc["stream_id"],
+            stream_name=doc["stream_name"],
+            type=doc["type"],
+            group=doc["group"],
+            start=doc["start"],
+            end=doc["end"],
+            severity=doc["severity"],
+            details=doc["details"],
+            started_at=_parse_iso(doc["started_at"]) or 0.0,
+            ended_at=_parse_iso(doc["ended_at"]),
+            evidence=doc["evidence_url"] is not None,
+            epoch=doc["epoch"],
         )
 
     def as_json(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ class DefectStore:
         self._lock = threading.Lock()
         self.evicted = 0
 
-    def put(self, record: DefectRecord, evidence: bytes | None = None) -> None:
+    def put(self, record: DefectRecord, evidence: bytes | None = None, kind: str = "open") -> bool:
         with self._lock:
             self._records[record.id] = record
             self._records.move_to_end(record.id)
@@ -37,6 +37,7 @@ class DefectStore:
                 del self._records[victim]
                 self._evidence.pop(victim, None)
                 self.evicted += 1
+        return True
 
     def get(self, defect_id: str) -> DefectRecord | None:
         with self._lock:

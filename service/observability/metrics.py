@@ -42,3 +42,15 @@ def forget_stream(stream_id: str) -> None:
     for metric in _PER_STREAM:
         with contextlib.suppress(KeyError):
             metric.remove(stream_id)
+STALE_WRITES_REJECTED = Counter(
+    "avmon_stale_writes_rejected_total", "Writes refused because the unit's epoch was stale"
+)
+LEASE_RENEW_FAILURES = Counter(
+    "avmon_lease_renew_failures_total", "Lease renewals that failed or found the lease lost"
+)
+REBALANCES = Counter("avmon_rebalances_total", "Units moved by this member (claims + releases)")
+REDIS_LATENCY = Histogram(
+    "avmon_redis_latency_seconds",
+    "Round trip of the coordinator's Redis calls",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+)

@@ -28,6 +28,10 @@ class DuplicateStreamError(ValueError):
     pass
 
 
+def new_stream_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 @dataclass
 class StreamEntry:
     spec: StreamSpec
@@ -51,37 +55,49 @@ class Supervisor:
         self.no_signal_s = no_signal_s
         self.timeout_s = timeout_s
         self._factory = runner_factory
+        # Cluster mode: the fencing epoch of a unit this process owns (None embedded).
+        self.epoch_of: Callable[[str, str], int | None] = lambda stream_id, group: None
         self._streams: dict[str, StreamEntry] = {}
         self._records: dict[tuple[str, int], DefectRecord] = {}  # (stream, id(defect))
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ registry
     def add(self, name: str, url: str, detectors: list[str], **options: Any) -> StreamEntry:
+        """Embedded mode: register a stream and run it here."""
         with self._lock:
             if any(e.spec.name == name for e in self._streams.values()):
                 raise DuplicateStreamError(name)
             spec = StreamSpec(
-                id=uuid.uuid4().hex[:12], name=name, url=url, detectors=detectors, **options
+                id=new_stream_id(), name=name, url=url, detectors=detectors, **options
             )
-            runner = self._factory(
-                spec,
-                self._on_event,
-                no_signal_s=self.no_signal_s,
-                timeout_s=self.timeout_s,
-                on_frame_stats=_record_stats,
-            )
-            entry = StreamEntry(spec, runner, time.time())
+            return self.run(spec)
+
+    def run(self, spec: StreamSpec) -> StreamEntry:
+        """Start monitoring ``spec`` in this process (replacing a runner for the same id)."""
+        old = self._streams.get(spec.id)
+        if old is not None:
+            old.runner.stop()
+        runner = self._factory(
+            spec,
+            self._on_event,
+            no_signal_s=self.no_signal_s,
+            timeout_s=self.timeout_s,
+            on_frame_stats=_record_stats,
+        )
+        entry = StreamEntry(spec, runner, time.time())
+        with self._lock:
             self._streams[spec.id] = entry
         runner.start()
         return entry
 
-    def remove(self, stream_id: str) -> bool:
+    def remove(self, stream_id: str, forget: bool = True) -> bool:
         with self._lock:
             entry = self._streams.pop(stream_id, None)
         if entry is None:
             return False
         entry.runner.stop()
-        self.store.forget_stream(stream_id)
+        if forget:
+            self.store.forget_stream(stream_id)
         metrics.forget_stream(stream_id)
         return True
 
@@ -147,9 +163,10 @@ class Supervisor:
         key = (spec.id, id(ev.defect))
         if ev.kind == "open":
             record = DefectRecord.from_defect(ev.defect, spec.id, spec.name, runner.wall_of(0.0))
+            record.epoch = self.epoch_of(spec.id, record.group)
             with self._lock:
                 self._records[key] = record
-            self.store.put(record, evidence)
+            self.store.put(record, evidence, kind="open")
             metrics.DEFECTS_RAISED.labels(type=record.type).inc()
         else:
             with self._lock:
@@ -160,7 +177,8 @@ class Supervisor:
             record.end = ev.defect.end
             record.ended_at = runner.wall_of(ev.defect.end or record.start)
             record.details = dict(ev.defect.details)
-            self.store.put(record)
+            record.epoch = self.epoch_of(spec.id, record.group)
+            self.store.put(record, kind="close")
         self.bus.publish(FeedEvent(ev.kind, record))
 
 

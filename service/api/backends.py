@@ -1,0 +1,254 @@
+"""Where the API finds streams: this process (embedded) or the shared Redis registry
+(cluster mode, where any member answers any request)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from service.coordination import keys
+from service.events.model import utc_iso
+from service.pipeline.runner import StreamSpec
+from service.pipeline.supervisor import DuplicateStreamError, Supervisor, new_stream_id
+
+if TYPE_CHECKING:
+    from service.coordination.cluster import Coordinator
+
+log = logging.getLogger(__name__)
+
+STALE_STATUS_S = 2.0
+
+
+class EmbeddedStreams:
+    def __init__(self, supervisor: Supervisor, pod: str) -> None:
+        self.supervisor = supervisor
+        self.pod = pod
+
+    def create(self, name: str, url: str, detectors: list[str], **options: Any) -> dict[str, Any]:
+        return self.supervisor.status(self.supervisor.add(name, url, detectors, **options))
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self.supervisor.status(e) for e in self.supervisor.all()]
+
+    def get(self, stream_id: str) -> dict[str, Any] | None:
+        entry = self.supervisor.get(stream_id)
+        return None if entry is None else self.supervisor.status(entry)
+
+    def delete(self, stream_id: str) -> bool:
+        return self.supervisor.remove(stream_id)
+
+    def thumbnail(self, stream_id: str) -> bytes | None:
+        entry = self.supervisor.get(stream_id)
+        return None if entry is None else entry.runner.thumbnail
+
+    def cluster(self) -> dict[str, Any]:
+        units = [
+            {
+                "stream_id": e.spec.id,
+                "group": g,
+                "owner": self.pod,
+                "epoch": None,
+                "running": e.runner.running,
+            }
+            for e in self.supervisor.all()
+            for g in e.spec.groups
+        ]
+        member = {"id": self.pod, "ready": True, "units": len(units), "load": float(len(units))}
+        return {"members": [member], "units": units, "generation": None}
+
+
+class ClusterStreams:
+    def __init__(
+        self, client: redis.Redis, supervisor: Supervisor, coordinator: Coordinator
+    ) -> None:
+        self.r = client
+        self.supervisor = supervisor
+        self.coordinator = coordinator
+
+    def create(self, name: str, url: str, detectors: list[str], **options: Any) -> dict[str, Any]:
+        stream_id = new_stream_id()
+        if not self.r.hsetnx(keys.NAMES, name, stream_id):
+            raise DuplicateStreamError(name)
+        spec = StreamSpec(id=stream_id, name=name, url=url, detectors=detectors, **options)
+        doc = {
+            "name": name,
+            "url": url,
+            "detectors": detectors,
+            "groups": spec.groups,
+            "thresholds": spec.thresholds,
+            "labels": spec.labels,
+            "pace": spec.pace,
+            "loop": spec.loop,
+            "created": time.time(),
+        }
+        pipe = self.r.pipeline()
+        pipe.hset(keys.STREAMS, stream_id, json.dumps(doc))
+        pipe.incr(keys.REGISTRY_VERSION)
+        pipe.execute()
+        self.coordinator._wake.set()  # assign at once
+        return self._status(stream_id, doc, None, {})
+
+    def _leases(self) -> dict[tuple[str, str], tuple[str, int]]:
+        out = {}
+        for field, value in self.r.hgetall(keys.LEASES).items():
+            sid, _, group = _s(field).partition("|")
+            owner, epoch, _exp = _s(value).rsplit("|", 2)
+            out[(sid, group)] = (owner, int(epoch))
+        return out
+
+    def _status(
+        self,
+        stream_id: str,
+        doc: dict[str, Any],
+        published: dict[str, Any] | None,
+        leases: dict[tuple[str, str], tuple[str, int]],
+    ) -> dict[str, Any]:
+        fresh = published is not None and time.time() - published["published_at"] < STALE_STATUS_S
+        units = []
+        for g in doc["groups"]:
+            owner, epoch = leases.get((stream_id, g), (None, None))
+            units.append(
+                {
+                    "group": g,
+                    "owner": owner,
+                    "epoch": epoch,
+                    "running": bool(
+                        fresh
+                        and owner == (published or {}).get("owner")
+                        and (published or {}).get("state") == "running"
+                    ),
+                    "since": utc_iso(doc.get("created")),
+                }
+            )
+        base = {
+            "id": stream_id,
+            "name": doc["name"],
+            "url": doc["url"],
+            "detectors": doc["detectors"],
+            "labels": doc.get("labels", {}),
+            "pace": doc.get("pace", "live"),
+            "loop": doc.get("loop", False),
+            "state": "pending",
+            "fps": 0.0,
+            "last_frame_at": None,
+            "open_defects": 0,
+            "frames": 0,
+            "dropped_frames": 0,
+            "lag_seconds": 0.0,
+            "last_error": None,
+        }
+        if fresh and published is not None:
+            for k in (
+                "state",
+                "fps",
+                "last_frame_at",
+                "open_defects",
+                "frames",
+                "dropped_frames",
+                "lag_seconds",
+                "last_error",
+            ):
+                base[k] = published[k]
+        base["units"] = units
+        return base
+
+    def list(self) -> list[dict[str, Any]]:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(keys.STREAMS)
+        pipe.hgetall(keys.STATUS)
+        streams, statuses = pipe.execute()
+        leases = self._leases()
+        out = []
+        for sid_raw, raw in streams.items():
+            sid = _s(sid_raw)
+            pub = statuses.get(sid_raw) or statuses.get(sid)
+            out.append(self._status(sid, json.loads(raw), json.loads(pub) if pub else None, leases))
+        return sorted(out, key=lambda s: s["name"])
+
+    def get(self, stream_id: str) -> dict[str, Any] | None:
+        try:
+            raw = self.r.hget(keys.STREAMS, stream_id)
+            if raw is None:
+                return None
+            pub = self.r.hget(keys.STATUS, stream_id)
+            return self._status(
+                stream_id, json.loads(raw), json.loads(pub) if pub else None, self._leases()
+            )
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Redis is down: answer from memory for the streams this member runs.
+            entry = self.supervisor.get(stream_id)
+            if entry is None:
+                raise
+            return self.supervisor.status(entry)
+
+    def delete(self, stream_id: str) -> bool:
+        raw = self.r.hget(keys.STREAMS, stream_id)
+        if raw is None:
+            return False
+        name = json.loads(raw)["name"]
+        pipe = self.r.pipeline()
+        pipe.hdel(keys.STREAMS, stream_id)
+        pipe.hdel(keys.NAMES, name)
+        pipe.hdel(keys.STATUS, stream_id)
+        pipe.incr(keys.REGISTRY_VERSION)
+        pipe.execute()
+        self.r.publish(keys.HANDOFF, "registry")  # the owner stops it at once
+        return True
+
+    def thumbnail(self, stream_id: str) -> bytes | None:
+        entry = self.supervisor.get(stream_id)
+        if entry is not None and entry.runner.thumbnail is not None:
+            return entry.runner.thumbnail
+        data: Any = self.r.get(keys.thumbnail(stream_id))
+        return bytes(data) if data else None
+
+    def cluster(self) -> dict[str, Any]:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(keys.MEMBER_INFO)
+        pipe.zrangebyscore(keys.MEMBERS, "-inf", "+inf", withscores=True)
+        pipe.hgetall(keys.STREAMS)
+        pipe.hgetall(keys.STATUS)
+        pipe.get(keys.EPOCH)
+        infos, members, streams, statuses, generation = pipe.execute()
+        leases = self._leases()
+        out_members = []
+        for member, _score in members:
+            name = _s(member)
+            info = json.loads(infos.get(member) or infos.get(name) or "{}")
+            out_members.append(
+                {
+                    "id": name,
+                    "ready": bool(info.get("ready")),
+                    "units": int(info.get("units", 0)),
+                    "load": float(info.get("load", 0.0)),
+                }
+            )
+        units = []
+        for sid_raw, raw in streams.items():
+            sid = _s(sid_raw)
+            doc = json.loads(raw)
+            pub_raw = statuses.get(sid_raw) or statuses.get(sid)
+            status = self._status(sid, doc, json.loads(pub_raw) if pub_raw else None, leases)
+            for u in status["units"]:
+                units.append(
+                    {
+                        "stream_id": sid,
+                        "group": u["group"],
+                        "owner": u["owner"],
+                        "epoch": u["epoch"],
+                        "running": u["running"],
+                    }
+                )
+        return {
+            "members": sorted(out_members, key=lambda m: m["id"]),
+            "units": units,
+            "generation": int(generation) if generation else None,
+        }
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,391 @@
+"""Cluster membership, unit assignment and fenced leases over Redis (cluster mode).
+
+Each member runs one coordinator thread that ticks every ``TICK_S``:
+1. heartbeat (a member entry that expires after ``lease_ttl`` on Redis' clock);
+2. renew its leases in one fenced call; units taken by someone else stop at once;
+3. compute the sticky, capped assignment from the registry, the live ready members and
+   the current owners, then claim free units assigned to it (an atomic claim issues a
+   fencing epoch) and hand over its excess (stop locally first, then release).
+
+Failure rules (DESIGN.md section 6):
+- A unit stops at its own monotonic deadline (last renew + TTL - margin) only if the
+  member itself was not running (paused) or Redis answered that the lease is gone. When
+  Redis is unreachable nobody can claim, so the member keeps monitoring what it owns and
+  re-validates its leases when Redis returns; for one TTL after that, it claims nothing
+  that others held, so they can renew first (zero moves after an outage).
+- Membership changes are batched: rebalancing waits until the member set has been stable
+  for ``SETTLE_S``; orphans are claimed at once.
+- SIGTERM: ``leave()`` marks the member not ready, stops each unit locally, releases its
+  lease and wakes the others through pub/sub, so successors start within a tick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from service.coordination import keys
+from service.coordination.placement import Unit, assign
+from service.coordination.scripts import CLAIM, RELEASE, RENEW
+from service.observability import metrics
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+SETTLE_S = 0.5
+MARGIN_S = 0.5
+
+HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+local info = {}
+if #live > 0 then info = redis.call('HMGET', KEYS[2], unpack(live)) end
+return {now, live, info}
+"""
+
+
+@dataclass
+class Owned:
+    epoch: int
+    deadline: float  # monotonic: stop by then unless renewed (or Redis is down)
+
+
+class UnitHost:
+    """What the coordinator drives: start/stop units of streams in this process."""
+
+    def set_units(self, stream_id: str, spec: dict[str, Any], epochs: dict[str, int]) -> None:
+        raise NotImplementedError
+
+    def load(self) -> float:
+        return 0.0
+
+    def publish(self) -> None:
+        """Called after every successful sync: share local status through Redis."""
+
+
+class Coordinator:
+    def __init__(
+        self,
+        client: redis.Redis,
+        pod: str,
+        host: UnitHost,
+        lease_ttl: float = 3.0,
+        max_units: int | None = None,
+        unit_log: str | None = None,
+        on_redis_back: Callable[[], None] | None = None,
+    ) -> None:
+        self.r = client
+        self.pod = pod
+        self.host = host
+        self.ttl = lease_ttl
+        self.ttl_ms = int(lease_ttl * 1000)
+        self.max_units = max_units
+        self.unit_log = Path(unit_log) if unit_log else None
+        self.on_redis_back = on_redis_back or (lambda: None)
+        self._heartbeat = client.register_script(HEARTBEAT)
+        self._claim = client.register_script(CLAIM)
+        self._renew = client.register_script(RENEW)
+        self._release = client.register_script(RELEASE)
+        self.owned: dict[Unit, Owned] = {}
+        self.registry: dict[str, dict[str, Any]] = {}
+        self._registry_version: Any = object()  # never equal: the first tick reads it
+        self.members: dict[str, dict[str, Any]] = {}
+        self.leases: dict[Unit, tuple[str, int, int]] = {}  # owner, epoch, expires_ms
+        self.redis_ok = False
+        self._outage_until = 0.0  # after an outage: claim nothing others held until then
+        self._members_changed = time.monotonic()
+        self._last_tick = time.monotonic()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.leaving = False
+        self._thread: threading.Thread | None = None
+        self._pubsub_thread: threading.Thread | None = None
+        self.generation: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="coordinator", daemon=True)
+        self._thread.start()
+        self._pubsub_thread = threading.Thread(target=self._listen, name="handoff", daemon=True)
+        self._pubsub_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def leave(self) -> None:
+        """Graceful exit: hand every unit to a successor, then leave the member set."""
+        self.leaving = True
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        try:
+            self._heartbeat(
+                keys=[keys.MEMBERS, keys.MEMBER_INFO], args=[self.pod, self.ttl_ms, "0", ""]
+            )
+        except redis.RedisError:
+            log.warning("could not leave the member set (Redis unreachable)")
+        for unit in sorted(self.owned):
+            self._drop(unit, release=True)
+        with contextlib.suppress(redis.RedisError):
+            self.r.publish(keys.HANDOFF, self.pod)
+
+    @property
+    def ready(self) -> bool:
+        return self.redis_ok and not self.leaving
+
+    def epoch_of(self, stream_id: str, group: str) -> int | None:
+        owned = self.owned.get(Unit(stream_id, group))
+        return owned.epoch if owned else None
+
+    # ------------------------------------------------------------------ loop
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except Exception:
+                log.exception("coordinator tick failed")
+            self._wake.wait(max(0.0, TICK_S - (time.monotonic() - started)))
+            self._wake.clear()
+
+    def _listen(self) -> None:
+        """Wake the loop at once when another member hands units over."""
+        while not self._stop.is_set():
+            try:
+                pubsub = self.r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub.subscribe(keys.HANDOFF)
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg is not None:
+                        self._wake.set()
+            except redis.RedisError:
+                self._stop.wait(0.5)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        paused = now - self._last_tick > self.ttl - MARGIN_S
+        self._last_tick = now
+        if paused:
+            # This process did not run for a lease's length (SIGSTOP, a stall): its
+            # leases may be someone else's now. Stop what is past its deadline first.
+            for unit, own in list(self.owned.items()):
+                if now > own.deadline:
+                    log.warning("paused past the deadline of %s: stopping it", unit)
+                    self._drop(unit, release=False)
+        try:
+            self._sync(now)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if self.redis_ok:
+                log.warning("Redis unreachable (%s): keeping %d units", exc, len(self.owned))
+            self.redis_ok = False
+            metrics.LEASE_RENEW_FAILURES.inc()
+            for own in self.owned.values():
+                own.deadline = now + self.ttl - MARGIN_S  # nobody can claim meanwhile
+
+    def _sync(self, now: float) -> None:
+        t0 = time.perf_counter()
+        info = json.dumps(
+            {"ready": not self.leaving, "units": len(self.owned), "load": self.host.load()}
+        )
+        server_ms, live, infos = self._heartbeat(
+            keys=[keys.MEMBERS, keys.MEMBER_INFO], args=[self.pod, self.ttl_ms, "1", info]
+        )
+        metrics.REDIS_LATENCY.observe(time.perf_counter() - t0)
+        if not self.redis_ok:
+            # Back from an outage: others may not have renewed yet; give them one TTL.
+            self._outage_until = now + self.ttl
+            self.redis_ok = True
+            self.on_redis_back()
+        members = {}
+        for member, raw in zip(live, infos, strict=True):
+            name = member.decode() if isinstance(member, bytes) else str(member)
+            members[name] = json.loads(raw) if raw else {"ready": False}
+        if set(members) != set(self.members):
+            self._members_changed = now
+        self.members = members
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(keys.REGISTRY_VERSION)
+        pipe.hgetall(keys.LEASES)
+        version, raw_leases = pipe.execute()
+        if version is None and self.registry:
+            self._restore_registry()
+            version = self.r.get(keys.REGISTRY_VERSION)
+        if version != self._registry_version:
+            streams = self.r.hgetall(keys.STREAMS)
+            self.registry = {_s(k): json.loads(v) for k, v in streams.items()}
+            self._registry_version = version
+        self.leases = {}
+        for field, value in raw_leases.items():
+            sid, _, group = _s(field).partition("|")
+            owner, epoch, expires = _s(value).rsplit("|", 2)
+            self.leases[Unit(sid, group)] = (owner, int(epoch), int(expires))
+        self._renew_all(now)
+        self._rebalance(now, int(server_ms))
+        self.host.publish()
+
+    def _restore_registry(self) -> None:
+        """Redis came back empty (restarted without persistence): put back the registry
+        every member still holds in memory, so monitoring resumes without operators."""
+        log.warning("Redis lost its data: restoring %d streams", len(self.registry))
+        pipe = self.r.pipeline()
+        for sid, doc in self.registry.items():
+            pipe.hsetnx(keys.STREAMS, sid, json.dumps(doc))
+            pipe.hsetnx(keys.NAMES, doc["name"], sid)
+        pipe.incr(keys.REGISTRY_VERSION)
+        pipe.incr(keys.GENERATION)
+        pipe.execute()
+
+    def _renew_all(self, now: float) -> None:
+        units = sorted(self.owned)
+        if not units:
+            return
+        args: list[Any] = [self.pod, self.ttl_ms]
+        for u in units:
+            args += [keys.unit_field(u.stream_id, u.group), self.owned[u].epoch]
+        codes = self._renew(keys=[keys.LEASES], args=args)
+        for unit, raw in zip(units, codes, strict=True):
+            code = int(raw)
+            if code == 1:
+                self.owned[unit].deadline = now + self.ttl - MARGIN_S
+            elif code == 0:
+                # The lease vanished (Redis restarted empty): claim it again in place.
+                epoch = self._claim_one(unit)
+                if epoch is None:
+                    self._drop(unit, release=False)
+                else:
+                    self.owned[unit] = Owned(epoch, now + self.ttl - MARGIN_S)
+                    self._republish(unit.stream_id)
+            else:
+                metrics.LEASE_RENEW_FAILURES.inc()
+                log.warning("lease of %s taken over: stopping it", unit)
+                self._drop(unit, release=False)
+
+    def _rebalance(self, now: float, server_ms: int) -> None:
+        if self.leaving:
+            return
+        units = [
+            Unit(sid, g) for sid, spec in self.registry.items() for g in spec.get("groups", [])
+        ]
+        wanted = set(units)
+        # Streams deleted from the registry: stop them here (their leases are released).
+        for unit in [u for u in self.owned if u not in wanted]:
+            self._drop(unit, release=True)
+        ready = sorted(m for m, i in self.members.items() if i.get("ready"))
+        if self.pod not in ready:
+            ready.append(self.pod)
+        current: dict[Unit, str] = {}
+        for unit in units:
+            lease = self.leases.get(unit)
+            if lease is None:
+                continue
+            owner, _, expires = lease
+            # An expired lease still belongs to a live owner: it will renew it.
+            if expires > server_ms or owner in self.members:
+                current[unit] = owner
+        caps = {self.pod: self.max_units}
+        target = assign(units, ready, current, caps)
+        settled = now - self._members_changed >= SETTLE_S
+        after_outage = now < self._outage_until
+        to_claim = []
+        for unit, owner in target.items():
+            if owner != self.pod or unit in self.owned:
+                continue
+            holder = current.get(unit)
+            if holder is not None and holder != self.pod:
+                continue  # its owner releases it first
+            lease = self.leases.get(unit)
+            if after_outage and lease is not None and lease[0] != self.pod:
+                continue
+            to_claim.append(unit)
+        if to_claim:
+            self._claim_units(to_claim, now)
+        if settled:
+            for unit in [u for u in self.owned if target.get(u) not in (self.pod, None)]:
+                log.info("handing %s to %s", unit, target[unit])
+                self._drop(unit, release=True)
+                metrics.REBALANCES.inc()
+                self.r.publish(keys.HANDOFF, self.pod)
+
+    # ------------------------------------------------------------------ units
+    def _claim_one(self, unit: Unit) -> int | None:
+        res = self._claim(
+            keys=[keys.LEASES, keys.LAST, keys.EPOCH],
+            args=[self.pod, self.ttl_ms, keys.unit_field(unit.stream_id, unit.group)],
+        )
+        epoch = int(res[0])
+        return None if epoch < 0 else epoch
+
+    def _claim_units(self, units: list[Unit], now: float) -> None:
+        fields = [keys.unit_field(u.stream_id, u.group) for u in units]
+        res = self._claim(
+            keys=[keys.LEASES, keys.LAST, keys.EPOCH], args=[self.pod, self.ttl_ms, *fields]
+        )
+        streams: set[str] = set()
+        for unit, value in zip(units, res, strict=True):
+            epoch = int(value)
+            if epoch < 0:
+                continue
+            self.owned[unit] = Owned(epoch, now + self.ttl - MARGIN_S)
+            streams.add(unit.stream_id)
+            metrics.REBALANCES.inc()
+            self._log("start", unit, epoch)
+        for sid in streams:
+            self._republish(sid)
+
+    def _drop(self, unit: Unit, release: bool) -> None:
+        own = self.owned.pop(unit, None)
+        if own is None:
+            return
+        self._republish(unit.stream_id)  # stop locally before anyone else can start
+        self._log("stop", unit, own.epoch)
+        if release:
+            try:
+                self._release(
+                    keys=[keys.LEASES],
+                    args=[self.pod, keys.unit_field(unit.stream_id, unit.group), own.epoch],
+                )
+            except redis.RedisError:
+                log.warning("could not release %s (it will expire)", unit)
+
+    def _republish(self, stream_id: str) -> None:
+        epochs = {u.group: o.epoch for u, o in self.owned.items() if u.stream_id == stream_id}
+        spec = self.registry.get(stream_id, {})
+        self.host.set_units(stream_id, spec, epochs)
+
+    def _log(self, what: str, unit: Unit, epoch: int) -> None:
+        if self.unit_log is None:
+            return
+        line = f"{time.monotonic_ns()} {self.pod} {what} {unit.stream_id} {unit.group} {epoch}\n"
+        with self.unit_log.open("a") as f:
+            f.write(line)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def ceil_share(units: int, members: int) -> int:
+    return math.ceil(units / max(members, 1))

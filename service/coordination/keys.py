@@ -1,0 +1,36 @@
+"""Redis key names (one place, so tests and tools agree)."""
+
+from __future__ import annotations
+
+PREFIX = "avmon:"
+STREAMS = PREFIX + "streams"  # hash id -> stream spec JSON
+NAMES = PREFIX + "stream_names"  # hash name -> id (unique names)
+REGISTRY_VERSION = PREFIX + "registry_version"  # bumped on every registry change
+MEMBERS = PREFIX + "members"  # zset member -> expiry (ms, Redis clock)
+MEMBER_INFO = PREFIX + "member_info"  # hash member -> JSON {ready, units, load}
+LEASES = PREFIX + "leases"  # hash "stream|group" -> "owner|epoch|expires_ms"
+LAST = PREFIX + "lease_last"  # hash "stream|group" -> "owner|epoch" (no expiry)
+EPOCH = PREFIX + "epoch"  # fencing epoch counter
+STATUS = PREFIX + "status"  # hash stream id -> JSON status written by its owner
+DEFECTS = PREFIX + "defects"  # hash id -> DefectRecord JSON
+DEFECTS_BY_TIME = PREFIX + "defects_by_time"  # zset id -> started_at
+OPEN = PREFIX + "defects_open"  # set of open defect ids
+EVENTS = PREFIX + "events"  # pub/sub channel: defect open/close feed
+HANDOFF = PREFIX + "handoff"  # pub/sub channel: a member released units
+GENERATION = PREFIX + "generation"  # bumped when a member finds Redis restarted empty
+
+
+def stream_defects(stream_id: str) -> str:
+    return f"{PREFIX}stream_defects:{stream_id}"
+
+
+def thumbnail(stream_id: str) -> str:
+    return f"{PREFIX}thumb:{stream_id}"
+
+
+def evidence(defect_id: str) -> str:
+    return f"{PREFIX}evidence:{defect_id}"
+
+
+def unit_field(stream_id: str, group: str) -> str:
+    return f"{stream_id}|{group}"

@@ -1,0 +1,166 @@
+"""Redis Lua scripts: every lease change and every side effect is one atomic, fenced call.
+
+Leases live in one hash, ``field = "<stream_id>|<group>"`` and ``value =
+"<owner>|<epoch>|<expires_ms>"``, judged against Redis' own clock (``TIME``), so member
+clocks never matter. A fencing *epoch* is issued when a unit changes owner: the larger of
+a counter and the server's microsecond clock, so epochs stay monotonic even after a
+restart that lost the counter. ``last`` remembers the latest owner/epoch of each unit
+(without expiry), so an owner re-claiming its own unit after an outage keeps its epoch:
+no owner change, no new epoch, and its queued writes still pass the fence.
+"""
+
+from __future__ import annotations
+
+_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function parse(v)
+  local owner, epoch, exp = string.match(v, '^(.*)|(%d+)|(%d+)$')
+  return owner, tonumber(epoch), tonumber(exp)
+end
+"""
+
+# KEYS: leases, last, epoch counter. ARGV: me, ttl_ms, unit...
+# Returns, per unit, the epoch now held by me, or -1 if another member holds it.
+CLAIM = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local out = {}
+for i = 3, #ARGV do
+  local unit = ARGV[i]
+  local cur = redis.call('HGET', KEYS[1], unit)
+  local epoch = nil
+  if cur then
+    local owner, e, exp = parse(cur)
+    if owner == ARGV[1] then epoch = e
+    elseif exp > now then epoch = -1 end
+  end
+  if epoch == nil then
+    local last = redis.call('HGET', KEYS[2], unit)
+    if last then
+      local lowner, le = string.match(last, '^(.*)|(%d+)$')
+      if lowner == ARGV[1] then epoch = tonumber(le) end
+    end
+    if epoch == nil then
+      local t = redis.call('TIME')
+      local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+      local n = redis.call('INCR', KEYS[3])
+      epoch = math.max(n, floor)
+      redis.call('SET', KEYS[3], string.format('%d', epoch))
+    end
+  end
+  if epoch ~= -1 then
+    local e = string.format('%d', epoch)
+    local exp = string.format('%d', now + tonumber(ARGV[2]))
+    redis.call('HSET', KEYS[1], unit, ARGV[1] .. '|' .. e .. '|' .. exp)
+    redis.call('HSET', KEYS[2], unit, ARGV[1] .. '|' .. e)
+    out[#out + 1] = e
+  else
+    out[#out + 1] = '-1'
+  end
+end
+return out
+"""
+)
+
+# KEYS: leases. ARGV: me, ttl_ms, unit1, epoch1, unit2, epoch2, ...
+# Extends my leases that still carry my epoch (even if they expired meanwhile: nobody
+# took them, e.g. while Redis itself was paused). Per unit: 1 renewed, 0 missing (lost
+# in a restart: claim again), -1 taken by another owner or epoch (stop the unit).
+RENEW = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local out = {}
+for i = 3, #ARGV, 2 do
+  local unit, epoch = ARGV[i], tonumber(ARGV[i + 1])
+  local cur = redis.call('HGET', KEYS[1], unit)
+  if not cur then
+    out[#out + 1] = 0
+  else
+    local owner, e = parse(cur)
+    if owner == ARGV[1] and e == epoch then
+      local exp = string.format('%d', now + tonumber(ARGV[2]))
+      redis.call('HSET', KEYS[1], unit, ARGV[1] .. '|' .. ARGV[i + 1] .. '|' .. exp)
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = -1
+    end
+  end
+end
+return out
+"""
+)
+
+# KEYS: leases. ARGV: me, unit, epoch. Drops my lease (fenced); 1 if released.
+RELEASE = (
+    _PRELUDE
+    + """
+local cur = redis.call('HGET', KEYS[1], ARGV[2])
+if not cur then return 0 end
+local owner, e = parse(cur)
+if owner == ARGV[1] and e == tonumber(ARGV[3]) then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+)
+
+# KEYS: leases, defects hash, all-defects zset, stream zset, open set.
+# ARGV: me, unit, epoch, defect_id, defect_json, score, is_open, channel, event_json, max_keep
+# A defect write (open or close) accepted only from the unit's current owner and epoch.
+WRITE_DEFECT = (
+    _PRELUDE
+    + """
+local cur = redis.call('HGET', KEYS[1], ARGV[2])
+if not cur then return 0 end
+local owner, e = parse(cur)
+if owner ~= ARGV[1] or e ~= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[6], ARGV[4])
+if ARGV[7] == '1' then
+  redis.call('SADD', KEYS[5], ARGV[4])
+else
+  redis.call('SREM', KEYS[5], ARGV[4])
+end
+local n = redis.call('ZCARD', KEYS[3])
+local keep = tonumber(ARGV[10])
+if n > keep then
+  local old = redis.call('ZRANGE', KEYS[3], 0, n - keep - 1)
+  for _, id in ipairs(old) do
+    if redis.call('SISMEMBER', KEYS[5], id) == 0 then
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('ZREM', KEYS[3], id)
+    end
+  end
+end
+redis.call('PUBLISH', ARGV[8], ARGV[9])
+return 1
+"""
+)
+
+# KEYS: leases, defects hash, all-defects zset, stream zset, open set.
+# ARGV: me, unit, epoch. Deletes a removed stream's defects, fenced like a write.
+PURGE_STREAM = (
+    _PRELUDE
+    + """
+local cur = redis.call('HGET', KEYS[1], ARGV[2])
+if not cur then return 0 end
+local owner, e = parse(cur)
+if owner ~= ARGV[1] or e ~= tonumber(ARGV[3]) then return 0 end
+local ids = redis.call('ZRANGE', KEYS[4], 0, -1)
+for _, id in ipairs(ids) do
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('SREM', KEYS[5], id)
+end
+redis.call('DEL', KEYS[4])
+redis.call('HDEL', KEYS[1], ARGV[2])
+return 1
+"""
+)

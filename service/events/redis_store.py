@@ -1,0 +1,151 @@
+"""Cluster mode defect store: records in Redis, every write fenced by the unit's epoch.
+
+A write from a member that no longer owns the unit (a stale epoch, e.g. after a pause)
+is rejected by the Lua script and counted. A write that cannot reach Redis is queued in
+order (bounded) and replayed when Redis returns, so an outage loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from typing import Any
+
+import redis
+
+from service.coordination import keys
+from service.coordination.scripts import WRITE_DEFECT
+from service.events.model import DefectRecord, FeedEvent
+from service.observability import metrics
+
+log = logging.getLogger(__name__)
+
+OUTBOX_MAX = 10_000
+EVIDENCE_TTL_S = 24 * 3600
+
+
+class RedisDefectStore:
+    def __init__(self, client: redis.Redis, pod_name: str, max_defects: int) -> None:
+        self.r = client
+        self.pod = pod_name
+        self.max_defects = max_defects
+        self._write = client.register_script(WRITE_DEFECT)
+        self._outbox: deque[tuple[DefectRecord, str, bytes | None]] = deque(maxlen=OUTBOX_MAX)
+        self._lock = threading.Lock()
+        self.rejected = 0
+
+    # ------------------------------------------------------------------ writes
+    def put(self, record: DefectRecord, evidence: bytes | None = None, kind: str = "open") -> bool:
+        """Fenced write; False if rejected (stale epoch) or queued (Redis unreachable)."""
+        with self._lock:
+            if self._outbox:  # keep order: queue behind what is already waiting
+                self._outbox.append((record, kind, evidence))
+                return False
+        try:
+            return self._send(record, kind, evidence)
+        except (redis.ConnectionError, redis.TimeoutError):
+            with self._lock:
+                self._outbox.append((record, kind, evidence))
+            return False
+
+    def _send(self, record: DefectRecord, kind: str, evidence: bytes | None) -> bool:
+        if evidence is not None:
+            record.evidence = True
+        doc = record.as_json()
+        event = json.dumps({"kind": kind, "defect": doc})
+        ok = self._write(
+            keys=[
+                keys.LEASES,
+                keys.DEFECTS,
+                keys.DEFECTS_BY_TIME,
+                keys.stream_defects(record.stream_id),
+                keys.OPEN,
+            ],
+            args=[
+                self.pod,
+                keys.unit_field(record.stream_id, record.group),
+                record.epoch if record.epoch is not None else -1,
+                record.id,
+                json.dumps(doc),
+                record.started_at,
+                "1" if record.open else "0",
+                keys.EVENTS,
+                event,
+                self.max_defects,
+            ],
+        )
+        if not ok:
+            self.rejected += 1
+            metrics.STALE_WRITES_REJECTED.inc()
+            log.warning("write of defect %s rejected: epoch %s is stale", record.id, record.epoch)
+            return False
+        if evidence is not None:
+            self.r.set(keys.evidence(record.id), evidence, ex=EVIDENCE_TTL_S)
+        return True
+
+    def flush(self) -> int:
+        """Replay queued writes in order; stop at the first connection failure."""
+        sent = 0
+        while True:
+            with self._lock:
+                if not self._outbox:
+                    return sent
+                record, kind, evidence = self._outbox[0]
+            try:
+                self._send(record, kind, evidence)
+            except (redis.ConnectionError, redis.TimeoutError):
+                return sent
+            with self._lock:
+                self._outbox.popleft()
+            sent += 1
+
+    @property
+    def pending(self) -> int:
+        return len(self._outbox)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, defect_id: str) -> DefectRecord | None:
+        raw = self.r.hget(keys.DEFECTS, defect_id)
+        return DefectRecord.from_json(json.loads(raw)) if raw else None
+
+    def evidence(self, defect_id: str) -> bytes | None:
+        data: Any = self.r.get(keys.evidence(defect_id))
+        return bytes(data) if data else None
+
+    def query(
+        self,
+        stream_id: str | None = None,
+        open_: bool | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+    ) -> list[DefectRecord]:
+        index = keys.stream_defects(stream_id) if stream_id else keys.DEFECTS_BY_TIME
+        ids: list[Any]
+        if open_:
+            ids = list(self.r.smembers(keys.OPEN))
+        else:
+            ids = list(self.r.zrevrange(index, 0, max(limit * 4, 4000)))
+        if not ids:
+            return []
+        out: list[DefectRecord] = []
+        for raw in self.r.hmget(keys.DEFECTS, ids):
+            if raw is None:
+                continue
+            rec = DefectRecord.from_json(json.loads(raw))
+            if stream_id is not None and rec.stream_id != stream_id:
+                continue
+            if open_ is not None and rec.open != open_:
+                continue
+            if since is not None and max(rec.started_at, rec.ended_at or 0.0) < since:
+                continue
+            out.append(rec)
+        out.sort(key=lambda r: r.started_at, reverse=True)
+        return out[:limit]
+
+    def forget_stream(self, stream_id: str) -> None:
+        """Cluster mode: the unit's owner purges (fenced) when it stops the stream."""
+
+    def publish_local(self, event: FeedEvent) -> None:  # pragma: no cover - interface parity
+        """Events reach every member through Redis pub/sub (published by WRITE_DEFECT)."""
