@@ -36,7 +36,7 @@ import redis
 
 from service.coordination import keys
 from service.coordination.placement import Unit, assign
-from service.coordination.scripts import CLAIM, RELEASE, RENEW
+from service.coordination.scripts import CLAIM, PURGE_STREAM, RELEASE, RENEW
 from service.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class Coordinator:
         self._claim = client.register_script(CLAIM)
         self._renew = client.register_script(RENEW)
         self._release = client.register_script(RELEASE)
+        self._purge = client.register_script(PURGE_STREAM)
         self.owned: dict[Unit, Owned] = {}
         self.registry: dict[str, dict[str, Any]] = {}
         self._registry_version: Any = object()  # never equal: the first tick reads it
@@ -244,6 +245,7 @@ class Coordinator:
             self.leases[Unit(sid, group)] = (owner, int(epoch), int(expires))
         self._renew_all(now)
         self._rebalance(now, int(server_ms))
+        metrics.UNITS_OWNED.set(len(self.owned))
         self.host.publish()
 
     def _restore_registry(self) -> None:
@@ -292,7 +294,7 @@ class Coordinator:
         wanted = set(units)
         # Streams deleted from the registry: stop them here (their leases are released).
         for unit in [u for u in self.owned if u not in wanted]:
-            self._drop(unit, release=True)
+            self._drop(unit, release=True, purge=True)
         ready = sorted(m for m, i in self.members.items() if i.get("ready"))
         if self.pod not in ready:
             ready.append(self.pod)
@@ -355,20 +357,33 @@ class Coordinator:
         for sid in streams:
             self._republish(sid)
 
-    def _drop(self, unit: Unit, release: bool) -> None:
+    def _drop(self, unit: Unit, release: bool, purge: bool = False) -> None:
+        """Stop a unit here, then (fenced) release its lease -- or, for a deleted stream,
+        purge its defects with the lease, so cleanup also carries the epoch."""
         own = self.owned.pop(unit, None)
         if own is None:
             return
         self._republish(unit.stream_id)  # stop locally before anyone else can start
         self._log("stop", unit, own.epoch)
-        if release:
-            try:
-                self._release(
-                    keys=[keys.LEASES],
-                    args=[self.pod, keys.unit_field(unit.stream_id, unit.group), own.epoch],
+        if not release:
+            return
+        field = keys.unit_field(unit.stream_id, unit.group)
+        try:
+            if purge:
+                self._purge(
+                    keys=[
+                        keys.LEASES,
+                        keys.DEFECTS,
+                        keys.DEFECTS_BY_TIME,
+                        keys.stream_defects(unit.stream_id),
+                        keys.OPEN,
+                    ],
+                    args=[self.pod, field, own.epoch],
                 )
-            except redis.RedisError:
-                log.warning("could not release %s (it will expire)", unit)
+            else:
+                self._release(keys=[keys.LEASES], args=[self.pod, field, own.epoch])
+        except redis.RedisError:
+            log.warning("could not release %s (it will expire)", unit)
 
     def _republish(self, stream_id: str) -> None:
         epochs = {u.group: o.epoch for u, o in self.owned.items() if u.stream_id == stream_id}

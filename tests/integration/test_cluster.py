@@ -260,3 +260,25 @@ def test_redis_restarted_empty_reconverges_with_monotonic_epochs(cluster: Cluste
     assert took <= 2 * 3.0 + 2.0  # 2 x TTL plus CI margin
     new_epochs = [int(v.decode().rsplit("|", 2)[1]) for v in cluster.redis.hvals(keys.LEASES)]
     assert min(new_epochs) > max(old_epochs)
+
+
+def test_any_member_answers_and_delete_cleans_up_through_the_fence(cluster: Cluster) -> None:
+    names = ["m1", "m2"]
+    _start(cluster, names)
+    sid = next(iter(cluster.owners()))[0]
+    m1, m2 = cluster.members["m1"], cluster.members["m2"]
+    # Defects (black at 3-5 s of every 8 s loop) are visible through either member.
+    assert wait_for(lambda: m1.request("GET", f"/api/v1/streams/{sid}/defects")[1], 15)
+    via_m2 = m2.request("GET", f"/api/v1/streams/{sid}/defects")[1]
+    assert via_m2 and all(d["epoch"] for d in via_m2)
+    status, stream = m2.request("GET", f"/api/v1/streams/{sid}")
+    assert status == 200 and stream["state"] == "running"
+    assert all(u["owner"] in names and u["running"] for u in stream["units"])
+    assert (
+        m2.request("POST", "/api/v1/streams", {"name": "cam-0", "url": "udp://127.0.0.1:9"})[0]
+        == 409
+    )
+    assert m1.request("DELETE", f"/api/v1/streams/{sid}")[0] == 204
+    assert wait_for(lambda: all(u[0] != sid for u in cluster.owners()), 5)
+    assert cluster.redis.zcard(keys.stream_defects(sid)) == 0
+    assert m2.request("GET", f"/api/v1/streams/{sid}")[0] == 404
