@@ -51,7 +51,7 @@ def _cluster(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], No
     )
     store = RedisDefectStore(client, settings.pod_name, settings.max_defects)
     supervisor = _supervisor(settings, store, bus)
-    host = ClusterHost(supervisor, client)
+    host = ClusterHost(supervisor, client, _deletion_cost(settings))
     supervisor.epoch_of = host.epoch_of
     coordinator = Coordinator(
         client,
@@ -80,6 +80,18 @@ def _cluster(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], No
 
     app.state.on_terminate = stop
     return stop
+
+
+def _deletion_cost(settings: Settings) -> Any:
+    if not settings.k8s_deletion_cost:
+        return None
+    from service import k8s
+
+    try:
+        return k8s.in_cluster(settings.pod_name)
+    except Exception as exc:  # not in a cluster, or no service account: run without it
+        log.warning("pod-deletion-cost disabled: %s", exc)
+        return None
 
 
 def _supervisor(settings: Settings, store: Any, bus: EventBus) -> Supervisor:

@@ -41,9 +41,12 @@ def spec_from_registry(stream_id: str, doc: dict[str, Any], groups: list[str]) -
 
 
 class ClusterHost(UnitHost):
-    def __init__(self, supervisor: Supervisor, client: redis.Redis) -> None:
+    def __init__(
+        self, supervisor: Supervisor, client: redis.Redis, deletion_cost: Any = None
+    ) -> None:
         self.supervisor = supervisor
         self.r = client
+        self.deletion_cost = deletion_cost  # service.k8s.DeletionCost inside Kubernetes
         self.epochs: dict[str, dict[str, int]] = {}
         self._last_status = 0.0
         self._thumbs: dict[str, int] = {}
@@ -73,6 +76,8 @@ class ClusterHost(UnitHost):
         flush = getattr(self.supervisor.store, "flush", None)
         if flush is not None:
             flush()
+        if self.deletion_cost is not None:
+            self.deletion_cost.update(self.load())
         now = time.time()
         if now - self._last_status < STATUS_EVERY_S:
             return
