@@ -124,7 +124,7 @@ def main() -> None:
                 best = r
                 n = n * 2 if n < 4 else n + 2
             if best:
-                n = best['streams']
+                n = best["streams"]
                 print(f"  => one core sustains {n} streams of {size} at 30 fps, live rate")
 
 

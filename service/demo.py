@@ -91,15 +91,13 @@ def _post(base: str, path: str, body: dict[str, object]) -> dict[str, object]:
 
 def _print_events(base: str, stop: threading.Event) -> None:
     with urllib.request.urlopen(base + "/api/v1/events", timeout=3600) as resp:
-        kind = ""
         for raw in resp:
             if stop.is_set():
                 return
             line = raw.decode().rstrip("\n")
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                d = json.loads(line[6:])["defect"]
+            if line.startswith("data: "):
+                msg = json.loads(line[6:])
+                kind, d = msg["kind"], msg["defect"]
                 span = f"{d['start']:7.2f} s" if kind == "open" else f"{d['end']:7.2f} s"
                 extra = " ".join(f"{k}={v}" for k, v in d["details"].items())
                 word = "RAISED " if kind == "open" else "cleared"

@@ -224,7 +224,9 @@ def evidence(defect_id: str, store: StoreDep) -> Response:
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def events(request: Request) -> StreamingResponse:
-    """Server-sent events: one message per defect open/close (``event: open|close``)."""
+    """Server-sent events: one ``event: defect`` message per defect open or close; the
+    data is ``{"kind": "open"|"close", "defect": DefectEvent}``. (Not ``event: open``:
+    browsers fire their own "open" event when an EventSource connects.)"""
     bus = request.app.state.bus
     queue = bus.subscribe()
 
@@ -239,7 +241,7 @@ async def events(request: Request) -> StreamingResponse:
                     continue
                 if ev is None:
                     return
-                yield f"event: {ev.kind}\ndata: {json.dumps(ev.as_json())}\n\n"
+                yield f"event: defect\ndata: {json.dumps(ev.as_json())}\n\n"
         finally:
             bus.unsubscribe(queue)
 

@@ -87,14 +87,14 @@ class EventFeed:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        kind = ""
         try:
             for raw in self._resp:
                 line = raw.decode().rstrip("\n")
                 if line.startswith("event: "):
-                    kind = line[7:]
+                    assert line == "event: defect", line
                 elif line.startswith("data: "):
-                    self.events.append((time.time(), kind, json.loads(line[6:])["defect"]))
+                    msg = json.loads(line[6:])
+                    self.events.append((time.time(), msg["kind"], msg["defect"]))
         except (OSError, ValueError, AttributeError):  # closed under the reader
             return
 
