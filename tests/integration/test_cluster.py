@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -183,31 +184,47 @@ def test_g6_paused_member_gets_no_write_accepted(cluster: Cluster) -> None:
     names = ["m1", "m2", "m3"]
     _start(cluster, names)
     frozen = cluster.members["m1"]
-    mine = {u for u, o in cluster.owners().items() if o == "m1"}
-    frozen.signal(signal.SIGSTOP)
-    time.sleep(6.0)  # twice the lease TTL
-    assert all(cluster.owners().get(u) in ("m2", "m3") for u in mine)
-    stolen_epochs = {
-        u: int(cluster.redis.hget(keys.LEASES, f"{u[0]}|{u[1]}").decode().rsplit("|", 2)[1])
-        for u in mine
+    old = {
+        u: int(v.decode().rsplit("|", 2)[1])
+        for u, v in (
+            (tuple(f.decode().split("|")), v) for f, v in cluster.redis.hgetall(keys.LEASES).items()
+        )
+        if v.decode().startswith("m1|")
     }
+    assert old
+    frozen.signal(signal.SIGSTOP)
+    time.sleep(6.0)  # twice the lease TTL: the others take its units over
+    assert all(cluster.owners().get(u) in ("m2", "m3") for u in old)
+    before = _records_with(cluster, old)  # m1 is frozen: these cannot change meanwhile
     resumed = now_ns()
     frozen.signal(signal.SIGCONT)
     time.sleep(3.0)
     log = cluster.log()
-    stops = [t for t, pod, sid, g in log.stops_after(resumed) if pod == "m1" and (sid, g) in mine]
-    assert len(stops) == len(mine), "the paused member did not stop its units"
+    stops = [t for t, pod, sid, g in log.stops_after(resumed) if pod == "m1" and (sid, g) in old]
+    assert len(stops) == len(old), "the paused member did not stop its units"
     assert (max(stops) - resumed) / 1e9 <= 0.5, "not stopped within one tick"
-    # Every defect stored for those units after the pause carries the new owners' epochs.
-    for raw in cluster.redis.hvals(keys.DEFECTS):
+    # Zero writes accepted from the stale member: the records carrying its old epochs are
+    # exactly those it wrote before it froze (black runs every 8 s of the loop, so frames
+    # it queued before the pause raise and close defects after it wakes: all refused).
+    assert _records_with(cluster, old) == before
+    rejected = [
+        float(line.split()[-1])
+        for line in _metrics(frozen).splitlines()
+        if line.startswith("avmon_stale_writes_rejected_total ")
+    ]
+    assert rejected, "the rejection counter is exported"
+    print(f"stale writes rejected after resume: {rejected[0]:.0f}")
+    # Whatever it ran after waking overlaps nobody: it stopped before touching anything.
+    assert [o for o in log.overlaps() if "m1" not in (o[1].pod, o[2].pod)] == []
+
+
+def _records_with(cluster: Cluster, epochs: dict[Any, int]) -> dict[str, str]:
+    out = {}
+    for key, raw in cluster.redis.hgetall(keys.DEFECTS).items():
         d = json.loads(raw)
-        unit = (d["stream_id"], d["group"])
-        if unit in mine and d["epoch"] is not None and d["epoch"] < stolen_epochs[unit]:
-            started = d["started_at"]
-            assert started is not None  # written before the pause by its then owner
-    _, metrics = 200, _metrics(frozen)
-    assert "avmon_stale_writes_rejected_total" in metrics
-    assert log.overlaps() == [] or all("m1" in (o[1].pod, o[2].pod) for o in log.overlaps())
+        if epochs.get((d["stream_id"], d["group"])) == d["epoch"]:
+            out[key.decode()] = raw.decode()
+    return out
 
 
 def _metrics(member: Member) -> str:
