@@ -346,7 +346,7 @@ def print_table(doc: dict[str, Any]) -> None:
     )
     print(f"  detection alone, (c-a)/(b-a) = {r['ffmpeg_over_avmon_excl_decode']}")
     print()
-    print("  avmon detectors, ms per video frame (wall, Analyzer.detector_seconds):")
+    print("  avmon detectors, ms per video frame (CPU, Analyzer.detector_seconds):")
     items = [f"{k} {v:.3f}" for k, v in var["avmon"]["detector_ms_per_video_frame"].items()]
     for i in range(0, len(items), 5):
         print("    " + "  ".join(items[i : i + 5]))
