@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -165,27 +164,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         err = exc.errors()[0]
         field = "AVMON_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
         return _fail(f"{field}: {err['msg']}", EXIT_USAGE)
-    app = create_app(settings)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # SIGTERM: hand units to successors at once, without waiting for open
-            # connections (an SSE client would hold a graceful shutdown for seconds).
-            hook = getattr(app.state, "on_terminate", None)
-            if hook is not None:
-                threading.Thread(target=hook, name="handoff", daemon=True).start()
-            super().handle_exit(sig, frame)
-
-    # One worker per process: metrics stay per pod, the HPA scales pods.
-    config = uvicorn.Config(
-        app,
+    # One worker per process: metrics stay per pod, the HPA scales pods. SIGTERM starts
+    # the cluster handoff at once (see service.api.app); open event-feed connections get
+    # one second to close.
+    uvicorn.run(
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         workers=1,
         log_level="info" if args.verbose else "warning",
         timeout_graceful_shutdown=1,
     )
-    Server(config).run()
     return EXIT_OK
 
 

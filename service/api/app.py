@@ -3,9 +3,11 @@ services (stream supervisor, webhook sender). Run with ``uvicorn --factory``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -79,7 +81,23 @@ def _cluster(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], No
         feed.stop()
 
     app.state.on_terminate = stop
+    _handoff_on_sigterm(stop)
     return stop
+
+
+def _handoff_on_sigterm(stop: Callable[[], None]) -> None:
+    """Start the handoff the moment SIGTERM arrives, before the server waits for open
+    connections to close (an SSE client would hold a graceful shutdown for seconds).
+    Chains to the server's own handler, so this works under plain ``uvicorn`` too."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        threading.Thread(target=stop, name="handoff", daemon=True).start()
+        if callable(previous):
+            previous(signum, frame)
+
+    with contextlib.suppress(ValueError):  # not the main thread (a test harness)
+        signal.signal(signal.SIGTERM, on_term)
 
 
 def _deletion_cost(settings: Settings) -> Any:

@@ -307,6 +307,7 @@ class Coordinator:
             # An expired lease still belongs to a live owner: it will renew it.
             if expires > server_ms or owner in self.members:
                 current[unit] = owner
+        metrics.UNITS_UNOWNED.set(sum(1 for u in units if u not in current))
         caps = {self.pod: self.max_units}
         target = assign(units, ready, current, caps)
         settled = now - self._members_changed >= SETTLE_S

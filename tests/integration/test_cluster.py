@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from collections import Counter
@@ -110,7 +111,8 @@ def test_g4_g5_balanced_at_rest_and_no_moves_while_stable(cluster: Cluster) -> N
         by_stream.setdefault(sid, set()).add(owner)
     assert sum(len(o) for o in by_stream.values()) <= STREAMS + len(names)
     mark = now_ns()
-    time.sleep(10)
+    # DESIGN G5 says 60 s; the suite holds 10 s (AVMON_TEST_STABLE_S=60 for the full check).
+    time.sleep(float(os.environ.get("AVMON_TEST_STABLE_S", "10")))
     log = cluster.log()
     assert log.starts_after(mark) == [] and log.stops_after(mark) == []
     # The API of any member shows the same cluster.
