@@ -229,14 +229,13 @@ def _place(
         if not room:
             # Only with unequal weights: the goals are fragmented. Exceed a goal (never a
             # cap) on the member with the most room left, so nothing is left out needlessly.
-            fits = [
-                m for m in members if (c := caps[m]) is None or c - load[m] >= smallest
-            ]
+            fits = [m for m in members if (c := caps[m]) is None or c - load[m] >= smallest]
             if not fits:
                 return
             target = max(fits, key=lambda m: (goal[m] - load[m], rank(sid, m), m))
-            u = next(u for u in pending if (c := caps[target]) is None or c - load[target]
-                     >= weight(u))
+            u = next(
+                u for u in pending if (c := caps[target]) is None or c - load[target] >= weight(u)
+            )
             _put(u, target, load, running, weight, result)
             pending.remove(u)
             continue
