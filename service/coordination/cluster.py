@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from service.coordination import keys
-from service.coordination.placement import Unit, assign
+from service.coordination.assignment import Unit, assign
 from service.coordination.scripts import CLAIM, PURGE_STREAM, RELEASE, RENEW
 from service.observability import metrics
 
