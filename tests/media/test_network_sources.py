@@ -37,11 +37,9 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
-def test_udp_mpegts_live_source_analysed_for_duration(make_clip: ClipFactory) -> None:
-    path, _ = make_clip("black@2-5", duration=12.0)
-    port = _free_port(socket.SOCK_DGRAM)
-    rate = path.stat().st_size / 12.0
-    checker = subprocess.Popen(
+def _check_udp(port: int, duration: float) -> subprocess.Popen[str]:
+    """`avmon check` listening on a UDP port, in a child process."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -50,12 +48,19 @@ def test_udp_mpegts_live_source_analysed_for_duration(make_clip: ClipFactory) ->
             f"udp://127.0.0.1:{port}",
             "--json",
             "--duration",
-            "7",
+            str(duration),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_udp_mpegts_live_source_analysed_for_duration(make_clip: ClipFactory) -> None:
+    path, _ = make_clip("black@2-5", duration=12.0)
+    port = _free_port(socket.SOCK_DGRAM)
+    rate = path.stat().st_size / 12.0
+    checker = _check_udp(port, duration=7)
     time.sleep(1.0)  # the checker is listening before the first packet
     sender = subprocess.Popen([sys.executable, "-c", SENDER, str(path), str(port), str(rate)])
     try:
@@ -132,21 +137,7 @@ def test_udp_source_that_stops_sending_ends_the_check_with_a_warning(
     part = tmp_path / "part.ts"
     part.write_bytes(path.read_bytes()[: path.stat().st_size // 3])  # ~4 s, then silence
     port = _free_port(socket.SOCK_DGRAM)
-    checker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "check",
-            f"udp://127.0.0.1:{port}",
-            "--json",
-            "--duration",
-            "30",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    checker = _check_udp(port, duration=30)
     time.sleep(1.0)
     rate = path.stat().st_size / 12.0
     sender = subprocess.run(
