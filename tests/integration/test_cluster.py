@@ -105,11 +105,9 @@ def test_g4_g5_balanced_at_rest_and_no_moves_while_stable(cluster: Cluster) -> N
     _start(cluster, names)
     counts = [cluster.per_member()[n] for n in names]
     assert max(counts) - min(counts) <= 1 and max(counts) <= math.ceil(W / 3)
-    # A stream's groups run together: one decode per stream.
-    by_stream: dict[str, set[str]] = {}
-    for (sid, _), owner in cluster.owners().items():
-        by_stream.setdefault(sid, set()).add(owner)
-    assert sum(len(o) for o in by_stream.values()) <= STREAMS + len(names)
+    # Co-location is not asserted here: streams registered one by one onto a balanced
+    # cluster may be split (balance first, then no moves while stable); placing whole
+    # streams from scratch is covered by tests/coordination/test_assignment.py.
     mark = now_ns()
     # DESIGN G5 says 60 s; the suite holds 10 s (AVMON_TEST_STABLE_S=60 for the full check).
     time.sleep(float(os.environ.get("AVMON_TEST_STABLE_S", "10")))
