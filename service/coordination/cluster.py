@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -401,7 +400,3 @@ class Coordinator:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def ceil_share(units: int, members: int) -> int:
-    return math.ceil(units / max(members, 1))

@@ -17,7 +17,7 @@ import redis
 
 from service.coordination import keys
 from service.coordination.scripts import WRITE_DEFECT
-from service.events.model import DefectRecord, FeedEvent
+from service.events.model import DefectRecord
 from service.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,3 @@ class RedisDefectStore:
 
     def forget_stream(self, stream_id: str) -> None:
         """Cluster mode: the unit's owner purges (fenced) when it stops the stream."""
-
-    def publish_local(self, event: FeedEvent) -> None:  # pragma: no cover - interface parity
-        """Events reach every member through Redis pub/sub (published by WRITE_DEFECT)."""
