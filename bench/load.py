@@ -52,12 +52,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def trial(clip: Path, n: int, seconds: float) -> dict[str, float]:
+def trial(clip: Path, n: int, seconds: float, cores: str) -> dict[str, float]:
     port = free_port()
     env = {**os.environ, "AVMON_ALLOW_FILE_SOURCES": "true"}
     cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if shutil.which("taskset"):
-        cmd = ["taskset", "-c", "0", *cmd]  # one core
+        cmd = ["taskset", "-c", cores, *cmd]  # pinned: "0" = one core
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -100,17 +100,20 @@ def main() -> None:
     ap.add_argument("--sizes", default="1280x720,1920x1080")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--max", type=int, default=24)
+    ap.add_argument("--cores", default="0", help="taskset CPU list, e.g. 0 or 0-1")
+    ap.add_argument("--start", type=int, default=1, help="first number of streams")
+    ap.add_argument("--step", type=int, default=2, help="streams added per trial (from 4 up)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="avmon-load-") as tmp:
         for size in args.sizes.split(","):
             w, h = (int(x) for x in size.split("x"))
             clip = Path(tmp) / f"{size}.ts"
             synthesize(SynthSpec(out=clip, duration=20.0, width=w, height=h, audio="speech"))
-            print(f"\n{size} 30 fps, every default detector, one core:")
+            print(f"\n{size} 30 fps, every default detector, CPUs {args.cores}:")
             best = None
-            n = 1
+            n = args.start
             while n <= args.max:
-                r = trial(clip, n, args.seconds)
+                r = trial(clip, n, args.seconds, args.cores)
                 ok = r["dropped"] == 0 and r["max_lag_s"] < 1.0
                 print(
                     f"  {n:3d} streams: frames {r['frames']}/{r['expected_frames']}, dropped "
@@ -122,10 +125,10 @@ def main() -> None:
                 if not ok:
                     break
                 best = r
-                n = n * 2 if n < 4 else n + 2
+                n = n * 2 if n < 4 else n + args.step
             if best:
                 n = best["streams"]
-                print(f"  => one core sustains {n} streams of {size} at 30 fps, live rate")
+                print(f"  => CPUs {args.cores} sustain {n} streams of {size} at 30 fps, live rate")
 
 
 if __name__ == "__main__":
