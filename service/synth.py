@@ -206,33 +206,27 @@ def _is_flash_frame(i: int, fps: int) -> bool:
     return i >= fps and i % fps == 0
 
 
-class Blocker:
-    """Real block artefacts: a round trip through MPEG-2 intra at the coarsest quantizer."""
+def mpeg2_blocks(yuv: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Real block artefacts: one picture through MPEG-2 intra at the coarsest quantizer.
 
-    def __init__(self, width: int, height: int) -> None:
-        self.enc = av.CodecContext.create("mpeg2video", "w")
-        self.enc.width, self.enc.height, self.enc.pix_fmt = width, height, "yuv420p"
-        self.enc.time_base = Fraction(1, 25)  # any rate: frames are coded independently
-        self.enc.framerate = Fraction(25)
-        self.enc.options = {"qmin": "31", "qmax": "31", "g": "1", "bf": "0"}
-        self.enc.open()
-        self.dec = av.CodecContext.create("mpeg2video", "r")
-        self.n = 0
-
-    def __call__(self, yuv: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        frame.pts = self.n
-        self.n += 1
-        out: list[Any] = []
-        for pkt in self.enc.encode(frame):
-            out += self.dec.decode(pkt)
-        if not out:  # encoder delay: flush this frame through
-            for pkt in self.enc.encode(None):
-                out += self.dec.decode(pkt)
-            out += self.dec.decode(None)
-            self.__init__(self.enc.width, self.enc.height)  # type: ignore[misc]
-        arr: npt.NDArray[np.uint8] = out[-1].to_ndarray(format="yuv420p")
-        return arr
+    Fresh codec contexts per picture: the decoder holds a picture back until the next
+    one starts, so each round trip is flushed through on its own."""
+    height, width = yuv.shape[0] * 2 // 3, yuv.shape[1]
+    enc = av.CodecContext.create("mpeg2video", "w")
+    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+    enc.time_base = Fraction(1, 25)  # any rate: the picture is coded on its own
+    enc.framerate = Fraction(25)
+    enc.options = {"qmin": "31", "qmax": "31", "g": "1", "bf": "0"}
+    enc.open()
+    dec = av.CodecContext.create("mpeg2video", "r")
+    frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+    frame.pts = 0
+    out: list[Any] = []
+    for pkt in [*enc.encode(frame), *enc.encode(None)]:
+        out += dec.decode(pkt)
+    out += dec.decode(None)
+    arr: npt.NDArray[np.uint8] = out[-1].to_ndarray(format="yuv420p")
+    return arr
 
 
 # ------------------------------------------------------------------------------ sound
@@ -323,11 +317,6 @@ def synthesize(spec: SynthSpec) -> dict[str, Any]:
     spec.out.parent.mkdir(parents=True, exist_ok=True)
     pictures = Pictures(spec)
     sound = Sound(spec)
-    blocker = (
-        Blocker(spec.width, spec.height)
-        if any(i.type == "blockiness" for i in spec.injections)
-        else None
-    )
     fps = spec.fps
     frames = round(spec.duration * fps)
     injected = spec.injections
@@ -363,10 +352,8 @@ def synthesize(spec: SynthSpec) -> dict[str, Any]:
                     yuv = yuv.copy()
                     yuv[: spec.height] = 16
                     yuv[spec.height :] = 128
-                if blocker is not None and any(
-                    x.type == "blockiness" and x.covers(t) for x in injected
-                ):
-                    yuv = blocker(yuv)
+                if any(x.type == "blockiness" and x.covers(t) for x in injected):
+                    yuv = mpeg2_blocks(yuv)
                 frozen = yuv if freeze is not None else None
             frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             frame.pts = i
