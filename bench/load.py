@@ -40,21 +40,38 @@ def call(base: str, method: str, path: str, body: Any = None) -> Any:
         return json.loads(raw) if raw else None
 
 
+def family(pid: int) -> list[int]:
+    """The process and its children (the worker processes, with AVMON_WORKERS > 1)."""
+    out = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    total = 0.0
+    for p in family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    total = 0.0
+    for p in family(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
-def trial(clip: Path, n: int, seconds: float, cores: str) -> dict[str, float]:
+def trial(clip: Path, n: int, seconds: float, cores: str, workers: int) -> dict[str, float]:
     port = free_port()
-    env = {**os.environ, "AVMON_ALLOW_FILE_SOURCES": "true"}
+    env = {**os.environ, "AVMON_ALLOW_FILE_SOURCES": "true", "AVMON_WORKERS": str(workers)}
     cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", cores, *cmd]  # pinned: "0" = one core
@@ -101,6 +118,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--max", type=int, default=24)
     ap.add_argument("--cores", default="0", help="taskset CPU list, e.g. 0 or 0-1")
+    ap.add_argument("--workers", type=int, default=1, help="AVMON_WORKERS (processes)")
     ap.add_argument("--start", type=int, default=1, help="first number of streams")
     ap.add_argument("--step", type=int, default=2, help="streams added per trial (from 4 up)")
     args = ap.parse_args()
@@ -113,7 +131,7 @@ def main() -> None:
             best = None
             n = args.start
             while n <= args.max:
-                r = trial(clip, n, args.seconds, args.cores)
+                r = trial(clip, n, args.seconds, args.cores, args.workers)
                 ok = r["dropped"] == 0 and r["max_lag_s"] < 1.0
                 print(
                     f"  {n:3d} streams: frames {r['frames']}/{r['expected_frames']}, dropped "

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     source_denylist: CsvList = Field(default_factory=lambda: list(DEFAULT_DENYLIST))
     lease_ttl: float = Field(3.0, gt=0.2, le=60.0)
     max_units: int = Field(64, ge=1, le=10_000)
+    workers: int = Field(1, ge=1, le=64, description="embedded: stream worker processes")
     detector_groups: CsvList = Field(default_factory=lambda: list(GROUPS))
     k8s_deletion_cost: bool = False
     max_defects: int = Field(10_000, ge=100, le=1_000_000, description="defects kept in memory")

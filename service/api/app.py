@@ -32,6 +32,24 @@ log = logging.getLogger(__name__)
 
 def _embedded(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], None]:
     store = DefectStore(settings.max_defects)
+    if settings.workers > 1:
+        from service.pipeline.workers import WorkerPool
+
+        pool = WorkerPool(
+            settings.workers,
+            store,
+            bus,
+            {
+                "pod_name": settings.pod_name,
+                "no_signal_s": settings.no_signal_s,
+                "timeout_s": settings.source_timeout_s,
+            },
+        )
+        pool.start()
+        app.state.store = store
+        app.state.supervisor = pool  # the same reads: status, metrics
+        app.state.streams = pool
+        return pool.stop
     supervisor = _supervisor(settings, store, bus)
     app.state.store = store
     app.state.supervisor = supervisor

@@ -45,7 +45,7 @@ def _supervisor(request: Request) -> Supervisor:
     return supervisor
 
 
-Streams = EmbeddedStreams | ClusterStreams
+Streams = EmbeddedStreams | ClusterStreams  # or a WorkerPool (same methods)
 
 
 def _streams(request: Request) -> Streams:

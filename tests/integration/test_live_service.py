@@ -192,3 +192,55 @@ def test_demo_prints_defects_as_they_are_raised() -> None:
     raised = [line for line in out.splitlines() if line.startswith("RAISED  black")]
     assert raised, out
     assert abs(float(raised[0].split("at media")[1].split()[0]) - 8.0) <= 0.2
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def test_worker_processes_run_streams_behind_the_same_api(
+    make_clip: ClipFactory, tmp_path: Path
+) -> None:
+    clip, truth = make_clip("black@2-5,silence@6-9", duration=12.0)
+    service = Service(tmp_path, AVMON_ALLOW_FILE_SOURCES="true", AVMON_WORKERS="2")
+    feed = EventFeed(service.base)
+    try:
+        assert len(_children(service.proc.pid)) >= 2  # the worker processes
+        ids = []
+        for name in ("a", "b"):
+            status, body = service.request(
+                "POST", "/api/v1/streams", {"name": name, "url": str(clip), "pace": "asap"}
+            )
+            assert status == 201 and body["state"] == "pending", body
+            ids.append(body["id"])
+        for sid in ids:
+            assert wait_for(
+                lambda s=sid: (
+                    service.request("GET", f"/api/v1/streams/{s}")[1]["state"] == "stopped"
+                ),
+                60,
+            )
+            _, defects = service.request("GET", f"/api/v1/streams/{sid}/defects")
+            got = sorted((d["type"], d["start"], d["end"]) for d in defects)
+            want = sorted((d["type"], d["start"], d["end"]) for d in truth["defects"])
+            assert len(got) == len(want)
+            for g, w in zip(got, want, strict=True):
+                assert g[0] == w[0] and abs(g[1] - w[1]) <= 0.05 and abs(g[2] - w[2]) <= 0.05
+            assert service.request("GET", f"/api/v1/streams/{sid}")[1]["frames"] == 360
+        assert len([e for e in feed.events if e[1] == "open"]) == 4
+        with urllib.request.urlopen(service.base + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert f'avmon_frames_decoded_total{{stream_id="{ids[0]}"}} 360.0' in text
+        assert service.request("DELETE", f"/api/v1/streams/{ids[0]}")[0] == 204
+        assert service.request("GET", f"/api/v1/streams/{ids[0]}")[0] == 404
+    finally:
+        feed.close()
+        service.stop()

@@ -1,0 +1,289 @@
+"""Worker processes: use a pod's cores when threads stop scaling (the GIL).
+
+With ``AVMON_WORKERS=N`` (embedded mode) the API process runs no streams itself: each
+stream goes to the worker process running the fewest, where an ordinary Supervisor runs
+it. Workers send back defect events (with evidence), stream status, thumbnails and
+cumulative counters; the API process keeps the store, the live feed, webhooks and
+metrics, so the API behaves exactly as with one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from service.events.bus import EventBus
+from service.events.model import DefectRecord, FeedEvent
+from service.events.store import DefectStore
+from service.observability import metrics
+from service.pipeline.runner import StreamSpec
+from service.pipeline.supervisor import DuplicateStreamError, Supervisor, new_stream_id
+
+log = logging.getLogger(__name__)
+
+REPORT_EVERY_S = 0.4
+
+
+class _Forward:
+    """A worker's 'store': every defect write goes to the API process."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    def put(self, record: DefectRecord, evidence: bytes | None = None, kind: str = "open") -> bool:
+        self.out.put(("defect", kind, record.as_json(), evidence))
+        return True
+
+    def forget_stream(self, stream_id: str) -> None:
+        pass
+
+
+def worker_main(index: int, commands: Any, out: Any, options: dict[str, Any]) -> None:
+    """Entry point of a worker process."""
+    supervisor = Supervisor(
+        _Forward(out),  # type: ignore[arg-type]
+        EventBus(feed_local=False),
+        options["pod_name"],
+        no_signal_s=options["no_signal_s"],
+        timeout_s=options["timeout_s"],
+    )
+    sent_thumbs: dict[str, int] = {}
+    while True:
+        try:
+            cmd = commands.get(timeout=REPORT_EVERY_S)
+        except queue.Empty:
+            cmd = None
+        if cmd is not None:
+            if cmd[0] == "stop":
+                supervisor.stop_all(wait=1.0)
+                return
+            if cmd[0] == "add":
+                supervisor.run(StreamSpec(**cmd[1]))
+            elif cmd[0] == "remove":
+                supervisor.remove(cmd[1], forget=False)
+        report: dict[str, Any] = {}
+        for entry in supervisor.all():
+            r = entry.runner
+            thumb = r.thumbnail
+            fresh_thumb = (
+                thumb if thumb is not None and sent_thumbs.get(entry.spec.id) != id(thumb) else None
+            )
+            if fresh_thumb is not None:
+                sent_thumbs[entry.spec.id] = id(thumb)
+            report[entry.spec.id] = {
+                "status": supervisor.status(entry),
+                "thumbnail": fresh_thumb,
+                "counters": {
+                    "frames": r.stats.frames,
+                    "dropped": r.stats.dropped,
+                    "decode_errors": r.stats.decode_errors,
+                    "reconnects": r.stats.reconnects,
+                    "lag": r.stats.lag_s,
+                    "detectors": dict(r.analyzer.detector_seconds),
+                },
+            }
+        out.put(("report", index, report))
+
+
+class WorkerPool:
+    """The API process's view of the workers (same interface as EmbeddedStreams)."""
+
+    def __init__(self, n: int, store: DefectStore, bus: EventBus, options: dict[str, Any]) -> None:
+        ctx = mp.get_context("spawn")  # a clean interpreter: no threads inherited
+        self.store = store
+        self.bus = bus
+        self.pod = options["pod_name"]
+        self.out: Any = ctx.Queue()
+        self.commands: list[Any] = [ctx.Queue() for _ in range(n)]
+        self.procs = [
+            ctx.Process(target=worker_main, args=(i, q, self.out, options), daemon=True)
+            for i, q in enumerate(self.commands)
+        ]
+        self.specs: dict[str, StreamSpec] = {}
+        self.where: dict[str, int] = {}
+        self.created: dict[str, float] = {}
+        self.status: dict[str, dict[str, Any]] = {}
+        self.thumbs: dict[str, bytes] = {}
+        self.counters: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name="workers", daemon=True)
+
+    def start(self) -> None:
+        for p in self.procs:
+            p.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        for q in self.commands:
+            q.put(("stop",))
+        deadline = time.monotonic() + 3
+        for p in self.procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.terminate()
+        self._stop.set()
+
+    # ------------------------------------------------------------------ streams API
+    def create(self, name: str, url: str, detectors: list[str], **options: Any) -> dict[str, Any]:
+        with self._lock:
+            if any(s.name == name for s in self.specs.values()):
+                raise DuplicateStreamError(name)
+            spec = StreamSpec(
+                id=new_stream_id(), name=name, url=url, detectors=detectors, **options
+            )
+            load = [0] * len(self.procs)
+            for w in self.where.values():
+                load[w] += 1
+            worker = load.index(min(load))
+            self.specs[spec.id] = spec
+            self.where[spec.id] = worker
+            self.created[spec.id] = time.time()
+        self.commands[worker].put(("add", asdict(spec)))
+        return self._status(spec.id)
+
+    def _status(self, stream_id: str) -> dict[str, Any]:
+        spec = self.specs[stream_id]
+        known = self.status.get(stream_id)
+        if known is not None:
+            return known
+        from service.events.model import utc_iso
+
+        return {
+            "id": spec.id,
+            "name": spec.name,
+            "url": spec.url,
+            "detectors": spec.detectors,
+            "labels": spec.labels,
+            "pace": spec.pace,
+            "loop": spec.loop,
+            "state": "pending",
+            "units": [
+                {
+                    "group": g,
+                    "owner": self.pod,
+                    "epoch": None,
+                    "running": False,
+                    "since": utc_iso(self.created[stream_id]),
+                }
+                for g in spec.groups
+            ],
+            "fps": 0.0,
+            "last_frame_at": None,
+            "open_defects": 0,
+            "frames": 0,
+            "dropped_frames": 0,
+            "lag_seconds": 0.0,
+            "last_error": None,
+        }
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            ids = sorted(self.specs, key=lambda i: self.created[i])
+        return [self._status(i) for i in ids]
+
+    def get(self, stream_id: str) -> dict[str, Any] | None:
+        return self._status(stream_id) if stream_id in self.specs else None
+
+    def delete(self, stream_id: str) -> bool:
+        with self._lock:
+            if stream_id not in self.specs:
+                return False
+            del self.specs[stream_id]
+            worker = self.where.pop(stream_id)
+            self.status.pop(stream_id, None)
+            self.thumbs.pop(stream_id, None)
+            self.counters.pop(stream_id, None)
+        self.commands[worker].put(("remove", stream_id))
+        self.store.forget_stream(stream_id)
+        metrics.forget_stream(stream_id)
+        return True
+
+    def thumbnail(self, stream_id: str) -> bytes | None:
+        return self.thumbs.get(stream_id)
+
+    def update_state_metrics(self) -> None:
+        counts = dict.fromkeys(("pending", "running", "reconnecting", "down", "stopped"), 0)
+        streams = self.list()
+        for s in streams:
+            counts[s["state"]] = counts.get(s["state"], 0) + 1
+        for state, n in counts.items():
+            metrics.STREAM_STATES.labels(state=state).set(n)
+        metrics.UNITS_OWNED.set(sum(len(s["units"]) for s in streams))
+
+    def cluster(self) -> dict[str, Any]:
+        units = [
+            {
+                "stream_id": s["id"],
+                "group": u["group"],
+                "owner": self.pod,
+                "epoch": None,
+                "running": u["running"],
+            }
+            for s in self.list()
+            for u in s["units"]
+        ]
+        member = {"id": self.pod, "ready": True, "units": len(units), "load": float(len(units))}
+        return {"members": [member], "units": units, "generation": None}
+
+    # ------------------------------------------------------------------ from workers
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.out.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            try:
+                if msg[0] == "defect":
+                    self._defect(msg[1], msg[2], msg[3])
+                elif msg[0] == "report":
+                    self._report(msg[2])
+            except Exception:
+                log.exception("bad message from a worker")
+
+    def _defect(self, kind: str, doc: dict[str, Any], evidence: bytes | None) -> None:
+        record = DefectRecord.from_json(doc)
+        if record.stream_id not in self.specs:
+            return  # deleted meanwhile
+        self.store.put(record, evidence, kind=kind)
+        if kind == "open":
+            metrics.DEFECTS_RAISED.labels(type=record.type).inc()
+        self.bus.publish(FeedEvent(kind, record))  # type: ignore[arg-type]
+
+    def _report(self, report: dict[str, Any]) -> None:
+        for sid, item in report.items():
+            with self._lock:
+                if sid not in self.specs:
+                    continue
+                self.status[sid] = item["status"]
+                if item["thumbnail"] is not None:
+                    self.thumbs[sid] = item["thumbnail"]
+                before = self.counters.get(sid, {})
+                self.counters[sid] = item["counters"]
+            _export(sid, before, item["counters"])
+
+
+def _export(sid: str, before: dict[str, Any], now: dict[str, Any]) -> None:
+    """Cumulative worker counters -> this process's Prometheus metrics (by delta)."""
+    for key, metric in (
+        ("frames", metrics.FRAMES_DECODED),
+        ("dropped", metrics.FRAMES_DROPPED),
+        ("decode_errors", metrics.DECODE_ERRORS),
+        ("reconnects", metrics.RECONNECTS),
+    ):
+        delta = now[key] - before.get(key, 0)
+        if delta > 0:
+            metric.labels(stream_id=sid).inc(delta)
+    metrics.ANALYSIS_LAG.labels(stream_id=sid).set(now["lag"])
+    spent_before = before.get("detectors", {})
+    for name, total in now["detectors"].items():
+        delta = total - spent_before.get(name, 0.0)
+        if delta > 0:
+            metrics.DETECTOR_SECONDS.labels(detector=name).inc(delta)
