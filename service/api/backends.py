@@ -89,7 +89,7 @@ class ClusterStreams:
         pipe.hset(keys.STREAMS, stream_id, json.dumps(doc))
         pipe.incr(keys.REGISTRY_VERSION)
         pipe.execute()
-        self.coordinator._wake.set()  # assign at once
+        self.coordinator.wake()  # assign at once
         return self._status(stream_id, doc, None, {})
 
     def _leases(self) -> dict[tuple[str, str], tuple[str, int]]:

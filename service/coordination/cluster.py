@@ -152,6 +152,10 @@ class Coordinator:
         with contextlib.suppress(redis.RedisError):
             self.r.publish(keys.HANDOFF, self.pod)
 
+    def wake(self) -> None:
+        """Run the next tick now (the registry changed)."""
+        self._wake.set()
+
     @property
     def ready(self) -> bool:
         return self.redis_ok and not self.leaving
