@@ -20,6 +20,13 @@ local function parse(v)
   local owner, epoch, exp = string.match(v, '^(.*)|(%d+)|(%d+)$')
   return owner, tonumber(epoch), tonumber(exp)
 end
+-- The fence: the lease KEYS[1][ARGV[2]] is held by ARGV[1] with epoch ARGV[3].
+local function fenced()
+  local cur = redis.call('HGET', KEYS[1], ARGV[2])
+  if not cur then return false end
+  local owner, e = parse(cur)
+  return owner == ARGV[1] and e == tonumber(ARGV[3])
+end
 """
 
 # KEYS: leases, last, epoch counter. ARGV: me, ttl_ms, unit...
@@ -99,14 +106,9 @@ return out
 RELEASE = (
     _PRELUDE
     + """
-local cur = redis.call('HGET', KEYS[1], ARGV[2])
-if not cur then return 0 end
-local owner, e = parse(cur)
-if owner == ARGV[1] and e == tonumber(ARGV[3]) then
-  redis.call('HDEL', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
+if not fenced() then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[2])
+return 1
 """
 )
 
@@ -116,10 +118,7 @@ return 0
 WRITE_DEFECT = (
     _PRELUDE
     + """
-local cur = redis.call('HGET', KEYS[1], ARGV[2])
-if not cur then return 0 end
-local owner, e = parse(cur)
-if owner ~= ARGV[1] or e ~= tonumber(ARGV[3]) then return 0 end
+if not fenced() then return 0 end
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[4])
@@ -139,6 +138,9 @@ if n > keep then
     end
   end
 end
+-- The stream's index is bounded too (open defects stay findable through KEYS[5]).
+local sn = redis.call('ZCARD', KEYS[4])
+if sn > keep then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, sn - keep - 1) end
 redis.call('PUBLISH', ARGV[8], ARGV[9])
 return 1
 """
@@ -149,10 +151,7 @@ return 1
 PURGE_STREAM = (
     _PRELUDE
     + """
-local cur = redis.call('HGET', KEYS[1], ARGV[2])
-if not cur then return 0 end
-local owner, e = parse(cur)
-if owner ~= ARGV[1] or e ~= tonumber(ARGV[3]) then return 0 end
+if not fenced() then return 0 end
 local ids = redis.call('ZRANGE', KEYS[4], 0, -1)
 for _, id in ipairs(ids) do
   redis.call('HDEL', KEYS[2], id)
