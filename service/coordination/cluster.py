@@ -41,6 +41,7 @@ from service.observability import metrics
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
+HANDOFF_S = 2.0
 SETTLE_S = 0.5
 MARGIN_S = 0.5
 
@@ -120,6 +121,8 @@ class Coordinator:
         self._thread: threading.Thread | None = None
         self._pubsub_thread: threading.Thread | None = None
         self.generation: int | None = None
+        self._prev_owners: dict[Unit, str] = {}  # lease owners at the previous tick
+        self._freed_at: dict[Unit, float] = {}  # handed over by a live member, when
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -315,6 +318,16 @@ class Coordinator:
         target = assign(units, ready, current, caps)
         settled = now - self._members_changed >= SETTLE_S
         after_outage = now < self._outage_until
+        # Units a live member just handed over (excess on a scale-out) are for members
+        # below their floor share -- the newcomer. Members act on their own snapshots,
+        # so without this an old member could take one while the others are still
+        # shedding. After HANDOFF_S anyone may claim (e.g. nobody is below the floor).
+        for unit, owner in self._prev_owners.items():
+            if unit not in self.leases and unit not in self._freed_at and owner in self.members:
+                self._freed_at[unit] = now
+        self._freed_at = {u: t for u, t in self._freed_at.items() if now - t < HANDOFF_S}
+        self._prev_owners = {u: lease[0] for u, lease in self.leases.items()}
+        floor_share = len(units) // max(len(ready), 1)
         to_claim = []
         for unit, owner in target.items():
             if owner != self.pod or unit in self.owned:
@@ -324,6 +337,8 @@ class Coordinator:
                 continue  # its owner releases it first
             lease = self.leases.get(unit)
             if after_outage and lease is not None and lease[0] != self.pod:
+                continue
+            if unit in self._freed_at and len(self.owned) >= floor_share:
                 continue
             to_claim.append(unit)
         if to_claim:
