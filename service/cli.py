@@ -88,6 +88,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             bar.close()
     if report.ended_by:
         print(f"avmon: warning: input ended early: {report.ended_by}", file=sys.stderr)
+    if report.udp_drops:
+        print(
+            f"avmon: warning: the kernel dropped {report.udp_drops} UDP datagrams "
+            "(receive buffer full: the analysis fell behind the stream)",
+            file=sys.stderr,
+        )
     if args.json:
         json.dump(report.as_json(), sys.stdout)
         sys.stdout.write("\n")

@@ -6,8 +6,9 @@ assignment from the *current* owners gives minimal movement and a hard load cap 
 
 1. Goals: water-fill the total weight ``W`` over the members (a capacity below the fair
    share is a member's goal; the rest share what remains), so each uncapped member gets
-   ``floor`` or ``ceil`` of its share; the ``ceil`` slots go to the members that already
-   hold the most, so a balanced cluster stays exactly as it is.
+   ``floor`` or ``ceil`` of its share; the ``ceil`` slots go to members that already hold
+   at least ``ceil``, so a balanced cluster stays exactly as it is, and to the same ones
+   in every snapshot taken while the excess is being shed (members shed a tick apart).
 2. Keep: every unit stays with its live owner up to the owner's goal. An owner over its
    goal sheds exactly the excess, choosing *whole streams* by subset sum (streams it
    shares with other members first, then those that rank lowest for it) and splitting at
@@ -64,9 +65,9 @@ def goals(
 
     Water-filling: a member whose capacity is below the current fair share gets its
     capacity, the others split the rest into ``floor``/``ceil`` shares. The ``ceil`` slots
-    go to the members holding the most now (ties by id), which is what makes the result
-    sticky: a balanced state maps to itself, and a newcomer never takes a ``ceil`` slot
-    from a member that holds one.
+    go to members already holding at least ``ceil`` (by id), then to those holding the
+    most: a balanced state maps to itself, a newcomer never takes a ``ceil`` slot from a
+    member that holds one, and the slots stay put while members shed one by one.
     """
     out: dict[str, int] = {}
     pool = sorted(members)
@@ -81,7 +82,16 @@ def goals(
             pool.remove(m)
     if pool:
         base, extra = divmod(remaining, len(pool))
-        for i, m in enumerate(sorted(pool, key=lambda m: (-held.get(m, 0), m))):
+
+        def claim_to_ceil(m: str) -> tuple[int, int, str]:
+            # Members already at or above the ceil share rank equal (then by id); the
+            # rest by what they hold. Ranking *all* by what they hold made the slots
+            # move while a scale-out was under way: the first member to shed dropped
+            # below another and lost its slot, so more units moved, between old members.
+            h = held.get(m, 0)
+            return (0, 0, m) if h >= base + 1 else (1, -h, m)
+
+        for i, m in enumerate(sorted(pool, key=claim_to_ceil)):
             out[m] = base + (1 if i < extra else 0)
     return out
 

@@ -15,8 +15,13 @@ Failure rules (DESIGN.md section 6):
   that others held, so they can renew first (zero moves after an outage).
 - Membership changes are batched: rebalancing waits until the member set has been stable
   for ``SETTLE_S``; orphans are claimed at once.
+- Handoff is directed: a member giving a unit away (excess on a scale-out, or everything
+  on SIGTERM) releases it *reserved* for the successor its assignment chose, and only that
+  member may claim it until the reservation ends (one TTL). Members act on snapshots a
+  tick apart; without this, another old member could take a unit meant for a newcomer.
 - SIGTERM: ``leave()`` marks the member not ready, stops each unit locally, releases its
-  lease and wakes the others through pub/sub, so successors start within a tick.
+  lease to its successor and wakes the others through pub/sub, so successors start within
+  a tick.
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ from service.observability import metrics
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
-HANDOFF_S = 2.0
 SETTLE_S = 0.5
 MARGIN_S = 0.5
 
@@ -111,6 +115,7 @@ class Coordinator:
         self._registry_version: Any = object()  # never equal: the first tick reads it
         self.members: dict[str, dict[str, Any]] = {}
         self.leases: dict[Unit, tuple[str, int, int]] = {}  # owner, epoch, expires_ms
+        self.reserved: dict[Unit, tuple[str, int]] = {}  # successor, until_ms (Redis clock)
         self.redis_ok = False
         self._outage_until = 0.0  # after an outage: claim nothing others held until then
         self._members_changed = time.monotonic()
@@ -121,8 +126,6 @@ class Coordinator:
         self._thread: threading.Thread | None = None
         self._pubsub_thread: threading.Thread | None = None
         self.generation: int | None = None
-        self._prev_owners: dict[Unit, str] = {}  # lease owners at the previous tick
-        self._freed_at: dict[Unit, float] = {}  # handed over by a live member, when
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -150,10 +153,23 @@ class Coordinator:
             )
         except redis.RedisError:
             log.warning("could not leave the member set (Redis unreachable)")
+        successors = self._successors_after_me()
         for unit in sorted(self.owned):
-            self._drop(unit, release=True)
+            self._drop(unit, release=True, successor=successors.get(unit))
         with contextlib.suppress(redis.RedisError):
             self.r.publish(keys.HANDOFF, self.pod)
+
+    def _successors_after_me(self) -> dict[Unit, str]:
+        """Who takes each of my units when I leave: the assignment without me."""
+        others = [m for m, i in self.members.items() if i.get("ready") and m != self.pod]
+        if not others:
+            return {}
+        units = self._units()
+        current = {u: o for u, (o, _, _) in self.leases.items() if o in others}
+        return {u: m for u, m in assign(units, others, current).items() if u in self.owned}
+
+    def _units(self) -> list[Unit]:
+        return [Unit(sid, g) for sid, spec in self.registry.items() for g in spec.get("groups", [])]
 
     def wake(self) -> None:
         """Run the next tick now (the registry changed)."""
@@ -236,7 +252,8 @@ class Coordinator:
         pipe = self.r.pipeline(transaction=False)
         pipe.get(keys.REGISTRY_VERSION)
         pipe.hgetall(keys.LEASES)
-        version, raw_leases = pipe.execute()
+        pipe.hgetall(keys.RESERVED)
+        version, raw_leases, raw_reserved = pipe.execute()
         if version is None and self.registry:
             self._restore_registry()
             version = self.r.get(keys.REGISTRY_VERSION)
@@ -249,6 +266,17 @@ class Coordinator:
             sid, _, group = _s(field).partition("|")
             owner, epoch, expires = _s(value).rsplit("|", 2)
             self.leases[Unit(sid, group)] = (owner, int(epoch), int(expires))
+        self.reserved = {}
+        ended = []
+        for field, value in raw_reserved.items():
+            sid, _, group = _s(field).partition("|")
+            who, _, until = _s(value).rpartition("|")
+            if int(until) > int(server_ms):
+                self.reserved[Unit(sid, group)] = (who, int(until))
+            else:
+                ended.append(field)  # never claimed (its stream deleted, say): trim it
+        if ended:
+            self.r.hdel(keys.RESERVED, *ended)
         self._renew_all(now)
         self._rebalance(now, int(server_ms))
         metrics.UNITS_OWNED.set(len(self.owned))
@@ -294,9 +322,7 @@ class Coordinator:
     def _rebalance(self, now: float, server_ms: int) -> None:
         if self.leaving:
             return
-        units = [
-            Unit(sid, g) for sid, spec in self.registry.items() for g in spec.get("groups", [])
-        ]
+        units = self._units()
         wanted = set(units)
         # Streams deleted from the registry: stop them here (their leases are released).
         for unit in [u for u in self.owned if u not in wanted]:
@@ -318,27 +344,22 @@ class Coordinator:
         target = assign(units, ready, current, caps)
         settled = now - self._members_changed >= SETTLE_S
         after_outage = now < self._outage_until
-        # Units a live member just handed over (excess on a scale-out) are for members
-        # below their floor share -- the newcomer. Members act on their own snapshots,
-        # so without this an old member could take one while the others are still
-        # shedding. After HANDOFF_S anyone may claim (e.g. nobody is below the floor).
-        for unit, owner in self._prev_owners.items():
-            if unit not in self.leases and unit not in self._freed_at and owner in self.members:
-                self._freed_at[unit] = now
-        self._freed_at = {u: t for u, t in self._freed_at.items() if now - t < HANDOFF_S}
-        self._prev_owners = {u: lease[0] for u, lease in self.leases.items()}
-        floor_share = len(units) // max(len(ready), 1)
-        to_claim = []
-        for unit, owner in target.items():
-            if owner != self.pod or unit in self.owned:
+        to_claim: list[Unit] = []
+        for unit in units:
+            if unit in self.owned or current.get(unit) not in (None, self.pod):
+                continue  # mine already, or its owner releases it first
+            successor = self.reserved.get(unit, (None, 0))[0]
+            if successor is not None:
+                # Handed over: the giver's choice stands, whatever this snapshot says.
+                if successor == self.pod and (
+                    self.max_units is None or len(self.owned) + len(to_claim) < self.max_units
+                ):
+                    to_claim.append(unit)
                 continue
-            holder = current.get(unit)
-            if holder is not None and holder != self.pod:
-                continue  # its owner releases it first
+            if target.get(unit) != self.pod:
+                continue
             lease = self.leases.get(unit)
             if after_outage and lease is not None and lease[0] != self.pod:
-                continue
-            if unit in self._freed_at and len(self.owned) >= floor_share:
                 continue
             to_claim.append(unit)
         if to_claim:
@@ -346,14 +367,14 @@ class Coordinator:
         if settled:
             for unit in [u for u in self.owned if target.get(u) not in (self.pod, None)]:
                 log.info("handing %s to %s", unit, target[unit])
-                self._drop(unit, release=True)
+                self._drop(unit, release=True, successor=target[unit])
                 metrics.REBALANCES.inc()
                 self.r.publish(keys.HANDOFF, self.pod)
 
     # ------------------------------------------------------------------ units
     def _claim_one(self, unit: Unit) -> int | None:
         res = self._claim(
-            keys=[keys.LEASES, keys.LAST, keys.EPOCH],
+            keys=[keys.LEASES, keys.LAST, keys.EPOCH, keys.RESERVED],
             args=[self.pod, self.ttl_ms, keys.unit_field(unit.stream_id, unit.group)],
         )
         epoch = int(res[0])
@@ -362,7 +383,8 @@ class Coordinator:
     def _claim_units(self, units: list[Unit], now: float) -> None:
         fields = [keys.unit_field(u.stream_id, u.group) for u in units]
         res = self._claim(
-            keys=[keys.LEASES, keys.LAST, keys.EPOCH], args=[self.pod, self.ttl_ms, *fields]
+            keys=[keys.LEASES, keys.LAST, keys.EPOCH, keys.RESERVED],
+            args=[self.pod, self.ttl_ms, *fields],
         )
         streams: set[str] = set()
         for unit, value in zip(units, res, strict=True):
@@ -376,9 +398,12 @@ class Coordinator:
         for sid in streams:
             self._republish(sid)
 
-    def _drop(self, unit: Unit, release: bool, purge: bool = False) -> None:
-        """Stop a unit here, then (fenced) release its lease -- or, for a deleted stream,
-        purge its defects with the lease, so cleanup also carries the epoch."""
+    def _drop(
+        self, unit: Unit, release: bool, purge: bool = False, successor: str | None = None
+    ) -> None:
+        """Stop a unit here, then (fenced) release its lease, reserved for ``successor``
+        if one is named -- or, for a deleted stream, purge its defects with the lease,
+        so cleanup also carries the epoch."""
         own = self.owned.pop(unit, None)
         if own is None:
             return
@@ -400,7 +425,10 @@ class Coordinator:
                     args=[self.pod, field, own.epoch],
                 )
             else:
-                self._release(keys=[keys.LEASES], args=[self.pod, field, own.epoch])
+                self._release(
+                    keys=[keys.LEASES, keys.RESERVED],
+                    args=[self.pod, field, own.epoch, successor or "", self.ttl_ms],
+                )
         except redis.RedisError:
             log.warning("could not release %s (it will expire)", unit)
 

@@ -11,6 +11,7 @@ MEMBER_INFO = PREFIX + "member_info"  # hash member -> JSON {ready, units, load}
 LEASES = PREFIX + "leases"  # hash "stream|group" -> "owner|epoch|expires_ms"
 LAST = PREFIX + "lease_last"  # hash "stream|group" -> "owner|epoch" (no expiry)
 EPOCH = PREFIX + "epoch"  # fencing epoch counter
+RESERVED = PREFIX + "lease_reserved"  # hash "stream|group" -> "successor|until_ms"
 STATUS = PREFIX + "status"  # hash stream id -> JSON status written by its owner
 DEFECTS = PREFIX + "defects"  # hash id -> DefectRecord JSON
 DEFECTS_BY_TIME = PREFIX + "defects_by_time"  # zset id -> started_at

@@ -29,8 +29,9 @@ local function fenced()
 end
 """
 
-# KEYS: leases, last, epoch counter. ARGV: me, ttl_ms, unit...
-# Returns, per unit, the epoch now held by me, or -1 if another member holds it.
+# KEYS: leases, last, epoch counter, reservations. ARGV: me, ttl_ms, unit...
+# Returns, per unit, the epoch now held by me, or -1 if another member holds it or it is
+# reserved for another member (a live owner handed it to that successor, see RELEASE).
 CLAIM = (
     _PRELUDE
     + """
@@ -44,6 +45,13 @@ for i = 3, #ARGV do
     local owner, e, exp = parse(cur)
     if owner == ARGV[1] then epoch = e
     elseif exp > now then epoch = -1 end
+  end
+  if epoch == nil then
+    local res = redis.call('HGET', KEYS[4], unit)
+    if res then
+      local who, untl = string.match(res, '^(.*)|(%d+)$')
+      if who ~= ARGV[1] and tonumber(untl) > now then epoch = -1 end
+    end
   end
   if epoch == nil then
     local last = redis.call('HGET', KEYS[2], unit)
@@ -64,6 +72,7 @@ for i = 3, #ARGV do
     local exp = string.format('%d', now + tonumber(ARGV[2]))
     redis.call('HSET', KEYS[1], unit, ARGV[1] .. '|' .. e .. '|' .. exp)
     redis.call('HSET', KEYS[2], unit, ARGV[1] .. '|' .. e)
+    redis.call('HDEL', KEYS[4], unit)
     out[#out + 1] = e
   else
     out[#out + 1] = '-1'
@@ -102,12 +111,20 @@ return out
 """
 )
 
-# KEYS: leases. ARGV: me, unit, epoch. Drops my lease (fenced); 1 if released.
+# KEYS: leases, reservations. ARGV: me, unit, epoch[, successor, reserve_ms].
+# Drops my lease (fenced); 1 if released. With a successor, only that member may claim
+# the unit for reserve_ms: the giver's choice stands, so members acting on snapshots a
+# tick apart cannot race the successor for it (an old member taking a handed-over unit
+# on a scale-out). If the successor never claims, anyone may once the reservation ends.
 RELEASE = (
     _PRELUDE
     + """
 if not fenced() then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[2])
+if ARGV[4] and ARGV[4] ~= '' then
+  local until_ms = string.format('%d', now_ms() + tonumber(ARGV[5]))
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[4] .. '|' .. until_ms)
+end
 return 1
 """
 )

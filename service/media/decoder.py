@@ -33,6 +33,9 @@ MediaItem = VideoFrame | AudioFrame | DecodeError
 # splice, wrap), not a gap: the timeline continues where it was instead of jumping.
 MAX_FORWARD_GAP = 5.0
 MAX_BACKWARD_STEP = 0.5
+# Audio decoded before the first video frame waits for it (media time 0) up to this
+# many frames (~10 s of AAC); a video track that never decodes must not stall audio.
+MAX_AUDIO_BEFORE_VIDEO = 480
 
 
 class _Splices:
@@ -179,7 +182,14 @@ class MediaReader:
             self.video_stream.codec_context.options = {"enable_er": "1"}
         origin_stream = self.video_stream or self.audio_stream
         assert origin_stream is not None
-        self.origin = self._stream_start(origin_stream)
+        # Media time 0 is the first *decoded* video frame. The probed start time is the
+        # first packet's, which on a live join mid-GOP is a picture nobody can decode:
+        # counting from it shifted every time by up to a GOP.
+        self.origin: float | None = (
+            None
+            if self.video_stream is not None and want_video
+            else self._stream_start(origin_stream)
+        )
         self.live = self.spec.is_live_protocol or not c.duration
         vinfo = ainfo = None
         if self.video_stream is not None:
@@ -223,6 +233,8 @@ class MediaReader:
         self.close()
 
     def _packet_time(self, packet: Any, track: _Track) -> float:
+        if self.origin is None:
+            return 0.0
         if packet.pts is not None and packet.stream.time_base:
             offset = track.offset if track.offset is not None else -self.origin
             return float(packet.pts * packet.stream.time_base) + offset
@@ -249,6 +261,7 @@ class MediaReader:
         """Yield frames until the source ends; decode errors are yielded, not raised."""
         vs, as_ = self.video_stream, self.audio_stream
         vdur = 1.0 / self.fps
+        early_audio: list[Any] = []  # decoded before media time 0 was known
         for packet in self._packets():
             stream = packet.stream
             if packet.is_corrupt:
@@ -265,25 +278,60 @@ class MediaReader:
                 continue
             for frame in decoded:
                 if stream is vs:
-                    luma, chroma, black, white, bits = _luma_view(frame)
-                    t = self._vtrack.place(frame.pts, vdur, self.origin)
-                    yield VideoFrame(
-                        t=t,
-                        luma=luma,
-                        chroma=chroma,
-                        black_level=black,
-                        white_level=white,
-                        bit_depth=bits,
-                        corrupt=bool(frame.is_corrupt),
-                        key=bool(frame.key_frame),
-                        index=self.video_frames,
-                    )
-                    self.video_frames += 1
+                    if self.origin is None:
+                        self.origin = _seconds(frame.pts, vs.time_base)
+                        self._adopt_size(frame)
+                        yield from self._audio_items(early_audio)
+                        early_audio.clear()
+                    yield self._video_item(frame, vdur)
                 elif stream is as_:
-                    samples = _audio_array(frame)
-                    rate = frame.sample_rate or 48000
-                    t = self._atrack.place(frame.pts, samples.shape[1] / rate, self.origin)
-                    yield AudioFrame(t=t, samples=samples, sample_rate=rate)
+                    if self.origin is None:
+                        early_audio.append(frame)
+                        if len(early_audio) >= MAX_AUDIO_BEFORE_VIDEO:
+                            self.origin = _seconds(early_audio[0].pts, as_.time_base)
+                            yield from self._audio_items(early_audio)
+                            early_audio.clear()
+                        continue
+                    yield from self._audio_items([frame])
+
+    def _video_item(self, frame: Any, vdur: float) -> VideoFrame:
+        assert self.origin is not None
+        luma, chroma, black, white, bits = _luma_view(frame)
+        t = self._vtrack.place(frame.pts, vdur, self.origin)
+        item = VideoFrame(
+            t=t,
+            luma=luma,
+            chroma=chroma,
+            black_level=black,
+            white_level=white,
+            bit_depth=bits,
+            corrupt=bool(frame.is_corrupt),
+            key=bool(frame.key_frame),
+            index=self.video_frames,
+        )
+        self.video_frames += 1
+        return item
+
+    def _audio_items(self, frames: list[Any]) -> Iterator[AudioFrame]:
+        """Audio frames on the timeline; those wholly before media time 0 are skipped."""
+        assert self.origin is not None
+        for frame in frames:
+            samples = _audio_array(frame)
+            rate = frame.sample_rate or 48000
+            t = self._atrack.place(frame.pts, samples.shape[1] / rate, self.origin)
+            if t + samples.shape[1] / rate > 0:
+                yield AudioFrame(t=t, samples=samples, sample_rate=rate)
+
+    def _adopt_size(self, frame: Any) -> None:
+        """The probe may end before it saw a keyframe's parameters (a live join mid-GOP):
+        take the picture size from the first decoded frame then."""
+        v = self.info.video
+        if v is not None and (v.width, v.height) != (frame.width, frame.height):
+            v.width, v.height = int(frame.width), int(frame.height)
+
+
+def _seconds(pts: int | None, time_base: Any) -> float:
+    return float(pts * time_base) if pts is not None and time_base else 0.0
 
 
 def _audio_array(frame: Any) -> np.ndarray:

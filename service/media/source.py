@@ -16,6 +16,14 @@ LIVE_SCHEMES = frozenset({"udp", "rtp", "rtsp", "rtsps", "rtmp", "rtmps"})
 HTTP_SCHEMES = frozenset({"http", "https"})
 SUPPORTED_SCHEMES = LIVE_SCHEMES | HTTP_SCHEMES | {"file"}
 
+# UDP buffering, per source: the kernel's receive buffer (capped by net.core.rmem_max)
+# plus FFmpeg's FIFO, filled by its own reader thread so the GIL never starves the
+# socket. The FIFO is a ring: every byte of it ends up resident once enough data has
+# passed, so it is sized in seconds (~2.5 s at 13 Mbit/s), not "as large as possible"
+# (fifo_size=1000000 meant 188 MB of RSS per source). Overflow drops and is counted.
+UDP_SOCKET_BYTES = 4 * 1024 * 1024
+UDP_FIFO_BYTES = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
@@ -54,7 +62,12 @@ def network_options(spec: SourceSpec, timeout_s: float) -> dict[str, str]:
     if spec.scheme in ("udp", "rtp"):
         # 'timeout' makes a silent UDP socket return instead of blocking forever;
         # a large FIFO absorbs bursts while we decode; overruns drop, never abort.
-        opts.update(timeout=us, fifo_size="1000000", overrun_nonfatal="1", buffer_size="4194304")
+        opts.update(
+            timeout=us,
+            fifo_size=str(UDP_FIFO_BYTES // 188),
+            overrun_nonfatal="1",
+            buffer_size=str(UDP_SOCKET_BYTES),
+        )
     elif spec.scheme in ("rtsp", "rtsps"):
         opts.update(rtsp_transport="tcp", timeout=us)
     elif spec.scheme in ("rtmp", "rtmps"):

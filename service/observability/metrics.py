@@ -13,6 +13,11 @@ FRAMES_DECODED = Counter("avmon_frames_decoded_total", "Video frames decoded", [
 FRAMES_DROPPED = Counter(
     "avmon_frames_dropped_total", "Frames dropped because analysis fell behind live", ["stream_id"]
 )
+UDP_KERNEL_DROPS = Counter(
+    "avmon_udp_kernel_drops_total",
+    "Datagrams the kernel dropped on a UDP source's socket (receive buffer full)",
+    ["stream_id"],
+)
 DECODE_ERRORS = Counter("avmon_decode_errors_total", "Packets the decoder rejected", ["stream_id"])
 RECONNECTS = Counter("avmon_reconnects_total", "Source (re)connection attempts", ["stream_id"])
 ANALYSIS_LAG = Gauge(
@@ -34,7 +39,14 @@ DETECTOR_SECONDS = Counter(
 )
 WEBHOOK_RESULTS = Counter("avmon_webhook_deliveries_total", "Webhook deliveries", ["result"])
 
-_PER_STREAM = (FRAMES_DECODED, FRAMES_DROPPED, DECODE_ERRORS, RECONNECTS, ANALYSIS_LAG)
+_PER_STREAM = (
+    FRAMES_DECODED,
+    FRAMES_DROPPED,
+    UDP_KERNEL_DROPS,
+    DECODE_ERRORS,
+    RECONNECTS,
+    ANALYSIS_LAG,
+)
 
 
 def forget_stream(stream_id: str) -> None:
@@ -42,6 +54,8 @@ def forget_stream(stream_id: str) -> None:
     for metric in _PER_STREAM:
         with contextlib.suppress(KeyError):
             metric.remove(stream_id)
+
+
 STALE_WRITES_REJECTED = Counter(
     "avmon_stale_writes_rejected_total", "Writes refused because the unit's epoch was stale"
 )

@@ -9,6 +9,7 @@ from typing import Any
 from service.detectors import registry
 from service.media.decoder import MediaReader
 from service.media.frames import StreamInfo, VideoFrame
+from service.media.udp_drops import kernel_drops, udp_port
 from service.pipeline.analyzer import Analyzer
 from service.pipeline.lifecycle import Defect
 
@@ -24,6 +25,7 @@ class Report:
     defects: list[Defect] = field(default_factory=list)
     decode_errors: int = 0
     ended_by: str | None = None
+    udp_drops: int = 0  # datagrams the kernel dropped (udp:// and rtp:// sources)
     detector_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -87,6 +89,8 @@ def check(
         if progress is not None:
             progress(analyzer.t_end, analyzer.t_end)
         defects.sort(key=lambda d: (d.start, d.type))
+        port = udp_port(source)
+        drops = kernel_drops(port) if port is not None else None  # socket still open here
         return Report(
             source=source,
             info=reader.info,
@@ -95,5 +99,6 @@ def check(
             defects=defects,
             decode_errors=reader.decode_errors,
             ended_by=reader.ended_by,
+            udp_drops=drops or 0,
             detector_seconds=analyzer.detector_seconds,
         )

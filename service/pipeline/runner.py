@@ -25,6 +25,7 @@ from service.detectors import registry
 from service.media.decoder import MediaItem, MediaReader
 from service.media.errors import SourceError
 from service.media.frames import AudioFrame, DecodeError, VideoFrame
+from service.media.udp_drops import kernel_drops, udp_port
 from service.observability import metrics
 from service.pipeline.analyzer import Analyzer
 from service.pipeline.lifecycle import Defect, DefectEvent
@@ -36,6 +37,7 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 10.0
 QUEUE_VIDEO_FRAMES = 12  # ~0.4 s of 30 fps: enough slack, small memory
 QUEUE_MAX_ITEMS = 400  # video + audio items: a bound even if analysis stalls
 THUMBNAIL_EVERY_S = 1.0
+KERNEL_DROPS_EVERY_S = 1.0
 
 
 @dataclass
@@ -63,6 +65,7 @@ class StreamSpec:
 class RunnerStats:
     frames: int = 0
     dropped: int = 0
+    udp_drops: int = 0  # datagrams the kernel dropped before FFmpeg read them
     decode_errors: int = 0
     reconnects: int = 0
     lag_s: float = 0.0
@@ -190,9 +193,15 @@ class StreamRunner:
         wall0: float | None = None
         t0 = 0.0
         cpu = time.thread_time()
+        port = udp_port(self.spec.url)
+        seen_drops = 0  # this connection's socket starts at zero
+        next_drops = time.monotonic()
         for item in reader.frames():
             if self._stop.is_set():
                 return
+            if port is not None and time.monotonic() >= next_drops:
+                next_drops = time.monotonic() + KERNEL_DROPS_EVERY_S
+                seen_drops = self._count_kernel_drops(port, seen_drops)
             item.t += offset
             if isinstance(item, VideoFrame):
                 now_cpu = time.thread_time()
@@ -205,6 +214,14 @@ class StreamRunner:
                 if ahead > 0 and self._stop.wait(ahead):
                     return
             self._enqueue(item, live=paced or reader.spec.is_network)
+
+    def _count_kernel_drops(self, port: int, seen: int) -> int:
+        now = kernel_drops(port)
+        if now is not None and now > seen:
+            self.stats.udp_drops += now - seen
+            self.on_stats(self, "udp_drops", now - seen)
+            return now
+        return seen
 
     def _enqueue(self, item: MediaItem, live: bool) -> None:
         """Live: drop the newest video frame when analysis is behind (counted).

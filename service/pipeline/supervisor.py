@@ -188,6 +188,8 @@ def _record_stats(runner: StreamRunner, kind: str, value: float) -> None:
         metrics.FRAMES_DECODED.labels(stream_id=sid).inc(value)
     elif kind == "dropped":
         metrics.FRAMES_DROPPED.labels(stream_id=sid).inc(value)
+    elif kind == "udp_drops":
+        metrics.UDP_KERNEL_DROPS.labels(stream_id=sid).inc(value)
     elif kind == "decode_error":
         metrics.DECODE_ERRORS.labels(stream_id=sid).inc(value)
     elif kind == "reconnect":

@@ -81,6 +81,7 @@ def worker_main(index: int, commands: Any, out: Any, options: dict[str, Any]) ->
                 "counters": {
                     "frames": r.stats.frames,
                     "dropped": r.stats.dropped,
+                    "udp_drops": r.stats.udp_drops,
                     "decode_errors": r.stats.decode_errors,
                     "reconnects": r.stats.reconnects,
                     "lag": r.stats.lag_s,
@@ -275,6 +276,7 @@ def _export(sid: str, before: dict[str, Any], now: dict[str, Any]) -> None:
     for key, metric in (
         ("frames", metrics.FRAMES_DECODED),
         ("dropped", metrics.FRAMES_DROPPED),
+        ("udp_drops", metrics.UDP_KERNEL_DROPS),
         ("decode_errors", metrics.DECODE_ERRORS),
         ("reconnects", metrics.RECONNECTS),
     ):

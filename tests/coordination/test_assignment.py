@@ -111,6 +111,40 @@ def test_scale_out_moves_a_share_all_to_the_newcomer(world: World, newcomer: str
 
 
 @settings(max_examples=300, deadline=None)
+@given(worlds(), st.sampled_from(["n1", "n2"]), st.integers(0, 2**32))
+def test_scale_out_shed_one_member_at_a_time_still_moves_only_to_the_newcomer(
+    world: World, newcomer: str, seed: int
+) -> None:
+    """The cluster's view: members act one at a time, in any order, each on the snapshot
+    it read at its previous turn (a tick old). A member gives away what its assignment
+    says is not its own, reserved for the successor that assignment names; it claims
+    units reserved for it, and free units its assignment gives it. Nothing may move
+    between old members (a goal that shifts as others shed breaks this)."""
+    units, members, current = world
+    state = assign(units, members, current)
+    start = dict(state)
+    everyone = [*members, newcomer]
+    snapshot = {m: dict(state) for m in everyone}
+    reserved: dict[Unit, str] = {}
+    rng = random.Random(seed)
+    for _ in range(12 * len(everyone)):
+        me = rng.choice(everyone)
+        target = assign(units, everyone, snapshot[me])
+        snapshot[me] = dict(state)
+        for u in [u for u, o in state.items() if o == me and target.get(u) not in (me, None)]:
+            del state[u]
+            reserved[u] = target[u]
+        for u in units:
+            if u not in state and reserved.get(u, target.get(u)) == me:
+                state[u] = me
+                reserved.pop(u, None)
+    assert set(state) == set(units) and not reserved  # every handoff completed
+    moved = moves(start, state)
+    assert len(moved) <= math.ceil(len(units) / (len(members) + 1))
+    assert all(state[u] == newcomer for u in moved)
+
+
+@settings(max_examples=300, deadline=None)
 @given(worlds())
 def test_streams_land_together_from_scratch(world: World) -> None:
     units, members, _ = world

@@ -103,16 +103,24 @@ class EventFeed:
 
 
 class UdpSender:
-    """A live MPEG-TS source: a child process sending a clip over UDP in real time."""
+    """A live MPEG-TS source: a child process sending a clip over UDP in real time.
+
+    ``started`` is the wall clock just before its first packet: the child's own start-up
+    (importing PyAV takes seconds on a loaded machine) is not the service's latency."""
 
     def __init__(self, clip: Path, port: int) -> None:
         code = (
-            "import sys, threading; from service.demo import send_udp; "
+            "import sys, threading, time; from service.demo import send_udp; "
+            "print(time.time(), flush=True); "
             "send_udp(sys.argv[1], sys.argv[2], threading.Event())"
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(clip), f"udp://127.0.0.1:{port}?pkt_size=1316"]
+            [sys.executable, "-c", code, str(clip), f"udp://127.0.0.1:{port}?pkt_size=1316"],
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        assert self.proc.stdout is not None
+        self.started = float(self.proc.stdout.readline())
 
     def kill(self) -> None:
         self.proc.kill()

@@ -85,7 +85,7 @@ def test_live_udp_stream_defects_no_signal_and_webhooks(
         sid = stream["id"]
         assert {u["group"] for u in stream["units"]} == {"video", "audio", "sync"}
         sender = UdpSender(clip, port)
-        started = time.time()
+        started = sender.started
 
         def closed(kind: str) -> list[dict[str, Any]]:
             _, defects = service.request("GET", f"/api/v1/streams/{sid}/defects?open=false")

@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import pytest
 
+from service.media.udp_drops import kernel_drops
 from tests.conftest import ClipFactory, run_avmon
 
 SENDER = r"""
@@ -38,8 +39,10 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def _check_udp(port: int, duration: float) -> subprocess.Popen[str]:
-    """`avmon check` listening on a UDP port, in a child process."""
-    return subprocess.Popen(
+    """`avmon check` listening on a UDP port, in a child process; returns once it listens
+    (a fixed sleep raced the child's start-up on a loaded machine: the sender's first
+    packets, with the first keyframe, went to a closed port)."""
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -54,6 +57,11 @@ def _check_udp(port: int, duration: float) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    deadline = time.monotonic() + 60
+    while kernel_drops(port) is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert kernel_drops(port) is not None, "avmon check never bound its UDP port"
+    return proc
 
 
 def test_udp_mpegts_live_source_analysed_for_duration(make_clip: ClipFactory) -> None:
@@ -61,7 +69,6 @@ def test_udp_mpegts_live_source_analysed_for_duration(make_clip: ClipFactory) ->
     port = _free_port(socket.SOCK_DGRAM)
     rate = path.stat().st_size / 12.0
     checker = _check_udp(port, duration=7)
-    time.sleep(1.0)  # the checker is listening before the first packet
     sender = subprocess.Popen([sys.executable, "-c", SENDER, str(path), str(port), str(rate)])
     try:
         out, err = checker.communicate(timeout=60)
@@ -138,7 +145,6 @@ def test_udp_source_that_stops_sending_ends_the_check_with_a_warning(
     part.write_bytes(path.read_bytes()[: path.stat().st_size // 3])  # ~4 s, then silence
     port = _free_port(socket.SOCK_DGRAM)
     checker = _check_udp(port, duration=30)
-    time.sleep(1.0)
     rate = path.stat().st_size / 12.0
     sender = subprocess.run(
         [sys.executable, "-c", SENDER, str(part), str(port), str(rate)], check=True
