@@ -10,10 +10,22 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.detectors.registry import GROUPS
+from service.media.guard import AddressPolicy
 
-# Denied unless explicitly allowed: link-local (incl. cloud metadata 169.254.169.254)
-# and the IPv6 equivalents. Private ranges stay allowed: broadcast feeds live there.
-DEFAULT_DENYLIST = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+# Denied unless the allowlist opts back in (DESIGN.md section 8): link-local (incl. cloud
+# metadata 169.254.169.254), metadata services, loopback and unspecified, IPv4 and IPv6
+# (IPv4-mapped IPv6 is judged as IPv4). The process's own addresses are refused too.
+# Private ranges stay allowed: broadcast feeds live there.
+DEFAULT_DENYLIST = (
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "100.100.100.200/32",
+    "127.0.0.0/8",
+    "::1/128",
+    "0.0.0.0/8",
+    "::/128",
+)
 
 CsvList = Annotated[list[str], NoDecode]
 
@@ -45,6 +57,13 @@ class Settings(BaseSettings):
     max_defects: int = Field(10_000, ge=100, le=1_000_000, description="defects kept in memory")
     no_signal_s: float = Field(5.0, gt=0.0, le=3600.0)
     source_timeout_s: float = Field(3.0, gt=0.0, le=120.0)
+    max_streams: int = Field(200, ge=1, le=100_000, description="streams per process (429)")
+    max_body_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024, description="413 above")
+    max_sse_subscribers: int = Field(100, ge=1, le=10_000, description="429 above")
+
+    def address_policy(self) -> AddressPolicy:
+        """Who sources may contact (the allowlist opts back in to any denied address)."""
+        return AddressPolicy.from_lists(self.source_allowlist, self.source_denylist)
 
     _split_lists = field_validator(
         "webhook_urls", "source_allowlist", "source_denylist", "detector_groups", mode="before"

@@ -124,7 +124,8 @@ def run_demo(args: argparse.Namespace) -> int:
         sender = threading.Thread(
             target=send_udp, args=(str(clip), source + "?pkt_size=1316", stop), daemon=True
         )
-        settings = Settings(host="127.0.0.1", port=args.port)
+        # The demo's own sender is on loopback, which sources may not use by default.
+        settings = Settings(host="127.0.0.1", port=args.port, source_allowlist=["127.0.0.1/32"])
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(settings), host="127.0.0.1", port=args.port, log_level="warning"

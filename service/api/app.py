@@ -43,6 +43,8 @@ def _embedded(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], N
                 "pod_name": settings.pod_name,
                 "no_signal_s": settings.no_signal_s,
                 "timeout_s": settings.source_timeout_s,
+                "allowlist": settings.source_allowlist,
+                "denylist": settings.source_denylist,
             },
         )
         pool.start()
@@ -137,6 +139,7 @@ def _supervisor(settings: Settings, store: Any, bus: EventBus) -> Supervisor:
         settings.pod_name,
         no_signal_s=settings.no_signal_s,
         timeout_s=settings.source_timeout_s,
+        policy=settings.address_policy(),
     )
 
 
@@ -212,9 +215,64 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(routes.api, prefix="/api/v1")
     app.include_router(routes.root)
+    app.state.settings = settings
+    app.state.policy = settings.address_policy()
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     _redis_handlers(app)
     return app
+
+
+class BodyLimit:
+    """413 for a request body over ``limit`` bytes, declared or streamed (chunked), before
+    anything parses it."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(send, self.limit)
+            return
+        seen = 0
+        refused = False
+
+        async def limited() -> Any:
+            # Past the limit: answer 413 now and tell the app the client left, so it
+            # stops reading and whatever it answers is not sent.
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit and not refused:
+                    refused = True
+                    await _too_large(send, self.limit)
+                if refused:
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, limited, guarded_send)
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _redis_handlers(app: FastAPI) -> None:

@@ -1,12 +1,15 @@
-"""Which sources may be registered: schemes we ingest, file access, address lists."""
+"""Which sources may be registered: URL form, schemes, file access, addresses.
+
+The same ``AddressPolicy`` is applied again by the media layer at every (re)connect, to
+every address and request a source makes; this is the early refusal with a 422.
+"""
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from urllib.parse import urlsplit
 
 from service.config import Settings
+from service.media.guard import AddressPolicy, SourceRefusedError, UrlError, clean_url
 from service.media.source import SUPPORTED_SCHEMES
 
 
@@ -18,33 +21,24 @@ class PolicyError(ValueError):
         self.field = field
 
 
-def _networks(items: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(i, strict=False) for i in items]
-
-
-def check_source(url: str, settings: Settings) -> None:
-    """Raise PolicyError unless ``url`` may be monitored under ``settings``."""
-    parts = urlsplit(url)
+def check_source(url: str, settings: Settings, policy: AddressPolicy) -> str:
+    """The URL to store (validated and re-serialised); PolicyError if refused."""
+    try:
+        cleaned = clean_url(url)
+    except UrlError as exc:
+        raise PolicyError(str(exc)) from None
+    parts = urlsplit(cleaned)
     scheme = parts.scheme.lower()
     if scheme in {"", "file"}:
         if not settings.allow_file_sources:
             raise PolicyError("file sources are disabled (set AVMON_ALLOW_FILE_SOURCES=true)")
-        return
+        return cleaned
     if scheme not in SUPPORTED_SCHEMES:
         known = ", ".join(sorted(SUPPORTED_SCHEMES - {"file"}))
         raise PolicyError(f"unsupported scheme {scheme!r} (supported: {known})")
-    host = parts.hostname
-    if not host:
-        raise PolicyError("URL has no host")
     try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise PolicyError(f"host {host!r} does not resolve") from None
-    addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
-    deny = _networks(settings.source_denylist)
-    allow = _networks(settings.source_allowlist)
-    for addr in addresses:
-        if any(addr in net for net in deny):
-            raise PolicyError(f"address {addr} of {host!r} is denied by policy")
-        if allow and not any(addr in net for net in allow):
-            raise PolicyError(f"address {addr} of {host!r} is not in the allowlist")
+        policy.resolve(parts.hostname or "", parts.port)
+    except SourceRefusedError as exc:
+        # One message whatever the reason (denied, unresolvable): no oracle for callers.
+        raise PolicyError(str(exc)) from None
+    return cleaned

@@ -113,12 +113,14 @@ def _status(streams: Streams, stream_id: str) -> dict[str, Any]:
     responses={
         400: {"description": "malformed request body"},
         409: {"description": "a stream with this name already exists"},
+        413: {"description": "request body larger than AVMON_MAX_BODY_BYTES"},
+        429: {"description": "AVMON_MAX_STREAMS streams already registered"},
     },
 )
 def create_stream(body: StreamCreate, request: Request) -> dict[str, Any]:
     settings = _settings(request)
     try:
-        check_source(body.url, settings)
+        url = check_source(body.url, settings, request.app.state.policy)
     except PolicyError as exc:
         raise _unprocessable(exc.field, str(exc)) from None
     try:
@@ -129,10 +131,13 @@ def create_stream(body: StreamCreate, request: Request) -> dict[str, Any]:
     enabled = [n for n in names if _group_of(n) in settings.detector_groups]
     if not enabled:
         raise _unprocessable("detectors", "none of these detectors is enabled on this service")
+    streams = _streams(request)
+    if len(streams.list()) >= settings.max_streams:
+        raise HTTPException(429, f"at most {settings.max_streams} streams (AVMON_MAX_STREAMS)")
     try:
-        return _streams(request).create(
+        return streams.create(
             body.name,
-            body.url,
+            url,
             enabled,
             thresholds=dict(body.thresholds or {}),
             labels=dict(body.labels or {}),
@@ -221,13 +226,19 @@ def evidence(defect_id: str, store: StoreDep) -> Response:
 @api.get(
     "/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        429: {"description": "AVMON_MAX_SSE_SUBSCRIBERS feeds already open"},
+    },
 )
 async def events(request: Request) -> StreamingResponse:
     """Server-sent events: one ``event: defect`` message per defect open or close; the
     data is ``{"kind": "open"|"close", "defect": DefectEvent}``. (Not ``event: open``:
     browsers fire their own "open" event when an EventSource connects.)"""
     bus = request.app.state.bus
+    limit = _settings(request).max_sse_subscribers
+    if bus.subscribers >= limit:
+        raise HTTPException(429, f"at most {limit} event feeds (AVMON_MAX_SSE_SUBSCRIBERS)")
     queue = bus.subscribe()
 
     async def feed() -> AsyncIterator[str]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from service.media.guard import redact
 
 ShortText = Annotated[str, Field(max_length=256)]
 LabelKey = Annotated[str, Field(min_length=1, max_length=63)]
@@ -30,10 +32,14 @@ class Unit(BaseModel):
     since: str | None
 
 
+# Every response carrying a source URL shows it without its credentials.
+RedactedUrl = Annotated[str, AfterValidator(redact)]
+
+
 class Stream(BaseModel):
     id: str
     name: str
-    url: str
+    url: RedactedUrl
     detectors: list[str]
     labels: dict[str, str]
     pace: str

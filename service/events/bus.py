@@ -33,6 +33,11 @@ class EventBus:
     def add_sink(self, sink: Sink) -> None:
         self._sinks.append(sink)
 
+    @property
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
     def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[FeedEvent | None]:
         """A queue of events for the calling event loop (the SSE endpoint)."""
         queue: asyncio.Queue[FeedEvent | None] = asyncio.Queue(maxsize)

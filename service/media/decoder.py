@@ -23,6 +23,7 @@ from service.media.frames import (
     VideoFrame,
     VideoInfo,
 )
+from service.media.guard import AddressPolicy, redact
 from service.media.source import SourceSpec, open_container, parse_source
 
 log = logging.getLogger(__name__)
@@ -159,11 +160,12 @@ class MediaReader:
         threads: str = "AUTO",
         want_video: bool = True,
         want_audio: bool = True,
+        policy: AddressPolicy | None = None,
     ) -> None:
         self.spec: SourceSpec = parse_source(source)
         self.timeout_s = timeout_s
         self.ended_by: str | None = None  # why reading stopped early, if it did
-        self.container = open_container(self.spec, timeout_s)
+        self.container = open_container(self.spec, timeout_s, policy)
         try:
             self._setup(threads, want_video, want_audio)
         except Exception:
@@ -175,7 +177,7 @@ class MediaReader:
         self.video_stream = c.streams.video[0] if c.streams.video else None
         self.audio_stream = c.streams.audio[0] if c.streams.audio else None
         if self.video_stream is None and self.audio_stream is None:
-            raise SourceError(f"{self.spec.url}: no audio or video stream found")
+            raise SourceError(f"{redact(self.spec.url)}: no audio or video stream found")
         if self.video_stream is not None:
             self.video_stream.thread_type = threads
             # H.264 only flags concealed (damaged) frames when error resilience is on.

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import av
 
 from service.media.errors import SourceError
+from service.media.guard import PROTOCOLS, AddressPolicy, redact
 
 # Schemes avmon ingests. PyAV's FFmpeg has no libsrt, so no srt://.
 LIVE_SCHEMES = frozenset({"udp", "rtp", "rtsp", "rtsps", "rtmp", "rtmps"})
@@ -77,11 +78,20 @@ def network_options(spec: SourceSpec, timeout_s: float) -> dict[str, str]:
     if spec.is_network:
         # Start quickly on live sources: a second of probing is plenty for TS/RTSP.
         opts.update(analyzeduration="2000000", probesize="2000000")
+        # FFmpeg opens only what this scheme needs (no file:, no data:, no concat:).
+        opts["protocol_whitelist"] = PROTOCOLS[spec.scheme]
     return opts
 
 
-def open_container(spec: SourceSpec, timeout_s: float = 5.0) -> Any:
-    """Open ``spec`` for reading; every failure becomes a one-line SourceError."""
+def open_container(
+    spec: SourceSpec, timeout_s: float = 5.0, policy: AddressPolicy | None = None
+) -> Any:
+    """Open ``spec`` for reading; every failure becomes a one-line SourceError.
+
+    With a ``policy`` (the service: URLs come from callers), every address is checked
+    when the connection is made: http(s) through avmon's own opener (each request,
+    redirect, playlist and segment), other schemes resolved now and pinned to the
+    checked address, so FFmpeg never resolves the name itself."""
     if spec.scheme == "file":
         if not os.path.exists(spec.url):
             raise SourceError(f"{spec.url}: no such file")
@@ -89,22 +99,35 @@ def open_container(spec: SourceSpec, timeout_s: float = 5.0) -> Any:
             raise SourceError(f"{spec.url}: is a directory")
         if os.path.getsize(spec.url) == 0:
             raise SourceError(f"{spec.url}: empty file (0 bytes)")
+    shown = redact(spec.url)
+    url, options, io_open = spec.url, network_options(spec, timeout_s), None
+    if policy is not None and spec.is_network:
+        if spec.scheme in HTTP_SCHEMES:
+            from service.media.guarded_http import GuardedOpener
+
+            io_open = GuardedOpener(policy, timeout_s)
+            options["http_persistent"] = "0"
+        else:
+            url = policy.pin(spec.url)
     try:
         return av.open(
-            spec.url,
+            url,
             mode="r",
-            options=network_options(spec, timeout_s),
+            options=options,
             timeout=(timeout_s, timeout_s) if spec.is_network else None,
+            io_open=io_open,
         )
+    except SourceError:
+        raise
     except av.error.InvalidDataError:
-        raise SourceError(f"{spec.url}: not a recognised audio/video stream") from None
+        raise SourceError(f"{shown}: not a recognised audio/video stream") from None
     except av.error.ExitError:
         # FFmpeg's interrupt callback fired: our timeout, nothing arrived.
-        raise SourceError(f"{spec.url}: no data received within {timeout_s:g} s") from None
+        raise SourceError(f"{shown}: no data received within {timeout_s:g} s") from None
     except av.error.FFmpegError as exc:
-        raise SourceError(f"{spec.url}: {_reason(exc)}") from None
+        raise SourceError(f"{shown}: {_reason(exc)}") from None
     except OSError as exc:
-        raise SourceError(f"{spec.url}: {exc.strerror or exc}") from None
+        raise SourceError(f"{shown}: {exc.strerror or exc}") from None
 
 
 def _reason(exc: Exception) -> str:

@@ -25,6 +25,7 @@ from service.detectors import registry
 from service.media.decoder import MediaItem, MediaReader
 from service.media.errors import SourceError
 from service.media.frames import AudioFrame, DecodeError, VideoFrame
+from service.media.guard import AddressPolicy, SourceRefusedError, redact_text
 from service.media.udp_drops import kernel_drops, udp_port
 from service.observability import metrics
 from service.pipeline.analyzer import Analyzer
@@ -80,8 +81,10 @@ class StreamRunner:
         no_signal_s: float = 5.0,
         timeout_s: float = 3.0,
         on_frame_stats: Callable[[StreamRunner, str, float], None] | None = None,
+        policy: AddressPolicy | None = None,
     ) -> None:
         self.spec = spec
+        self.policy = policy
         self.on_event = on_event
         self.on_stats = on_frame_stats or (lambda runner, kind, value: None)
         self.no_signal_s = no_signal_s
@@ -149,15 +152,21 @@ class StreamRunner:
                     timeout_s=self.timeout_s,
                     want_video=self.analyzer.wants_video,
                     want_audio=self.analyzer.wants_audio,
+                    policy=self.policy,
                 )
             except SourceError as exc:
-                self.last_error = str(exc)
+                self.last_error = self._public_error(exc)
                 self.state = "reconnecting" if attempt < 8 else "down"
                 attempt += 1
                 self.stats.reconnects += 1
                 self.on_stats(self, "reconnect", 1)
                 delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(attempt, 10))
-                log.info("stream %s: %s; retry in %.1f s", self.spec.id, exc, delay)
+                log.info(
+                    "stream %s: %s; retry in %.1f s",
+                    self.spec.id,
+                    redact_text(f"{exc} {getattr(exc, 'detail', '')}".strip(), self.spec.url),
+                    delay,
+                )
                 self._stop.wait(delay)
                 continue
             attempt = 0
@@ -183,11 +192,21 @@ class StreamRunner:
                 self._queue.put(None)  # end of input: close what is open
                 return
             if not is_file:
-                self.last_error = reader.ended_by or "source ended"
+                self.last_error = redact_text(reader.ended_by or "source ended", self.spec.url)
                 self.state = "reconnecting"
                 self.stats.reconnects += 1
                 self.on_stats(self, "reconnect", 1)
                 self._stop.wait(BACKOFF_MIN_S)
+
+    def _public_error(self, exc: SourceError) -> str:
+        """What the API, SSE and webhooks may say about a failed open. Under a policy
+        (the service) every failure reads the same: "refused", "timed out" and "not
+        media" would tell a caller which internal hosts and ports exist."""
+        if self.policy is None:
+            return redact_text(str(exc), self.spec.url)
+        if isinstance(exc, SourceRefusedError):
+            return str(exc)
+        return f"source unavailable (no audio/video within {self.timeout_s:g} s)"
 
     def _pump(self, reader: MediaReader, offset: float, paced: bool) -> None:
         wall0: float | None = None

@@ -17,6 +17,7 @@ from typing import Any
 from service.events.bus import EventBus
 from service.events.model import DefectRecord, FeedEvent, utc_iso
 from service.events.store import DefectStore
+from service.media.guard import AddressPolicy
 from service.observability import metrics
 from service.pipeline.lifecycle import DefectEvent
 from service.pipeline.runner import StreamRunner, StreamSpec
@@ -48,8 +49,10 @@ class Supervisor:
         no_signal_s: float = 5.0,
         timeout_s: float = 3.0,
         runner_factory: Callable[..., StreamRunner] = StreamRunner,
+        policy: AddressPolicy | None = None,
     ) -> None:
         self.store = store
+        self.policy = policy  # checked at every (re)connect of every source
         self.bus = bus
         self.pod_name = pod_name
         self.no_signal_s = no_signal_s
@@ -83,6 +86,7 @@ class Supervisor:
             no_signal_s=self.no_signal_s,
             timeout_s=self.timeout_s,
             on_frame_stats=_record_stats,
+            policy=self.policy,
         )
         entry = StreamEntry(spec, runner, time.time())
         with self._lock:

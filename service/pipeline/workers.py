@@ -20,6 +20,7 @@ from typing import Any
 from service.events.bus import EventBus
 from service.events.model import DefectRecord, FeedEvent
 from service.events.store import DefectStore
+from service.media.guard import AddressPolicy
 from service.observability import metrics
 from service.pipeline.runner import StreamSpec
 from service.pipeline.supervisor import DuplicateStreamError, Supervisor, new_stream_id
@@ -51,6 +52,7 @@ def worker_main(index: int, commands: Any, out: Any, options: dict[str, Any]) ->
         options["pod_name"],
         no_signal_s=options["no_signal_s"],
         timeout_s=options["timeout_s"],
+        policy=AddressPolicy.from_lists(options["allowlist"], options["denylist"]),
     )
     sent_thumbs: dict[str, int] = {}
     while True:

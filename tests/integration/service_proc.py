@@ -27,7 +27,9 @@ class Service:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"serve-{self.port}.log"
-        full_env = {**os.environ, **env}
+        # Test sources live on loopback, which the default policy refuses: opt back in
+        # (a test of the policy itself passes its own lists).
+        full_env = {"AVMON_SOURCE_ALLOWLIST": "127.0.0.0/8", **os.environ, **env}
         self.proc = subprocess.Popen(
             [
                 sys.executable,
