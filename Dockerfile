@@ -36,4 +36,4 @@ WORKDIR /tmp
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"]
-CMD ["uvicorn", "--factory", "service.api.app:create_app_from_env", "--host", "0.0.0.0", "--port", "8080", "--workers", "1", "--timeout-graceful-shutdown", "1"]
+CMD ["uvicorn", "--factory", "service.api.app:create_app_from_env", "--host", "0.0.0.0", "--port", "8080", "--workers", "1", "--timeout-graceful-shutdown", "1", "--no-access-log"]

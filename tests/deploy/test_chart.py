@@ -122,7 +122,8 @@ def test_deployment_autoscaling_and_handoff(rendered: dict[str, list[dict[str, A
     env = _env(c)
     assert env["AVMON_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    assert env["AVMON_REDIS_URL"]["value"] == "redis://avmon-redis:6379/0"
+    # The bundled Redis requires a password, expanded by the kubelet from the Secret.
+    assert env["AVMON_REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@avmon-redis:6379/0"
     (hpa,) = by_kind(rendered["chart-defaults"], "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"

@@ -17,8 +17,11 @@ from tests.integration.service_proc import Service, free_port, wait_for
 
 
 class RedisServer:
-    def __init__(self, tmp: Path, port: int | None = None) -> None:
+    def __init__(
+        self, tmp: Path, port: int | None = None, extra_args: list[str] | None = None
+    ) -> None:
         self.port = port or free_port()
+        self.extra_args = extra_args or []
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.tmp = tmp
         self.start()
@@ -38,13 +41,16 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.tmp),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         import redis
 
-        client = redis.Redis(port=self.port)
+        args = self.extra_args
+        password = args[args.index("--requirepass") + 1] if "--requirepass" in args else None
+        client = redis.Redis(port=self.port, password=password)
         assert wait_for(lambda: _ping(client), 10), "redis-server did not start"
 
     def stop(self) -> None:

@@ -68,6 +68,10 @@ def test_openapi_contract(service: Service, seeded: dict[str, Any], tmp_path: Pa
 
     The `schemathesis run` CLI in a child process rather than its pytest plugin: the
     plugin's lazy-fixture loader breaks on pytest 9 (``Function`` has no ``_nodeid``)."""
+    _schemathesis(service, tmp_path)
+
+
+def _schemathesis(service: Service, tmp_path: Path, *extra: str) -> None:
     cmd = [
         sys.executable,
         "-m",
@@ -92,6 +96,7 @@ def test_openapi_contract(service: Service, seeded: dict[str, Any], tmp_path: Pa
         "junit",
         "--report-dir",
         str(tmp_path),
+        *extra,
     ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     print(run.stdout)  # shown with -s or on failure: what was tested, phases, seed
@@ -298,6 +303,11 @@ def test_address_allowed(locked: Service) -> None:
         r = c.post("/streams", json={"name": "allowed", "url": "rtsp://10.1.2.3:1/x"})
         assert r.status_code == 201, r.text
         assert c.delete(f"/streams/{r.json()['id']}").status_code == 204
+
+
+def test_openapi_contract_with_auth_on(locked: Service, tmp_path: Path) -> None:
+    """The same fuzzing through the bearer token: no 5xx, every answer documented."""
+    _schemathesis(locked, tmp_path, "--header", f"Authorization: Bearer {TOKEN}")
 
 
 def test_log_has_no_traceback(locked: Service) -> None:

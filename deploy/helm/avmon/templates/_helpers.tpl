@@ -77,7 +77,28 @@ app.kubernetes.io/part-of: avmon
 {{- end }}
 
 {{- define "avmon.hasChartSecret" -}}
-{{- if or (and (not .Values.auth.existingSecret) (or .Values.auth.apiToken .Values.auth.webhookSecret)) .Values.redis.external.url }}true{{ end }}
+{{- if or (and (not .Values.auth.existingSecret) (or .Values.auth.apiToken .Values.auth.webhookSecret .Values.auth.generateApiToken)) .Values.redis.external.url (include "avmon.redis.auth" .) }}true{{ end }}
+{{- end }}
+
+{{/* True when the API token comes from a Secret (given, existing or generated). */}}
+{{- define "avmon.apiTokenSet" -}}
+{{- if or .Values.auth.existingSecret .Values.auth.apiToken .Values.auth.generateApiToken }}true{{ end }}
+{{- end }}
+
+{{/* True when the bundled Redis requires a password. */}}
+{{- define "avmon.redis.auth" -}}
+{{- if and (include "avmon.redis.bundled" .) .Values.redis.bundled.auth }}true{{ end }}
+{{- end }}
+
+{{/* A generated secret value: the one already in the release's Secret (so upgrades keep
+it), else a new random one. ``lookup`` is empty under `helm template`: a new value. */}}
+{{- define "avmon.generated" -}}
+{{- $secret := lookup "v1" "Secret" .ctx.Release.Namespace (include "avmon.secretName" .ctx) }}
+{{- if and $secret $secret.data (hasKey $secret.data .key) }}
+{{- index $secret.data .key | b64dec }}
+{{- else }}
+{{- randAlphaNum 40 }}
+{{- end }}
 {{- end }}
 
 {{/* Hardened container security context shared by every container of the chart. */}}
