@@ -171,9 +171,14 @@ class FeedListener:
                     msg = pubsub.get_message(timeout=1.0)
                     if msg is None:
                         continue
-                    doc = json.loads(msg["data"])
-                    record = DefectRecord.from_json(doc["defect"])
-                    self.bus.deliver(FeedEvent(doc["kind"], record))
+                    try:
+                        doc = json.loads(msg["data"])
+                        event = FeedEvent(doc["kind"], DefectRecord.from_json(doc["defect"]))
+                    except (ValueError, KeyError, TypeError) as exc:
+                        # Logged and skipped: one bad message must not end the feed.
+                        log.warning("malformed feed message skipped: %s", exc)
+                        continue
+                    self.bus.deliver(event)
             except redis.RedisError:
                 self._stop.wait(0.5)
 

@@ -96,8 +96,11 @@ class ClusterStreams:
         out = {}
         for field, value in self.r.hgetall(keys.LEASES).items():
             sid, _, group = _s(field).partition("|")
-            owner, epoch, _exp = _s(value).rsplit("|", 2)
-            out[(sid, group)] = (owner, int(epoch))
+            try:
+                owner, epoch, _exp = _s(value).rsplit("|", 2)
+                out[(sid, group)] = (owner, int(epoch))
+            except ValueError:
+                continue  # malformed: shown as unowned, never a 500
         return out
 
     def _status(
@@ -165,19 +168,19 @@ class ClusterStreams:
         out = []
         for sid_raw, raw in streams.items():
             sid = _s(sid_raw)
+            if (doc := _load(raw)) is None:
+                continue
             pub = statuses.get(sid_raw) or statuses.get(sid)
-            out.append(self._status(sid, json.loads(raw), json.loads(pub) if pub else None, leases))
+            out.append(self._status(sid, doc, _load(pub) if pub else None, leases))
         return sorted(out, key=lambda s: s["name"])
 
     def get(self, stream_id: str) -> dict[str, Any] | None:
         try:
             raw = self.r.hget(keys.STREAMS, stream_id)
-            if raw is None:
+            if raw is None or (doc := _load(raw)) is None:
                 return None
             pub = self.r.hget(keys.STATUS, stream_id)
-            return self._status(
-                stream_id, json.loads(raw), json.loads(pub) if pub else None, self._leases()
-            )
+            return self._status(stream_id, doc, _load(pub) if pub else None, self._leases())
         except (redis.ConnectionError, redis.TimeoutError):
             # Redis is down: answer from memory for the streams this member runs.
             entry = self.supervisor.get(stream_id)
@@ -189,7 +192,7 @@ class ClusterStreams:
         raw = self.r.hget(keys.STREAMS, stream_id)
         if raw is None:
             return False
-        name = json.loads(raw)["name"]
+        name = (_load(raw) or {}).get("name", "")
         pipe = self.r.pipeline()
         pipe.hdel(keys.STREAMS, stream_id)
         pipe.hdel(keys.NAMES, name)
@@ -218,7 +221,7 @@ class ClusterStreams:
         out_members = []
         for member, _score in members:
             name = _s(member)
-            info = json.loads(infos.get(member) or infos.get(name) or "{}")
+            info = _load(infos.get(member) or infos.get(name) or "{}") or {}
             out_members.append(
                 {
                     "id": name,
@@ -230,9 +233,10 @@ class ClusterStreams:
         units = []
         for sid_raw, raw in streams.items():
             sid = _s(sid_raw)
-            doc = json.loads(raw)
+            if (doc := _load(raw)) is None:
+                continue
             pub_raw = statuses.get(sid_raw) or statuses.get(sid)
-            status = self._status(sid, doc, json.loads(pub_raw) if pub_raw else None, leases)
+            status = self._status(sid, doc, _load(pub_raw) if pub_raw else None, leases)
             for u in status["units"]:
                 units.append(
                     {
@@ -248,6 +252,19 @@ class ClusterStreams:
             "units": units,
             "generation": int(generation) if generation else None,
         }
+
+
+def _load(raw: Any) -> dict[str, Any] | None:
+    """A JSON object from Redis, or None if it is not one (logged, then skipped: a bad
+    entry written by anyone must not turn every listing into a 500)."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, TypeError):
+        doc = None
+    if not isinstance(doc, dict):
+        log.warning("malformed entry in Redis skipped: %r", _s(raw)[:80])
+        return None
+    return doc
 
 
 def _s(value: Any) -> str:

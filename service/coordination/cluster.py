@@ -259,22 +259,36 @@ class Coordinator:
             version = self.r.get(keys.REGISTRY_VERSION)
         if version != self._registry_version:
             streams = self.r.hgetall(keys.STREAMS)
-            self.registry = {_s(k): json.loads(v) for k, v in streams.items()}
+            self.registry = {}
+            for k, v in streams.items():
+                try:
+                    doc = json.loads(v)
+                    if isinstance(doc, dict) and isinstance(doc.get("groups", []), list):
+                        self.registry[_s(k)] = doc
+                        continue
+                except ValueError:
+                    pass
+                log.warning("malformed stream entry %r skipped", _s(k))
             self._registry_version = version
         self.leases = {}
         for field, value in raw_leases.items():
             sid, _, group = _s(field).partition("|")
-            owner, epoch, expires = _s(value).rsplit("|", 2)
-            self.leases[Unit(sid, group)] = (owner, int(epoch), int(expires))
+            try:
+                owner, epoch, expires = _s(value).rsplit("|", 2)
+                self.leases[Unit(sid, group)] = (owner, int(epoch), int(expires))
+            except ValueError:
+                # Skipped, never fatal: one bad value must not stop every member's ticks.
+                # (The Lua scripts treat it as no lease; a claim overwrites it.)
+                log.warning("malformed lease %r = %r: skipped", _s(field), _s(value)[:80])
         self.reserved = {}
         ended = []
         for field, value in raw_reserved.items():
             sid, _, group = _s(field).partition("|")
             who, _, until = _s(value).rpartition("|")
-            if int(until) > int(server_ms):
+            if until.isdigit() and int(until) > int(server_ms):
                 self.reserved[Unit(sid, group)] = (who, int(until))
             else:
-                ended.append(field)  # never claimed (its stream deleted, say): trim it
+                ended.append(field)  # run out, never claimed (stream deleted), or malformed
         if ended:
             self.r.hdel(keys.RESERVED, *ended)
         self._renew_all(now)

@@ -20,7 +20,7 @@ import redis
 from service.coordination import keys
 from tests.conftest import ClipFactory
 from tests.integration.cluster import Member, RedisServer, UnitLog, now_ns
-from tests.integration.service_proc import wait_for
+from tests.integration.service_proc import EventFeed, wait_for
 
 STREAMS = 6
 GROUPS = 3
@@ -313,3 +313,23 @@ def test_any_member_answers_and_delete_cleans_up_through_the_fence(cluster: Clus
     assert wait_for(lambda: all(u[0] != sid for u in cluster.owners()), 5)
     assert cluster.redis.zcard(keys.stream_defects(sid)) == 0
     assert m2.request("GET", f"/api/v1/streams/{sid}")[0] == 404
+
+
+def test_malformed_redis_entries_are_skipped_and_never_stop_a_member(cluster: Cluster) -> None:
+    """DESIGN.md section 8: a bad lease value, registry entry or feed message is logged
+    and skipped; ticks go on, new work is claimed, the live feed keeps flowing."""
+    m1 = cluster.add("m1")
+    feed = EventFeed(m1.base)
+    cluster.redis.hset(keys.LEASES, "ghost|video", "no-separators-here")
+    cluster.redis.hset(keys.STREAMS, "ghost", "{not json")
+    cluster.redis.incr(keys.REGISTRY_VERSION)
+    cluster.redis.publish(keys.EVENTS, "not json at all")
+    cluster.redis.publish(keys.EVENTS, json.dumps({"kind": "open"}))
+    (sid,) = cluster.register(1)
+    owned = wait_for(lambda: {g for (s, g), o in cluster.owners().items() if s == sid}, 10)
+    assert owned == {"video", "audio", "sync"}
+    # The clip turns black at 3 s (d = 2 s): the feed still delivers after the bad messages.
+    assert wait_for(lambda: [e for e in feed.events if e[2]["stream_id"] == sid], 20)
+    feed.close()
+    assert m1.request("GET", "/readyz")[0] == 200
+    assert "Traceback" not in m1.log.read_text()
