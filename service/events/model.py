@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -98,8 +99,16 @@ class DefectRecord:
 
 @dataclass(frozen=True)
 class FeedEvent:
+    """One open or close, as it was when it happened: the record is copied, because the
+    live record is closed in place later and an ``open`` delivered late (a slow webhook,
+    a busy SSE reader) must still read ``open``."""
+
     kind: Literal["open", "close"]
     record: DefectRecord
+
+    def __post_init__(self) -> None:
+        snapshot = replace(self.record, details=copy.deepcopy(self.record.details))
+        object.__setattr__(self, "record", snapshot)
 
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "defect": self.record.as_json()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import queue
@@ -78,8 +79,12 @@ class WebhookSender:
             event = q.get()
             if event is None:
                 return
-            body = json.dumps(event.as_json()).encode()
-            self.on_result(self._deliver(url, body))
+            try:
+                body = json.dumps(event.as_json()).encode()
+                self.on_result(self._deliver(url, body))
+            except Exception:  # whatever a receiver does, its worker lives on
+                log.exception("webhook %s: delivery failed", url)
+                self.on_result("failed")
 
     def _deliver(self, url: str, body: bytes) -> str:
         headers = {"Content-Type": "application/json", "User-Agent": "avmon"}
@@ -97,6 +102,7 @@ class WebhookSender:
                 if 400 <= exc.code < 500 and exc.code not in (408, 429):
                     log.warning("webhook %s refused event: HTTP %s", url, exc.code)
                     return "rejected"
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
+                # HTTPException: a reply that is not HTTP (BadStatusLine and kin).
                 log.info("webhook %s attempt %d failed: %s", url, attempt + 1, exc)
         return "failed"
