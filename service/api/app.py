@@ -183,6 +183,10 @@ class FeedListener:
                 self._stop.wait(0.5)
 
 
+def _webhook_result(result: str) -> None:
+    metrics.WEBHOOK_RESULTS.labels(result=result).inc()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -190,19 +194,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cluster = settings.redis_url is not None
         bus = EventBus(feed_local=not cluster)
-        sender = None
-        if settings.webhook_urls:
-            secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-            sender = WebhookSender(
-                settings.webhook_urls,
-                secret,
-                on_result=lambda result: metrics.WEBHOOK_RESULTS.labels(result=result).inc(),
-            )
+        sender: Any = None
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        if settings.webhook_urls and not cluster:
+            sender = WebhookSender(settings.webhook_urls, secret, on_result=_webhook_result)
             sender.start()
             bus.add_sink(sender)
         app.state.settings = settings
         app.state.bus = bus
         stop = _cluster(settings, app, bus) if cluster else _embedded(settings, app, bus)
+        if settings.webhook_urls and cluster:
+            # Cluster mode: webhooks come from the committed event log, never the local bus.
+            from service.events.log_delivery import LogDispatcher
+
+            sender = LogDispatcher(
+                app.state.store.r,
+                settings.webhook_urls,
+                secret,
+                settings.pod_name,
+                on_result=_webhook_result,
+            )
+            sender.start()
         mode = "cluster member" if cluster else "embedded"
         log.info("avmon %s ready as %s (%s)", __version__, settings.pod_name, mode)
         try:

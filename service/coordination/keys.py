@@ -17,6 +17,7 @@ DEFECTS = PREFIX + "defects"  # hash id -> DefectRecord JSON
 DEFECTS_BY_TIME = PREFIX + "defects_by_time"  # zset id -> started_at
 OPEN = PREFIX + "defects_open"  # set of open defect ids
 EVENTS = PREFIX + "events"  # pub/sub channel: defect open/close feed
+EVENT_LOG = PREFIX + "event_log"  # stream: every committed open/close (webhooks read it)
 HANDOFF = PREFIX + "handoff"  # pub/sub channel: a member released units
 GENERATION = PREFIX + "generation"  # bumped when a member finds Redis restarted empty
 
@@ -35,3 +36,10 @@ def evidence(defect_id: str) -> str:
 
 def unit_field(stream_id: str, group: str) -> str:
     return f"{stream_id}|{group}"
+
+
+def webhook_group(url: str) -> str:
+    """The event log's consumer group of one webhook receiver (its own progress)."""
+    import hashlib
+
+    return "webhook:" + hashlib.sha256(url.encode()).hexdigest()[:16]

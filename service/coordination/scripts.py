@@ -129,9 +129,13 @@ return 1
 """
 )
 
-# KEYS: leases, defects hash, all-defects zset, stream zset, open set.
-# ARGV: me, unit, epoch, defect_id, defect_json, score, is_open, channel, event_json, max_keep
+# KEYS: leases, defects hash, all-defects zset, stream zset, open set, event log.
+# ARGV: me, unit, epoch, defect_id, defect_json, score, is_open, channel, event_json,
+#       max_keep, log_max
 # A defect write (open or close) accepted only from the unit's current owner and epoch.
+# The same call appends the event to the log and publishes it: what users see (SSE from
+# the channel, webhooks from the log) exists only if the fenced write happened. Returns
+# the log entry id (the event's stable id), or 0 when the fence refused the write.
 WRITE_DEFECT = (
     _PRELUDE
     + """
@@ -158,8 +162,9 @@ end
 -- The stream's index is bounded too (open defects stay findable through KEYS[5]).
 local sn = redis.call('ZCARD', KEYS[4])
 if sn > keep then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, sn - keep - 1) end
+local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[11], '*', 'event', ARGV[9])
 redis.call('PUBLISH', ARGV[8], ARGV[9])
-return 1
+return id
 """
 )
 

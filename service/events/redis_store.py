@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 OUTBOX_MAX = 10_000
 EVIDENCE_TTL_S = 24 * 3600
+# Events kept in the log for webhook receivers that are behind (approximate trim). At a
+# defect a minute per stream on 1,000 streams that is over a day.
+EVENT_LOG_MAX = 2_000_000
 
 
 class RedisDefectStore:
@@ -62,6 +65,7 @@ class RedisDefectStore:
                 keys.DEFECTS_BY_TIME,
                 keys.stream_defects(record.stream_id),
                 keys.OPEN,
+                keys.EVENT_LOG,
             ],
             args=[
                 self.pod,
@@ -74,6 +78,7 @@ class RedisDefectStore:
                 keys.EVENTS,
                 event,
                 self.max_defects,
+                EVENT_LOG_MAX,
             ],
         )
         if not ok:
@@ -83,6 +88,8 @@ class RedisDefectStore:
             return False
         if evidence is not None:
             self.r.set(keys.evidence(record.id), evidence, ex=EVIDENCE_TTL_S)
+        if kind == "open":
+            metrics.DEFECTS_RAISED.labels(type=record.type).inc()  # counted at commit
         return True
 
     def flush(self) -> int:

@@ -6,6 +6,7 @@ import threading
 from collections import OrderedDict
 
 from service.events.model import DefectRecord
+from service.observability import metrics
 
 MAX_EVIDENCE = 500  # JPEGs kept (a few tens of KB each)
 
@@ -21,6 +22,8 @@ class DefectStore:
         self.evicted = 0
 
     def put(self, record: DefectRecord, evidence: bytes | None = None, kind: str = "open") -> bool:
+        if kind == "open":
+            metrics.DEFECTS_RAISED.labels(type=record.type).inc()  # counted at commit
         with self._lock:
             self._records[record.id] = record
             self._records.move_to_end(record.id)

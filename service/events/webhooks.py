@@ -87,22 +87,28 @@ class WebhookSender:
                 self.on_result("failed")
 
     def _deliver(self, url: str, body: bytes) -> str:
-        headers = {"Content-Type": "application/json", "User-Agent": "avmon"}
-        if self.secret:
-            headers[SIGNATURE_HEADER] = sign(self.secret, body)
-        for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
-            if delay and self._stop.wait(delay):
-                return "failed"
-            try:
-                req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
-                    if 200 <= resp.status < 300:
-                        return "delivered"
-            except urllib.error.HTTPError as exc:
-                if 400 <= exc.code < 500 and exc.code not in (408, 429):
-                    log.warning("webhook %s refused event: HTTP %s", url, exc.code)
-                    return "rejected"
-            except (OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
-                # HTTPException: a reply that is not HTTP (BadStatusLine and kin).
-                log.info("webhook %s attempt %d failed: %s", url, attempt + 1, exc)
-        return "failed"
+        return post(url, body, self.secret, self._stop)
+
+
+def post(url: str, body: bytes, secret: str | None, stop: threading.Event) -> str:
+    """POST one event with retries: "delivered", "rejected" (4xx: never retried) or
+    "failed" (retries ran out, or ``stop`` was set)."""
+    headers = {"Content-Type": "application/json", "User-Agent": "avmon"}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, body)
+    for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+        if delay and stop.wait(delay):
+            return "failed"
+        try:
+            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+                if 200 <= resp.status < 300:
+                    return "delivered"
+        except urllib.error.HTTPError as exc:
+            if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                log.warning("webhook %s refused event: HTTP %s", url, exc.code)
+                return "rejected"
+        except (OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
+            # HTTPException: a reply that is not HTTP (BadStatusLine and kin).
+            log.info("webhook %s attempt %d failed: %s", url, attempt + 1, exc)
+    return "failed"

@@ -171,7 +171,6 @@ class Supervisor:
             with self._lock:
                 self._records[key] = record
             self.store.put(record, evidence, kind="open")
-            metrics.DEFECTS_RAISED.labels(type=record.type).inc()
         else:
             with self._lock:
                 found = self._records.pop(key, None)

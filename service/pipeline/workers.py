@@ -256,8 +256,6 @@ class WorkerPool:
         if record.stream_id not in self.specs:
             return  # deleted meanwhile
         self.store.put(record, evidence, kind=kind)
-        if kind == "open":
-            metrics.DEFECTS_RAISED.labels(type=record.type).inc()
         self.bus.publish(FeedEvent(kind, record))  # type: ignore[arg-type]
 
     def _report(self, report: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,30 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
             return value
         time.sleep(interval)
     return None
+
+
+class Hooks:
+    """A webhook receiver keeping every raw body (in arrival order)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                outer.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(b) for b in list(self.bodies)]
+
+    def close(self) -> None:
+        self.server.shutdown()

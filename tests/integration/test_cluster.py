@@ -20,7 +20,7 @@ import redis
 from service.coordination import keys
 from tests.conftest import ClipFactory
 from tests.integration.cluster import Member, RedisServer, UnitLog, now_ns
-from tests.integration.service_proc import EventFeed, wait_for
+from tests.integration.service_proc import EventFeed, Hooks, wait_for
 
 STREAMS = 6
 GROUPS = 3
@@ -42,9 +42,12 @@ class Cluster:
         self.log_path = tmp / "units.log"
         self.members: dict[str, Member] = {}
         self.redis = redis.Redis(port=server.port)
+        self.hooks = Hooks()  # every member's webhook receiver: what a user is sent
 
     def add(self, name: str) -> Member:
-        m = Member(self.tmp, self.server.url, name, self.log_path)
+        m = Member(
+            self.tmp, self.server.url, name, self.log_path, AVMON_WEBHOOK_URLS=self.hooks.url
+        )
         self.members[name] = m
         return m
 
@@ -83,6 +86,7 @@ class Cluster:
         for m in self.members.values():
             if m.proc.poll() is None:
                 m.stop()
+        self.hooks.close()
 
 
 @pytest.fixture
@@ -228,6 +232,16 @@ def test_g6_paused_member_gets_no_write_accepted(cluster: Cluster) -> None:
     ]
     assert rejected, "the rejection counter is exported"
     print(f"stale writes rejected after resume: {rejected[0]:.0f}")
+    # What a user is sent: every webhook carrying one of its old epochs is one of the
+    # records it committed before it froze, in that record's state (no stale open/close).
+    time.sleep(1.0)
+    for event in cluster.hooks.events():
+        d = event["defect"]
+        if old.get((d["stream_id"], d["group"])) != d["epoch"]:
+            continue
+        committed = before.get(d["id"])
+        assert committed is not None, f"stale webhook: {event}"
+        assert event["kind"] == "open" or json.loads(committed)["state"] == "closed", event
     # Whatever it ran after waking overlaps nobody: it stopped before touching anything.
     assert [o for o in log.overlaps() if "m1" not in (o[1].pod, o[2].pod)] == []
 
@@ -333,3 +347,23 @@ def test_malformed_redis_entries_are_skipped_and_never_stop_a_member(cluster: Cl
     feed.close()
     assert m1.request("GET", "/readyz")[0] == 200
     assert "Traceback" not in m1.log.read_text()
+
+
+def test_webhooks_come_from_the_committed_log_once_per_event(cluster: Cluster) -> None:
+    """Two members both deliver webhooks from the event log: each committed open and
+    close reaches the receiver once, and matches the record in the API."""
+    for name in ("m1", "m2"):
+        cluster.add(name)
+    ids = cluster.register(2)
+    member = cluster.members["m1"]
+
+    def closed() -> list[dict[str, Any]]:
+        return [d for d in member.request("GET", "/api/v1/defects?open=false")[1] if d["end"]]
+
+    assert wait_for(lambda: len(closed()) >= 2, 30)
+    time.sleep(2.0)  # deliveries of the last commits
+    got = Counter((e["defect"]["id"], e["kind"]) for e in cluster.hooks.events())
+    assert got and max(got.values()) == 1, got  # at most once here (no member died)
+    for d in closed():
+        assert got[(d["id"], "open")] == 1 and got[(d["id"], "close")] == 1, d
+    assert {e["defect"]["stream_id"] for e in cluster.hooks.events()} <= set(ids)

@@ -25,7 +25,7 @@ import redis
 
 from tests.conftest import ClipFactory
 from tests.integration.cluster import RedisServer
-from tests.integration.service_proc import EventFeed, Service, free_port, wait_for
+from tests.integration.service_proc import EventFeed, Hooks, Service, free_port, wait_for
 
 WEB = "127.0.0.2"
 INTERNAL = "127.0.0.3"
@@ -100,27 +100,6 @@ class Web:
 
     def close(self) -> None:
         self.server.shutdown()
-
-
-class Hooks:
-    """A webhook receiver keeping every raw body."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                outer.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")
