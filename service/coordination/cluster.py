@@ -85,6 +85,10 @@ class UnitHost:
     def publish(self) -> None:
         """Called after every successful sync: share local status through Redis."""
 
+    def reclaimed(self, unit: Unit, old_epoch: int, new_epoch: int) -> None:
+        """Redis lost the lease while this member kept running the unit (it came back
+        empty): the unit continues under ``new_epoch``."""
+
 
 class Coordinator:
     def __init__(
@@ -322,11 +326,15 @@ class Coordinator:
                 self.owned[unit].deadline = now + self.ttl - MARGIN_S
             elif code == 0:
                 # The lease vanished (Redis restarted empty): claim it again in place.
+                old = self.owned[unit].epoch
                 epoch = self._claim_one(unit)
                 if epoch is None:
                     self._drop(unit, release=False)
                 else:
                     self.owned[unit] = Owned(epoch, now + self.ttl - MARGIN_S)
+                    # Nobody else held it meanwhile: what this member queued under the
+                    # old epoch is still its own to commit, under the new one.
+                    self.host.reclaimed(unit, old, epoch)
                     self._republish(unit.stream_id)
             else:
                 metrics.LEASE_RENEW_FAILURES.inc()

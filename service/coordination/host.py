@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from service.coordination import keys
+from service.coordination.assignment import Unit
 from service.coordination.cluster import UnitHost
 from service.detectors.registry import DETECTORS
 from service.pipeline.runner import StreamSpec
@@ -69,6 +70,11 @@ class ClusterHost(UnitHost):
 
     def load(self) -> float:
         return float(sum(len(e) for e in self.epochs.values()))
+
+    def reclaimed(self, unit: Unit, old_epoch: int, new_epoch: int) -> None:
+        rebase = getattr(self.supervisor.store, "rebase", None)
+        if rebase is not None:
+            rebase(unit.stream_id, unit.group, old_epoch, new_epoch)
 
     def publish(self) -> None:
         """After each sync with Redis: replay defect writes queued during an outage, and

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -41,17 +42,34 @@ class RedisDefectStore:
 
     # ------------------------------------------------------------------ writes
     def put(self, record: DefectRecord, evidence: bytes | None = None, kind: str = "open") -> bool:
-        """Fenced write; False if rejected (stale epoch) or queued (Redis unreachable)."""
+        """Fenced write; False if rejected (stale epoch) or queued (Redis unreachable).
+
+        Queued writes keep a snapshot of the record as it was (a later close mutates the
+        live one), so the open commits as an open."""
         with self._lock:
             if self._outbox:  # keep order: queue behind what is already waiting
-                self._outbox.append((record, kind, evidence))
+                self._queue(record, kind, evidence)
                 return False
         try:
             return self._send(record, kind, evidence)
         except (redis.ConnectionError, redis.TimeoutError):
             with self._lock:
-                self._outbox.append((record, kind, evidence))
+                self._queue(record, kind, evidence)
             return False
+
+    def _queue(self, record: DefectRecord, kind: str, evidence: bytes | None) -> None:
+        if len(self._outbox) == self._outbox.maxlen:
+            metrics.OUTBOX_DROPPED.inc()  # the oldest goes: counted, never silent
+            log.warning("outbox full (%d): oldest queued defect write dropped", OUTBOX_MAX)
+        self._outbox.append((replace(record, details=dict(record.details)), kind, evidence))
+
+    def rebase(self, stream_id: str, group: str, old_epoch: int, new_epoch: int) -> None:
+        """Queued writes of a unit this member kept through a Redis restart (empty)
+        carry its old epoch: move them to the new one, or the fence would refuse them."""
+        with self._lock:
+            for record, _, _ in self._outbox:
+                if (record.stream_id, record.group, record.epoch) == (stream_id, group, old_epoch):
+                    record.epoch = new_epoch
 
     def _send(self, record: DefectRecord, kind: str, evidence: bytes | None) -> bool:
         if evidence is not None:

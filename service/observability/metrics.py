@@ -68,6 +68,10 @@ REDIS_LATENCY = Histogram(
     "Round trip of the coordinator's Redis calls",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
+OUTBOX_DROPPED = Counter(
+    "avmon_outbox_dropped_total",
+    "Queued defect writes dropped because the outbox was full during a Redis outage",
+)
 UNITS_UNOWNED = Gauge(
     "avmon_units_unowned", "Registered work units without a live owner, as this member sees them"
 )
