@@ -20,6 +20,7 @@ import redis
 from service.coordination import keys
 from tests.conftest import ClipFactory
 from tests.integration.cluster import Member, RedisServer, UnitLog, now_ns
+from tests.integration.netproxy import CutProxy
 from tests.integration.service_proc import EventFeed, Hooks, wait_for
 
 STREAMS = 6
@@ -44,9 +45,13 @@ class Cluster:
         self.redis = redis.Redis(port=server.port)
         self.hooks = Hooks()  # every member's webhook receiver: what a user is sent
 
-    def add(self, name: str) -> Member:
+    def add(self, name: str, redis_url: str | None = None) -> Member:
         m = Member(
-            self.tmp, self.server.url, name, self.log_path, AVMON_WEBHOOK_URLS=self.hooks.url
+            self.tmp,
+            redis_url or self.server.url,
+            name,
+            self.log_path,
+            AVMON_WEBHOOK_URLS=self.hooks.url,
         )
         self.members[name] = m
         return m
@@ -401,3 +406,53 @@ def test_webhooks_come_from_the_committed_log_once_per_event(cluster: Cluster) -
     for d in closed():
         assert got[(d["id"], "open")] == 1 and got[(d["id"], "close")] == 1, d
     assert {e["defect"]["stream_id"] for e in cluster.hooks.events()} <= set(ids)
+
+
+def test_g9_a_member_cut_off_from_redis_emits_nothing_and_is_replaced(cluster: Cluster) -> None:
+    """One member's link to Redis is cut both ways for 15 s (sockets stay open), through a
+    real proxy between real processes. Its successor runs its units within 2 x TTL + 1 s;
+    nothing it does after its lease deadline reaches a user (webhook receiver, API)."""
+    proxy = CutProxy(cluster.server.port)
+    cluster.add("m1", redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    cluster.add("m2")
+    cluster.register(STREAMS)
+    assert wait_for(lambda: cluster.balanced(["m1", "m2"]), 15), cluster.per_member()
+    _settled(cluster)
+    theirs = {u: e for u, e in _lease_epochs(cluster).items() if cluster.owners()[u] == "m1"}
+    assert theirs
+    cut = time.time()
+    mark = now_ns()
+    proxy.cut()
+    deadline = cut + 3.0  # its lease TTL: nothing of its own may land after this
+    assert wait_for(lambda: all(cluster.owners().get(u) == "m2" for u in theirs), 2 * 3.0 + 1.0)
+    starts = [t for t, pod, s, g in cluster.log().starts_after(mark) if (s, g) in theirs]
+    assert starts and (max(starts) - mark) / 1e9 <= 2 * 3.0 + 1.0
+    time.sleep(15.0 - (time.time() - cut))
+    proxy.heal()
+    healed = time.time()
+    assert wait_for(lambda: cluster.members["m1"].request("GET", "/readyz")[0] == 200, 10)
+    time.sleep(3.0)  # it learns its leases are gone and flushes what it held: all refused
+    stale = [
+        e
+        for e in cluster.hooks.events()
+        if theirs.get((e["defect"]["stream_id"], e["defect"]["group"])) == e["defect"]["epoch"]
+        and _wall(e["defect"]["ended_at"] or e["defect"]["started_at"]) > deadline
+    ]
+    assert stale == [], stale
+    records = _records_with(cluster, theirs)
+    late = [r for r in records.values() if _changed_after(json.loads(r), deadline)]
+    assert late == [], late
+    print(f"cut {healed - cut:.1f} s; successor took over; stale side effects: 0")
+    proxy.close()
+
+
+def _lease_epochs(cluster: Cluster) -> dict[tuple[str, str], int]:
+    out = {}
+    for field, value in cluster.redis.hgetall(keys.LEASES).items():
+        sid, _, group = field.decode().partition("|")
+        out[(sid, group)] = int(value.decode().rsplit("|", 2)[1])
+    return out
+
+
+def _changed_after(record: dict[str, Any], t: float) -> bool:
+    return any(_wall(v) > t for v in (record["started_at"], record["ended_at"]) if v)
