@@ -52,6 +52,9 @@ MARGIN_S = 0.5
 HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Dead members leave nothing behind: their info goes with their membership.
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #dead > 0 then redis.call('HDEL', KEYS[2], unpack(dead)) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ARGV[3] == '1' then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -443,6 +446,7 @@ class Coordinator:
                         keys.DEFECTS_BY_TIME,
                         keys.stream_defects(unit.stream_id),
                         keys.OPEN,
+                        keys.LAST,
                     ],
                     args=[self.pod, field, own.epoch],
                 )

@@ -168,8 +168,9 @@ return id
 """
 )
 
-# KEYS: leases, defects hash, all-defects zset, stream zset, open set.
-# ARGV: me, unit, epoch. Deletes a removed stream's defects, fenced like a write.
+# KEYS: leases, defects hash, all-defects zset, stream zset, open set, last owners.
+# ARGV: me, unit, epoch. Deletes a removed stream's defects (and the unit's last-owner
+# entry, so nothing of a deleted stream stays behind), fenced like a write.
 PURGE_STREAM = (
     _PRELUDE
     + """
@@ -182,6 +183,7 @@ for _, id in ipairs(ids) do
 end
 redis.call('DEL', KEYS[4])
 redis.call('HDEL', KEYS[1], ARGV[2])
+if KEYS[6] then redis.call('HDEL', KEYS[6], ARGV[2]) end
 return 1
 """
 )

@@ -270,6 +270,8 @@ class StreamRunner:
             except queue.Empty:
                 self._watchdog()
                 continue
+            if self._stop.is_set():
+                return  # stopped (handed over, deleted): queued frames emit nothing more
             if item is None:
                 if not self._stop.is_set():  # a file ended: close what is open
                     self._close_no_signal(self._media_end)

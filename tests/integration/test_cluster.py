@@ -180,6 +180,8 @@ def test_g1_sigkill_orphans_run_again_quickly_and_survivors_keep_theirs(cluster:
     assert worst <= 3.5 + 1.5, f"orphans ran again after {worst:.2f} s"  # CI margin
     after = cluster.owners()
     assert all(after[u] == o for u, o in before.items() if o != "m2")  # survivors keep theirs
+    # The dead member's info is trimmed with its membership (bounded keys).
+    assert wait_for(lambda: cluster.redis.hget(keys.MEMBER_INFO, "m2") is None, 5)
     # m2 was killed: its intervals stay open in the log; no survivor overlaps a survivor.
     assert [o for o in log.overlaps() if "m2" not in (o[1].pod, o[2].pod)] == []
 
@@ -365,6 +367,8 @@ def test_any_member_answers_and_delete_cleans_up_through_the_fence(cluster: Clus
     assert m1.request("DELETE", f"/api/v1/streams/{sid}")[0] == 204
     assert wait_for(lambda: all(u[0] != sid for u in cluster.owners()), 5)
     assert cluster.redis.zcard(keys.stream_defects(sid)) == 0
+    # Nothing of the deleted stream stays behind in the coordination keys either.
+    assert not [f for f in cluster.redis.hkeys(keys.LAST) if f.decode().startswith(sid)]
     assert m2.request("GET", f"/api/v1/streams/{sid}")[0] == 404
 
 
