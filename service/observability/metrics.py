@@ -68,6 +68,9 @@ REDIS_LATENCY = Histogram(
     "Round trip of the coordinator's Redis calls",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
+WORKER_RESTARTS = Counter(
+    "avmon_worker_restarts_total", "Stream worker processes that died and were restarted"
+)
 OUTBOX_DROPPED = Counter(
     "avmon_outbox_dropped_total",
     "Queued defect writes dropped because the outbox was full during a Redis outage",

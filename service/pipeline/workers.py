@@ -97,16 +97,15 @@ class WorkerPool:
     """The API process's view of the workers (same interface as EmbeddedStreams)."""
 
     def __init__(self, n: int, store: DefectStore, bus: EventBus, options: dict[str, Any]) -> None:
-        ctx = mp.get_context("spawn")  # a clean interpreter: no threads inherited
+        self._ctx = mp.get_context("spawn")  # a clean interpreter: no threads inherited
+        self._options = options
         self.store = store
         self.bus = bus
         self.pod = options["pod_name"]
-        self.out: Any = ctx.Queue()
-        self.commands: list[Any] = [ctx.Queue() for _ in range(n)]
-        self.procs = [
-            ctx.Process(target=worker_main, args=(i, q, self.out, options), daemon=True)
-            for i, q in enumerate(self.commands)
-        ]
+        self.out: Any = self._ctx.Queue()
+        self.commands: list[Any] = [self._ctx.Queue() for _ in range(n)]
+        self.procs = [self._process(i) for i in range(n)]
+        self.restarts = 0
         self.specs: dict[str, StreamSpec] = {}
         self.where: dict[str, int] = {}
         self.created: dict[str, float] = {}
@@ -117,10 +116,36 @@ class WorkerPool:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._receive, name="workers", daemon=True)
 
+    def _process(self, i: int) -> Any:
+        args = (i, self.commands[i], self.out, self._options)
+        return self._ctx.Process(target=worker_main, args=args, daemon=True)
+
     def start(self) -> None:
         for p in self.procs:
             p.start()
         self._thread.start()
+
+    def _watch(self) -> None:
+        """A worker that died (SIGKILL, OOM) is restarted and given its streams again,
+        which show ``reconnecting`` until its reports arrive: never a frozen ``running``."""
+        for i, p in enumerate(self.procs):
+            if p.is_alive() or self._stop.is_set():
+                continue
+            log.error("worker %d died (exit code %s): restarting it", i, p.exitcode)
+            metrics.WORKER_RESTARTS.inc()
+            self.restarts += 1
+            self.commands[i] = self._ctx.Queue()
+            self.procs[i] = self._process(i)
+            self.procs[i].start()
+            with self._lock:
+                mine = [sid for sid, w in self.where.items() if w == i]
+                for sid in mine:
+                    self.counters.pop(sid, None)  # the new worker counts from zero
+                    known = self.status.get(sid)
+                    if known is not None:
+                        known.update(state="reconnecting", fps=0.0, last_error="worker restarted")
+            for sid in mine:
+                self.commands[i].put(("add", asdict(self.specs[sid])))
 
     def stop(self) -> None:
         for q in self.commands:
@@ -237,6 +262,7 @@ class WorkerPool:
     # ------------------------------------------------------------------ from workers
     def _receive(self) -> None:
         while not self._stop.is_set():
+            self._watch()
             try:
                 msg = self.out.get(timeout=0.5)
             except queue.Empty:

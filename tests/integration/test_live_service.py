@@ -244,3 +244,31 @@ def test_worker_processes_run_streams_behind_the_same_api(
     finally:
         feed.close()
         service.stop()
+
+
+def test_a_killed_worker_process_is_noticed_and_restarted(
+    make_clip: ClipFactory, tmp_path: Path
+) -> None:
+    clip, _ = make_clip("", duration=8.0, size="320x180")
+    service = Service(tmp_path, AVMON_ALLOW_FILE_SOURCES="true", AVMON_WORKERS="2")
+    try:
+        status, body = service.request(
+            "POST", "/api/v1/streams", {"name": "w", "url": str(clip), "loop": True}
+        )
+        assert status == 201, body
+        sid = body["id"]
+
+        def frames() -> int:
+            return int(service.request("GET", f"/api/v1/streams/{sid}")[1]["frames"])
+
+        assert wait_for(lambda: frames() > 30, 30)
+        for pid in _children(service.proc.pid):
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+        killed = frames()
+        # Restarted, given the stream again, and analysing: frames move on.
+        assert wait_for(lambda: frames() != killed and frames() > 30, 30)
+        assert wait_for(lambda: len(_children(service.proc.pid)) >= 2, 10)
+        with urllib.request.urlopen(service.base + "/metrics", timeout=10) as resp:
+            assert "avmon_worker_restarts_total 2.0" in resp.read().decode()
+    finally:
+        service.stop()
