@@ -68,8 +68,11 @@ class LogDispatcher:
                 entries = self._next(group)
                 for entry_id, fields in entries:
                     body = (fields or {}).get(b"event")
+                    event_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                     result = (
-                        "rejected" if body is None else post(url, body, self.secret, self._stop)
+                        "rejected"
+                        if body is None
+                        else post(url, body, self.secret, self._stop, event_id)
                     )
                     self.on_result(result)
                     if result == "failed":

@@ -6,6 +6,7 @@ queue (oldest events are dropped and counted), never the pipeline's.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -14,6 +15,7 @@ import json
 import logging
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -29,6 +31,26 @@ TIMEOUT_S = 5.0
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def standard_headers(secret: str, event_id: str, body: bytes) -> dict[str, str]:
+    """Standard Webhooks signing: ``webhook-signature`` is ``v1,`` + base64 of
+    HMAC-SHA256 over ``id.timestamp.body``, so receivers can verify it with the
+    ``standardwebhooks`` library and refuse replays (old timestamps, seen ids). A secret
+    in the standard's ``whsec_<base64>`` form is decoded; any other string is the key's
+    bytes as they are (a receiver then passes ``whsec_`` + base64 of it)."""
+    key = (
+        base64.b64decode(secret[len("whsec_") :] + "==")
+        if secret.startswith("whsec_")
+        else secret.encode()
+    )
+    stamp = str(int(time.time()))
+    mac = hmac.new(key, f"{event_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    return {
+        "webhook-id": event_id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+    }
 
 
 class WebhookSender:
@@ -81,24 +103,24 @@ class WebhookSender:
                 return
             try:
                 body = json.dumps(event.as_json()).encode()
-                self.on_result(self._deliver(url, body))
+                event_id = f"{event.record.id}.{event.kind}"  # stable: one open, one close
+                self.on_result(post(url, body, self.secret, self._stop, event_id))
             except Exception:  # whatever a receiver does, its worker lives on
                 log.exception("webhook %s: delivery failed", url)
                 self.on_result("failed")
 
-    def _deliver(self, url: str, body: bytes) -> str:
-        return post(url, body, self.secret, self._stop)
 
-
-def post(url: str, body: bytes, secret: str | None, stop: threading.Event) -> str:
+def post(url: str, body: bytes, secret: str | None, stop: threading.Event, event_id: str) -> str:
     """POST one event with retries: "delivered", "rejected" (4xx: never retried) or
-    "failed" (retries ran out, or ``stop`` was set)."""
+    "failed" (retries ran out, or ``stop`` was set). Signed afresh on every attempt, so a
+    late delivery carries a current timestamp."""
     headers = {"Content-Type": "application/json", "User-Agent": "avmon"}
-    if secret:
-        headers[SIGNATURE_HEADER] = sign(secret, body)
     for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
         if delay and stop.wait(delay):
             return "failed"
+        if secret:
+            headers[SIGNATURE_HEADER] = sign(secret, body)
+            headers.update(standard_headers(secret, event_id, body))
         try:
             req = urllib.request.Request(url, data=body, headers=headers, method="POST")
             with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:

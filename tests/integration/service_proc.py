@@ -141,15 +141,18 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
 
 
 class Hooks:
-    """A webhook receiver keeping every raw body (in arrival order)."""
+    """A webhook receiver keeping every raw body and its headers (in arrival order)."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                outer.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.headers.append({k.lower(): v for k, v in self.headers.items()})
+                outer.bodies.append(body)
                 self.send_response(204)
                 self.end_headers()
 
@@ -162,6 +165,17 @@ class Hooks:
 
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(b) for b in list(self.bodies)]
+
+    def verified(self, secret: str) -> list[tuple[str, dict[str, Any]]]:
+        """(webhook-id, event) of every delivery, each checked as a receiver would, with
+        the ``standardwebhooks`` library (raises on a bad or missing signature)."""
+        import base64
+
+        from standardwebhooks import Webhook
+
+        hook = Webhook("whsec_" + base64.b64encode(secret.encode()).decode())
+        pairs = list(zip(list(self.headers), list(self.bodies), strict=False))
+        return [(h["webhook-id"], hook.verify(b, h)) for h, b in pairs]
 
     def close(self) -> None:
         self.server.shutdown()

@@ -3,6 +3,7 @@ source over UDP (PyAV in a helper process), webhook receivers over real HTTP."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.conftest import ClipFactory
 from tests.integration.service_proc import EventFeed, Service, UdpSender, free_port, wait_for
 
 SECRET = "s3cret"
+STANDARD = Webhook("whsec_" + base64.b64encode(SECRET.encode()).decode())
 
 
 class Receiver:
@@ -35,8 +39,14 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 sig = self.headers.get("X-Avmon-Signature", "")
                 want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+                # And as a Standard Webhooks receiver checks it (the library, not our code).
+                try:
+                    STANDARD.verify(body, dict(self.headers.items()))
+                    standard = True
+                except WebhookVerificationError:
+                    standard = False
                 outer.received.append(
-                    (time.time(), json.loads(body), hmac.compare_digest(sig, want))
+                    (time.time(), json.loads(body), hmac.compare_digest(sig, want) and standard)
                 )
                 time.sleep(hang)
                 self.send_response(204)
