@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 
 OUTBOX_MAX = 10_000
 EVIDENCE_TTL_S = 24 * 3600
-# Events kept in the log for webhook receivers that are behind (approximate trim). At a
-# defect a minute per stream on 1,000 streams that is over a day.
-EVENT_LOG_MAX = 2_000_000
+# Events kept in the log for webhook receivers that are behind (approximate trim): the
+# newest ~50,000 (~30 MB; at one open+close a minute on 100 streams, about 4 hours). A
+# receiver down for longer loses the oldest; the bundled Redis caps memory at 200 MB.
+EVENT_LOG_MAX = 50_000
 
 
 class RedisDefectStore:
