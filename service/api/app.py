@@ -62,14 +62,22 @@ def _embedded(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], N
 def _cluster(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], None]:
     """Cluster member: registry and defects in Redis, units handed out by the coordinator."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     from service.api.backends import ClusterStreams
     from service.coordination.cluster import Coordinator
     from service.coordination.host import ClusterHost
     from service.events.redis_store import RedisDefectStore
 
+    # No client-side retries: redis-py's default retries turn one refused connection
+    # into ~3.5 s of waiting, longer than a lease's margin, and the coordinator already
+    # handles a failed call on its next tick (0.2 s later).
     client = redis.Redis.from_url(
-        settings.redis_url or "", socket_timeout=1.0, socket_connect_timeout=1.0
+        settings.redis_url or "",
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        retry=Retry(NoBackoff(), 0),
     )
     store = RedisDefectStore(client, settings.pod_name, settings.max_defects)
     supervisor = _supervisor(settings, store, bus)

@@ -125,6 +125,7 @@ class Coordinator:
         self.reserved: dict[Unit, tuple[str, int]] = {}  # successor, until_ms (Redis clock)
         self.redis_ok = False
         self._outage_until = 0.0  # after an outage: claim nothing others held until then
+        self._synced_once = False
         self._members_changed = time.monotonic()
         self._last_tick = time.monotonic()
         self._wake = threading.Event()
@@ -216,8 +217,16 @@ class Coordinator:
 
     def tick(self) -> None:
         now = time.monotonic()
+        # Paused = this loop did not run (SIGSTOP, a stall) for most of a lease, measured
+        # from the end of the last tick: a tick slowed by Redis calls timing out is an
+        # outage, handled below, not a pause.
         paused = now - self._last_tick > self.ttl - MARGIN_S
-        self._last_tick = now
+        try:
+            self._tick(now, paused)
+        finally:
+            self._last_tick = time.monotonic()
+
+    def _tick(self, now: float, paused: bool) -> None:
         if paused:
             # This process did not run for a lease's length (SIGSTOP, a stall): its
             # leases may be someone else's now. Stop what is past its deadline first.
@@ -232,8 +241,9 @@ class Coordinator:
                 log.warning("Redis unreachable (%s): keeping %d units", exc, len(self.owned))
             self.redis_ok = False
             metrics.LEASE_RENEW_FAILURES.inc()
+            after = time.monotonic()
             for own in self.owned.values():
-                own.deadline = now + self.ttl - MARGIN_S  # nobody can claim meanwhile
+                own.deadline = after + self.ttl - MARGIN_S  # nobody can claim meanwhile
 
     def _sync(self, now: float) -> None:
         t0 = time.perf_counter()
@@ -246,7 +256,9 @@ class Coordinator:
         metrics.REDIS_LATENCY.observe(time.perf_counter() - t0)
         if not self.redis_ok:
             # Back from an outage: others may not have renewed yet; give them one TTL.
-            self._outage_until = now + self.ttl
+            if self._synced_once:  # an outage, not this member's first contact
+                self._outage_until = now + self.ttl
+            self._synced_once = True
             self.redis_ok = True
             self.on_redis_back()
         members = {}
@@ -328,7 +340,9 @@ class Coordinator:
             if code == 1:
                 self.owned[unit].deadline = now + self.ttl - MARGIN_S
             elif code == 0:
-                # The lease vanished (Redis restarted empty): claim it again in place.
+                # The lease vanished (Redis restarted empty): claim it again in place,
+                # and give the others one TTL to do the same before claiming free units.
+                self._outage_until = max(self._outage_until, now + self.ttl)
                 old = self.owned[unit].epoch
                 epoch = self._claim_one(unit)
                 if epoch is None:
@@ -384,7 +398,9 @@ class Coordinator:
             if target.get(unit) != self.pod:
                 continue
             lease = self.leases.get(unit)
-            if after_outage and lease is not None and lease[0] != self.pod:
+            if after_outage and (lease is None or lease[0] != self.pod):
+                # For one TTL after an outage, claim nothing free: Redis may have come
+                # back empty, and free units then are others' until they renew in place.
                 continue
             to_claim.append(unit)
         if to_claim:
