@@ -91,6 +91,7 @@ def _cluster(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], No
         max_units=settings.max_units,
         unit_log=os.environ.get("AVMON_UNIT_LOG"),
     )
+    supervisor.on_first_frame = lambda spec: coordinator.analysing(spec.id, spec.groups)
     app.state.store = store
     app.state.supervisor = supervisor
     app.state.coordinator = coordinator

@@ -479,6 +479,13 @@ class Coordinator:
         spec = self.registry.get(stream_id, {})
         self.host.set_units(stream_id, spec, epochs)
 
+    def analysing(self, stream_id: str, groups: list[str]) -> None:
+        """A runner analysed its first frame: these units run for real (unit log)."""
+        for group in groups:
+            own = self.owned.get(Unit(stream_id, group))
+            if own is not None:
+                self._log("run", Unit(stream_id, group), own.epoch)
+
     def _log(self, what: str, unit: Unit, epoch: int) -> None:
         if self.unit_log is None:
             return

@@ -18,6 +18,7 @@ from service.coordination import keys
 from service.coordination.assignment import Unit
 from service.coordination.cluster import UnitHost
 from service.detectors.registry import DETECTORS
+from service.events.model import DefectRecord
 from service.pipeline.runner import StreamSpec
 from service.pipeline.supervisor import Supervisor
 
@@ -38,6 +39,7 @@ def spec_from_registry(stream_id: str, doc: dict[str, Any], groups: list[str]) -
         labels=doc.get("labels", {}),
         pace=doc.get("pace", "live"),
         loop=doc.get("loop", False),
+        signal_group=(doc.get("groups") or [None])[0],
     )
 
 
@@ -63,7 +65,15 @@ class ClusterHost(UnitHost):
         self.epochs[stream_id] = dict(epochs)
         if entry is not None and sorted(entry.spec.groups) == groups:
             return  # same units, maybe new epochs: the supervisor asks epoch_of() live
-        self.supervisor.run(spec_from_registry(stream_id, spec, groups))
+        self.supervisor.run(spec_from_registry(stream_id, spec, groups), self._open(stream_id))
+
+    def _open(self, stream_id: str) -> list[DefectRecord]:
+        """The stream's open defects as committed: a new owner continues or closes them."""
+        try:
+            return self.supervisor.store.query(stream_id, open_=True)
+        except redis.RedisError as exc:
+            log.warning("open defects of %s not loaded (%s): none resumed", stream_id, exc)
+            return []
 
     def epoch_of(self, stream_id: str, group: str) -> int | None:
         return self.epochs.get(stream_id, {}).get(group)

@@ -41,6 +41,7 @@ class AvSyncParams(Params):
 class AvSyncDetector(Detector[AvSyncParams]):
     name = "av_sync"
     group = "sync"
+    resume_after_s = 5.0  # an offset is known once a flash and its beep have been paired
     params_model = AvSyncParams
     wants_video = True
     wants_audio = True

@@ -47,6 +47,10 @@ class Detector(Generic[P]):
     params_model: ClassVar[type[Params]] = Params
     wants_video: ClassVar[bool] = False
     wants_audio: ClassVar[bool] = False
+    # After taking a unit over: media time from the first input within which a condition
+    # already on is reported (dated to that input). A run found starting by then
+    # continues the previous owner's open defect; none found by then closes it.
+    resume_after_s: ClassVar[float] = 0.5
 
     def __init__(self, params: P) -> None:
         self.params = params
@@ -54,6 +58,10 @@ class Detector(Generic[P]):
     @property
     def min_duration(self) -> float:
         return self.params.d
+
+    @property
+    def resume_s(self) -> float:
+        return self.resume_after_s
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         return []

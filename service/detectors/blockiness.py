@@ -79,6 +79,7 @@ class BlockinessParams(Params):
 class BlockinessDetector(Detector[BlockinessParams]):
     name = "blockiness"
     group = "video"
+    resume_after_s = 1.0  # the running median settles over a few frames
     params_model = BlockinessParams
     wants_video = True
 

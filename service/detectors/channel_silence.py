@@ -33,6 +33,10 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
         self.run_start: list[float | None] = []
         self.reported: list[bool] = []
 
+    @property
+    def resume_s(self) -> float:
+        return self.params.d + 0.5  # a channel's run is reported once it has lasted d
+
     def on_audio(self, frame: AudioFrame) -> list[Change]:
         channels = frame.channels
         if channels < 2:

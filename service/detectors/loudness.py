@@ -45,6 +45,7 @@ class LoudnessParams(Params):
 class LoudnessDetector(Detector[LoudnessParams]):
     name = "loudness"
     group = "audio"
+    resume_after_s = SEARCH_S  # the short-term window must fill before a level is known
     params_model = LoudnessParams
     wants_audio = True
 

@@ -38,6 +38,7 @@ class DefectRecord:
     ended_at: float | None = None
     evidence: bool = False
     epoch: int | None = None
+    key: str = ""  # which instance of the condition, e.g. the channel (stored, not shown)
 
     @property
     def open(self) -> bool:
@@ -57,6 +58,7 @@ class DefectRecord:
             severity=d.severity,
             details=dict(d.details),
             started_at=wall_of + d.start,
+            key=d.key,
         )
 
     @classmethod
@@ -76,6 +78,7 @@ class DefectRecord:
             ended_at=_parse_iso(doc["ended_at"]),
             evidence=doc["evidence_url"] is not None,
             epoch=doc["epoch"],
+            key=str(doc.get("key", "")),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -95,6 +98,10 @@ class DefectRecord:
             "evidence_url": f"/api/v1/defects/{self.id}/evidence.jpg" if self.evidence else None,
             "epoch": self.epoch,
         }
+
+    def stored_json(self) -> dict[str, Any]:
+        """``as_json`` plus what a next owner needs to resume the defect."""
+        return {**self.as_json(), "key": self.key}
 
 
 @dataclass(frozen=True)

@@ -75,8 +75,8 @@ class RedisDefectStore:
     def _send(self, record: DefectRecord, kind: str, evidence: bytes | None) -> bool:
         if evidence is not None:
             record.evidence = True
-        doc = record.as_json()
-        event = json.dumps({"kind": kind, "defect": doc})
+        doc = record.stored_json()
+        event = json.dumps({"kind": kind, "defect": record.as_json()})
         ok = self._write(
             keys=[
                 keys.LEASES,

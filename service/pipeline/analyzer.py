@@ -10,7 +10,7 @@ import numpy as np
 from service.detectors.base import Detector
 from service.media.decoder import MediaItem
 from service.media.frames import AudioFrame, DecodeError, VideoFrame
-from service.pipeline.lifecycle import DefectEvent, Lifecycle
+from service.pipeline.lifecycle import Defect, DefectEvent, Lifecycle
 
 AUDIO_BATCH_SAMPLES = 4096
 
@@ -29,6 +29,14 @@ class Analyzer:
         self.detector_seconds: dict[str, float] = {d.name: 0.0 for d in detectors}
         self._audio_pending: list[AudioFrame] = []
         self._audio_samples = 0
+
+    def inherit(self, defect: Defect) -> bool:
+        """Continue or close an open defect raised by the unit's previous owner; False
+        if none of these detectors raises its type (the caller closes it)."""
+        if not any(d.name == defect.type for d in self.detectors):
+            return False
+        self.lifecycle.inherit(defect)
+        return True
 
     @property
     def wants_video(self) -> bool:
@@ -68,6 +76,7 @@ class Analyzer:
     def _analyse(self, item: MediaItem) -> list[DefectEvent]:
         events: list[DefectEvent] = []
         life = self.lifecycle
+        life.input(item.t)
         clock = time.thread_time  # CPU time: wall time swells on a loaded machine
         if isinstance(item, VideoFrame):
             if self.last_video_t is not None and 0 < item.t - self.last_video_t < 1.0:

@@ -5,6 +5,12 @@ run becomes a defect once it has lasted the detector's minimum duration: it is *
 then, with ``start`` dated back to the beginning of the run, and closed with ``end`` at
 the first good frame. One good frame ends a run and runs are never bridged, so a defect
 cannot flap faster than its minimum duration (the hysteresis).
+
+A defect belongs to its unit, not to the process that raised it: a runner that takes a
+unit over *inherits* the unit's open defects. If the detector finds the condition on from
+the runner's first input (a run starting within the detector's ``resume_s`` of it), the
+run continues the inherited defect (same id, no second ``open``); otherwise the inherited
+defect closes at the first input, where the new owner first saw a good picture or sound.
 """
 
 from __future__ import annotations
@@ -66,15 +72,32 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self._runs: dict[tuple[str, str], _Run] = {}
+        self._inherited: dict[tuple[str, str], Defect] = {}
+        self._first: dict[str, float] = {}  # detector -> media time of its first input
+        self._input_t = 0.0  # start of the input being analysed (see ``input``)
+
+    def input(self, t: float) -> None:
+        """The analyser is about to feed the detectors input starting at media time ``t``."""
+        self._input_t = t
+
+    def inherit(self, defect: Defect) -> None:
+        """An open defect of this unit raised by its previous owner (see module doc)."""
+        self._inherited[(defect.type, defect.key)] = defect
 
     def apply(self, det: Detector[Any], changes: list[Change], now: float) -> list[DefectEvent]:
+        first = self._first.setdefault(det.name, self._input_t)
         events: list[DefectEvent] = []
         for ch in changes:
             key = (det.name, ch.key)
             run = self._runs.get(key)
             if ch.active:
                 if run is None:
-                    self._runs[key] = _Run(ch.t, dict(ch.details))
+                    run = self._runs[key] = _Run(ch.t, dict(ch.details))
+                    inherited = self._inherited.pop(key, None)
+                    if inherited is not None and ch.t <= first + det.resume_s:
+                        run.defect = inherited  # the same condition, still on
+                    elif inherited is not None:
+                        events.append(self._close(inherited, first, now))
                 continue
             if run is None:
                 continue
@@ -88,8 +111,14 @@ class Lifecycle:
         return events
 
     def tick(self, det: Detector[Any], now: float) -> list[DefectEvent]:
-        """Raise the detector's pending runs that have now lasted long enough."""
+        """Raise the detector's pending runs that have now lasted long enough; close the
+        inherited defects the detector has not found on within ``resume_s``."""
         events: list[DefectEvent] = []
+        if self._inherited:
+            first = self._first.setdefault(det.name, self._input_t)
+            if now >= first + det.resume_s:
+                for ended in [k for k in self._inherited if k[0] == det.name]:
+                    events.append(self._close(self._inherited.pop(ended), first, now))
         for (name, key), run in self._runs.items():
             if name == det.name and run.defect is None and _lasted(now - run.start, det):
                 run.defect = self._raise(det, key, run, events, now)
@@ -99,6 +128,9 @@ class Lifecycle:
         """End of input: close what is open at ``t_end``; raise runs long enough by then."""
         events: list[DefectEvent] = []
         by_name = {d.name: d for d in detectors}
+        for (name, _), inherited in list(self._inherited.items()):
+            events.append(self._close(inherited, self._first.get(name, t_end), t_end))
+        self._inherited.clear()
         for (name, key), run in list(self._runs.items()):
             det = by_name[name]
             if run.defect is None and _lasted(t_end - run.start, det):
@@ -110,7 +142,13 @@ class Lifecycle:
         return events
 
     def open_defects(self) -> list[Defect]:
-        return [r.defect for r in self._runs.values() if r.defect is not None]
+        raised = [r.defect for r in self._runs.values() if r.defect is not None]
+        return raised + [d for d in self._inherited.values() if d not in raised]
+
+    @staticmethod
+    def _close(defect: Defect, end: float, now: float) -> DefectEvent:
+        defect.end = max(end, defect.start)
+        return DefectEvent("close", defect, now)
 
     @staticmethod
     def _raise(

@@ -51,6 +51,17 @@ class StreamSpec:
     labels: dict[str, str] = field(default_factory=dict)
     pace: str = "live"  # files only: "live" (real time) or "asap"
     loop: bool = False
+    # The unit ``no_signal`` belongs to: the stream's first group (cluster mode runs a
+    # stream's groups on several members; only this group's owner watches the signal).
+    signal_group: str | None = None
+
+    @property
+    def watch_group(self) -> str | None:
+        """The group whose ``no_signal`` this runner raises, None if another member's."""
+        groups = self.groups
+        if self.signal_group is None:
+            return groups[0] if groups else "stream"
+        return self.signal_group if self.signal_group in groups else None
 
     @property
     def groups(self) -> list[str]:
@@ -82,6 +93,7 @@ class StreamRunner:
         timeout_s: float = 3.0,
         on_frame_stats: Callable[[StreamRunner, str, float], None] | None = None,
         policy: AddressPolicy | None = None,
+        inherited: list[Defect] | None = None,
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -110,6 +122,19 @@ class StreamRunner:
         self._no_signal: Defect | None = None
         self._exported: dict[str, float] = {}  # detector CPU seconds already in metrics
         self.analyzer = Analyzer(registry.build(spec.detectors, spec.thresholds))
+        self._unresolvable: list[Defect] = []  # inherited, but nothing here can end them
+        for defect in inherited or []:
+            self._inherit(defect)
+        self.first_frame_wall: float | None = None  # when this runner analysed its first
+
+    def _inherit(self, defect: Defect) -> None:
+        """Take over an open defect of this stream's units from their previous owner."""
+        if defect.type == "no_signal" and self.spec.watch_group == defect.group:
+            self._no_signal = defect  # closed by the first media, like one raised here
+        elif defect.type == "no_signal" or not self.analyzer.inherit(defect):
+            self._unresolvable.append(defect)
+            return
+        self.open_defects[(defect.type, defect.key)] = defect
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
@@ -264,6 +289,11 @@ class StreamRunner:
 
     # ------------------------------------------------------------------ analyser thread
     def _analyse_loop(self) -> None:
+        for defect in self._unresolvable:  # no detector of its type runs here any more
+            if self._stop.is_set():
+                return
+            defect.end = max(0.0, defect.start)
+            self.on_event(self, DefectEvent("close", defect, 0.0), None)
         while True:
             try:
                 item = self._queue.get(timeout=0.25)
@@ -291,6 +321,9 @@ class StreamRunner:
                 self._video_queued -= 1
             self._latest_video = item
             self._fps_window.append(time.monotonic())
+            if self.first_frame_wall is None:
+                self.first_frame_wall = now
+                self.on_stats(self, "first_frame", now)
             self.stats.frames += 1
             self.on_stats(self, "frame", 1)
             if now - self._last_thumb >= THUMBNAIL_EVERY_S:
@@ -340,13 +373,15 @@ class StreamRunner:
         """Raise ``no_signal`` when no media has arrived for ``no_signal_s`` of wall time."""
         if self._no_signal is not None or self._stop.is_set() or self.state == "stopped":
             return
+        group = self.spec.watch_group
+        if group is None:
+            return  # another member owns the stream's first unit and watches the signal
         last = self.last_frame_wall if self.last_frame_wall is not None else self.started_wall
         if time.time() - last < self.no_signal_s:
             return
-        groups = self.spec.groups
         defect = Defect(
             type="no_signal",
-            group=groups[0] if groups else "stream",
+            group=group,
             key="",
             start=self._media_end,
             severity="critical",

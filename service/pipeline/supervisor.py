@@ -19,7 +19,7 @@ from service.events.model import DefectRecord, FeedEvent, utc_iso
 from service.events.store import DefectStore
 from service.media.guard import AddressPolicy
 from service.observability import metrics
-from service.pipeline.lifecycle import DefectEvent
+from service.pipeline.lifecycle import Defect, DefectEvent
 from service.pipeline.runner import StreamRunner, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,13 @@ class Supervisor:
         self._factory = runner_factory
         # Cluster mode: the fencing epoch of a unit this process owns (None embedded).
         self.epoch_of: Callable[[str, str], int | None] = lambda stream_id, group: None
+        # Cluster mode: a runner analysed its first frame (the unit is running for real).
+        self.on_first_frame: Callable[[StreamSpec], None] = lambda spec: None
         self._streams: dict[str, StreamEntry] = {}
         self._records: dict[tuple[str, int], DefectRecord] = {}  # (stream, id(defect))
+        # Records whose media times are another runner's (inherited): ends are dated
+        # through the wall clock instead.
+        self._foreign: set[str] = set()
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ registry
@@ -75,18 +80,44 @@ class Supervisor:
             )
             return self.run(spec)
 
-    def run(self, spec: StreamSpec) -> StreamEntry:
-        """Start monitoring ``spec`` in this process (replacing a runner for the same id)."""
+    def run(self, spec: StreamSpec, inherited: list[DefectRecord] | None = None) -> StreamEntry:
+        """Start monitoring ``spec`` in this process (replacing a runner for the same id).
+
+        ``inherited``: the open defects of the stream's units as committed by their
+        previous owners; with those the replaced runner still held open here, the new
+        runner continues them (same ids) or closes them (DESIGN.md section 6)."""
         old = self._streams.get(spec.id)
+        records = {r.id: r for r in inherited or []}
         if old is not None:
-            old.runner.stop()
+            old.runner.stop(wait=1.0)  # nothing more from it: its open defects move on
+            with self._lock:
+                for key in [k for k in self._records if k[0] == spec.id]:
+                    record = self._records.pop(key)
+                    records.setdefault(record.id, record)
+        defects = []
+        for record in records.values():
+            if record.group not in spec.groups or not record.open:
+                continue
+            defect = Defect(
+                type=record.type,
+                group=record.group,
+                key=record.key,
+                start=0.0,  # on since before this runner's first input
+                severity=record.severity,
+                details=dict(record.details),
+            )
+            with self._lock:
+                self._records[(spec.id, id(defect))] = record
+                self._foreign.add(record.id)
+            defects.append(defect)
         runner = self._factory(
             spec,
             self._on_event,
             no_signal_s=self.no_signal_s,
             timeout_s=self.timeout_s,
-            on_frame_stats=_record_stats,
+            on_frame_stats=self._on_stats,
             policy=self.policy,
+            inherited=defects,
         )
         entry = StreamEntry(spec, runner, time.time())
         with self._lock:
@@ -100,6 +131,9 @@ class Supervisor:
         if entry is None:
             return False
         entry.runner.stop()
+        with self._lock:  # its open defects are the next owner's (or deleted) now
+            for key in [k for k in self._records if k[0] == stream_id]:
+                self._foreign.discard(self._records.pop(key).id)
         if forget:
             self.store.forget_stream(stream_id)
         metrics.forget_stream(stream_id)
@@ -177,12 +211,25 @@ class Supervisor:
             if found is None:
                 return
             record = found
-            record.end = ev.defect.end
-            record.ended_at = runner.wall_of(ev.defect.end or record.start)
-            record.details = dict(ev.defect.details)
+            end = ev.defect.end if ev.defect.end is not None else ev.defect.start
+            record.ended_at = runner.wall_of(end)
+            if record.id in self._foreign:
+                # Its start is on the previous owner's media timeline: extend it by the
+                # wall time between the two.
+                self._foreign.discard(record.id)
+                record.end = record.start + max(0.0, record.ended_at - record.started_at)
+            else:
+                record.end = end
+            record.details = dict(ev.defect.details) or record.details
             record.epoch = self.epoch_of(spec.id, record.group)
             self.store.put(record, kind="close")
         self.bus.publish(FeedEvent(ev.kind, record))
+
+    def _on_stats(self, runner: StreamRunner, kind: str, value: float) -> None:
+        if kind == "first_frame":
+            self.on_first_frame(runner.spec)
+        else:
+            _record_stats(runner, kind, value)
 
 
 def _record_stats(runner: StreamRunner, kind: str, value: float) -> None:

@@ -37,7 +37,7 @@ class _Forward:
         self.out = out
 
     def put(self, record: DefectRecord, evidence: bytes | None = None, kind: str = "open") -> bool:
-        self.out.put(("defect", kind, record.as_json(), evidence))
+        self.out.put(("defect", kind, record.stored_json(), evidence))
         return True
 
     def forget_stream(self, stream_id: str) -> None:
@@ -65,7 +65,8 @@ def worker_main(index: int, commands: Any, out: Any, options: dict[str, Any]) ->
                 supervisor.stop_all(wait=1.0)
                 return
             if cmd[0] == "add":
-                supervisor.run(StreamSpec(**cmd[1]))
+                inherited = [DefectRecord.from_json(doc) for doc in cmd[2]]
+                supervisor.run(StreamSpec(**cmd[1]), inherited)
             elif cmd[0] == "remove":
                 supervisor.remove(cmd[1], forget=False)
         report: dict[str, Any] = {}
@@ -145,7 +146,9 @@ class WorkerPool:
                     if known is not None:
                         known.update(state="reconnecting", fps=0.0, last_error="worker restarted")
             for sid in mine:
-                self.commands[i].put(("add", asdict(self.specs[sid])))
+                # The new worker continues (or closes) what the dead one had open.
+                still_open = [r.stored_json() for r in self.store.query(sid, open_=True)]
+                self.commands[i].put(("add", asdict(self.specs[sid]), still_open))
 
     def stop(self) -> None:
         for q in self.commands:
@@ -172,7 +175,7 @@ class WorkerPool:
             self.specs[spec.id] = spec
             self.where[spec.id] = worker
             self.created[spec.id] = time.time()
-        self.commands[worker].put(("add", asdict(spec)))
+        self.commands[worker].put(("add", asdict(spec), []))
         return self._status(spec.id)
 
     def _status(self, stream_id: str) -> dict[str, Any]:

@@ -8,12 +8,17 @@ import os
 import signal
 import subprocess
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.integration.service_proc import Service, free_port, wait_for
+import redis
+
+from service.coordination import keys
+from tests.integration.service_proc import Hooks, Service, free_port, wait_for
+
+HOOK_SECRET = "cluster-hook-secret"
 
 
 class RedisServer:
@@ -118,6 +123,8 @@ class UnitLog:
             ns, pod, what, sid, group, epoch = line.split()
             log.events.append((int(ns), pod, what, sid, group, int(epoch)))
             runs = log.intervals[(sid, group)]
+            if what == "run":  # the runner analysed its first frame
+                continue
             if what == "start":
                 runs.append(Interval(pod, int(ns), None, int(epoch)))
             else:
@@ -154,10 +161,77 @@ class UnitLog:
             if what == "start" and t > ns
         ]
 
+    def runs_after(self, ns: int) -> list[tuple[int, str, str, str]]:
+        """(when, member, stream, group): a new owner's first analysed frame."""
+        return [
+            (t, pod, sid, g) for t, pod, what, sid, g, _ in self.events if what == "run" and t > ns
+        ]
+
     def stops_after(self, ns: int) -> list[tuple[int, str, str, str]]:
         return [
             (t, pod, sid, g) for t, pod, what, sid, g, _ in self.events if what == "stop" and t > ns
         ]
+
+
+class Cluster:
+    def __init__(self, tmp: Path, server: RedisServer, clip: Path, units: int) -> None:
+        self.units = units  # registered by ``register`` (streams x groups)
+        self.tmp = tmp
+        self.server = server
+        self.clip = clip
+        self.log_path = tmp / "units.log"
+        self.members: dict[str, Member] = {}
+        self.redis = redis.Redis(port=server.port)
+        self.hooks = Hooks()  # every member's webhook receiver: what a user is sent
+
+    def add(self, name: str, redis_url: str | None = None) -> Member:
+        m = Member(
+            self.tmp,
+            redis_url or self.server.url,
+            name,
+            self.log_path,
+            AVMON_WEBHOOK_URLS=self.hooks.url,
+            AVMON_WEBHOOK_SECRET=HOOK_SECRET,
+        )
+        self.members[name] = m
+        return m
+
+    def register(self, n: int) -> list[str]:
+        first = next(iter(self.members.values()))
+        ids = []
+        for i in range(n):
+            status, body = first.request(
+                "POST", "/api/v1/streams", {"name": f"cam-{i}", "url": str(self.clip), "loop": True}
+            )
+            assert status == 201, body
+            ids.append(body["id"])
+        return ids
+
+    def owners(self) -> dict[tuple[str, str], str]:
+        out = {}
+        for name, value in self.redis.hgetall(keys.LEASES).items():
+            sid, _, group = name.decode().partition("|")
+            out[(sid, group)] = value.decode().rsplit("|", 2)[0]
+        return out
+
+    def per_member(self) -> Counter[str]:
+        return Counter(self.owners().values())
+
+    def balanced(self, names: list[str]) -> bool:
+        owners = self.owners()
+        if len(owners) != self.units or set(owners.values()) - set(names):
+            return False
+        counts = [self.per_member()[n] for n in names]
+        return max(counts) - min(counts) <= 1
+
+    def log(self) -> UnitLog:
+        return UnitLog.read(self.log_path)
+
+    def stop(self) -> None:
+        for m in self.members.values():
+            if m.proc.poll() is None:
+                m.stop()
+        self.hooks.close()
 
 
 def now_ns() -> int:

@@ -1,0 +1,223 @@
+"""G8, one alarm per condition (DESIGN.md section 6): a black picture that lasts across a
+fault reaches the webhook receiver as exactly one open and one close, with one defect id
+in the API, closed, and nothing left open -- for SIGTERM, SIGKILL, a rebalance on
+scale-out, one member cut off from Redis for 15 s, and Redis restarted empty.
+
+Real processes throughout: a real sender plays a clip (black from 2 s to 18 s) as a live
+MPEG-TS feed that members read over HTTP, so the picture goes on whatever happens to the
+members; real `avmon serve` members; a real redis-server; a real proxy for the cut. What
+is checked is what a receiver got (verified with the standardwebhooks library) and what
+the API says."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from service.coordination import keys
+from tests.conftest import ClipFactory
+from tests.integration.cluster import HOOK_SECRET, Cluster, RedisServer, now_ns
+from tests.integration.live_http import LiveHttpSource
+from tests.integration.netproxy import CutProxy
+from tests.integration.service_proc import wait_for
+
+BLACK_FROM, BLACK_TO, CLIP_S = 2.0, 18.0, 26.0
+TTL = 3.0
+
+
+@pytest.fixture
+def source(make_clip: ClipFactory) -> Iterator[LiveHttpSource]:
+    clip, _ = make_clip(f"black@{BLACK_FROM:g}-{BLACK_TO:g}", duration=CLIP_S, size="320x180")
+    live = LiveHttpSource(clip)
+    yield live
+    live.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: RedisServer, source: LiveHttpSource) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, redis_server, Path("unused"), units=0)
+    yield c
+    c.stop()
+
+
+def _register(cluster: Cluster, source: LiveHttpSource, n: int) -> list[str]:
+    member = next(iter(cluster.members.values()))
+    ids = []
+    for i in range(n):
+        body = {"name": f"live-{i}", "url": source.url, "detectors": ["black"]}
+        status, doc = member.request("POST", "/api/v1/streams", body)
+        assert status == 201, doc
+        ids.append(doc["id"])
+    cluster.units = n
+    return ids
+
+
+def _opens(cluster: Cluster, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """stream -> the black defect the receiver was told opened (the first per stream)."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in cluster.hooks.events():
+        d = e["defect"]
+        if e["kind"] == "open" and d["type"] == "black" and d["stream_id"] in ids:
+            out.setdefault(d["stream_id"], d)
+    return out
+
+
+def _scenario(
+    cluster: Cluster,
+    source: LiveHttpSource,
+    names: list[str],
+    streams: int,
+    fault: Callable[[Cluster, dict[str, str]], None],
+) -> dict[str, list[dict[str, Any]]]:
+    for name in names:
+        cluster.add(name)
+    ids = _register(cluster, source, streams)
+    assert wait_for(lambda: len(_opens(cluster, ids)) == streams, 20), cluster.hooks.events()
+    time.sleep(1.0)  # well inside the black: it lasts 16 s, raised after 2
+    owners = {sid: cluster.owners()[(sid, "video")] for sid in ids}
+    fault(cluster, owners)
+    end_wall = source.started + BLACK_TO + 0.5
+
+    def closed() -> bool:
+        return all(_kinds(cluster, sid).get("close") for sid in ids)
+
+    assert wait_for(closed, max(5.0, end_wall - time.time()) + 15.0), cluster.hooks.events()
+    time.sleep(1.5)  # anything duplicated would arrive by now
+    return _check_one_alarm(cluster, source, ids)
+
+
+def _kinds(cluster: Cluster, sid: str) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for e in cluster.hooks.events():
+        if e["defect"]["stream_id"] == sid and e["defect"]["type"] == "black":
+            out[e["kind"]] += 1
+    return out
+
+
+def _check_one_alarm(
+    cluster: Cluster, source: LiveHttpSource, ids: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Exactly one open and one close per stream's black run, as a receiver verifies
+    them; one id; the API shows it closed; nothing of it left open."""
+    before = source.started + BLACK_TO + 4.0  # the next loop's black is not this run's
+    per_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for _, event in cluster.hooks.verified(HOOK_SECRET):
+        d = event["defect"]
+        if d["stream_id"] in ids and d["type"] == "black" and _wall(d["started_at"]) < before:
+            per_stream[d["stream_id"]].append(event)
+    member = next(m for m in cluster.members.values() if m.proc.poll() is None)
+    for sid in ids:
+        events = per_stream[sid]
+        assert [e["kind"] for e in events] == ["open", "close"], events
+        assert len({e["defect"]["id"] for e in events}) == 1, events
+        opened, closed = events[0]["defect"], events[1]["defect"]
+        status, listed = member.request("GET", f"/api/v1/streams/{sid}/defects")
+        (record,) = [d for d in listed if d["id"] == opened["id"]]
+        assert status == 200 and record["state"] == "closed", record
+        lasted = _wall(record["ended_at"]) - _wall(record["started_at"])
+        assert BLACK_TO - BLACK_FROM - 3.0 < lasted < BLACK_TO - BLACK_FROM + 3.0, record
+        assert closed["end"] is not None and closed["end"] > opened["start"]
+    still_open = member.request("GET", "/api/v1/defects?open=true")[1]
+    assert [d for d in still_open if d["stream_id"] in ids and d["type"] == "black"] == []
+    return per_stream
+
+
+def _wall(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _handed_over(per_stream: dict[str, list[dict[str, Any]]], sid: str) -> bool:
+    """The close came under a later fencing epoch than the open: a new owner (or the
+    same member after Redis forgot its lease) ended the defect the first one raised."""
+    opened, closed = per_stream[sid]
+    return int(closed["defect"]["epoch"]) > int(opened["defect"]["epoch"])
+
+
+def test_g8_sigterm(cluster: Cluster, source: LiveHttpSource) -> None:
+    def fault(c: Cluster, owners: dict[str, str]) -> None:
+        leaving = c.members[next(iter(owners.values()))]
+        leaving.signal(signal.SIGTERM)
+        leaving.proc.wait(10)
+
+    per_stream = _scenario(cluster, source, ["m1", "m2"], 1, fault)
+    assert all(_handed_over(per_stream, sid) for sid in per_stream)
+
+
+def test_g8_sigkill(cluster: Cluster, source: LiveHttpSource) -> None:
+    def fault(c: Cluster, owners: dict[str, str]) -> None:
+        c.members[next(iter(owners.values()))].kill()
+
+    per_stream = _scenario(cluster, source, ["m1", "m2"], 1, fault)
+    assert all(_handed_over(per_stream, sid) for sid in per_stream)
+
+
+def test_g8_rebalance_on_scale_out(cluster: Cluster, source: LiveHttpSource) -> None:
+    def fault(c: Cluster, owners: dict[str, str]) -> None:
+        assert set(owners.values()) == {"m1"}
+        c.add("m2")
+        assert wait_for(lambda: set(c.owners().values()) == {"m1", "m2"}, 10), c.owners()
+
+    per_stream = _scenario(cluster, source, ["m1"], 2, fault)
+    moved = [sid for sid in per_stream if cluster.owners()[(sid, "video")] == "m2"]
+    assert len(moved) == 1 and _handed_over(per_stream, moved[0])
+
+
+def test_g8_one_member_cut_off_from_redis_for_15_s(
+    cluster: Cluster, source: LiveHttpSource
+) -> None:
+    proxy = CutProxy(cluster.server.port)
+    cluster.add("m1", redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    healed: list[float] = []
+
+    def fault(c: Cluster, owners: dict[str, str]) -> None:
+        assert set(owners.values()) == {"m1"}, owners  # m2 joins only now
+        c.add("m2")
+        proxy.cut()
+        cut = time.monotonic()
+        mark = now_ns()
+        assert wait_for(lambda: set(c.owners().values()) == {"m2"}, 2 * TTL + 1.0)
+        assert c.log().starts_after(mark)
+        # Still cut off while the black ends (at 18 s): the cut-off member sees the end
+        # too, and must not tell anyone; its successor closes the defect.
+        time.sleep(max(0.0, 15.0 - (time.monotonic() - cut)))
+        proxy.heal()
+        healed.append(time.time())
+
+    try:
+        per_stream = _scenario(cluster, source, [], 1, fault)
+    finally:
+        proxy.close()
+    sid = next(iter(per_stream))
+    assert _handed_over(per_stream, sid)
+    assert per_stream[sid][1]["defect"]["epoch"] == _lease_epoch(cluster, sid)
+
+
+def _lease_epoch(cluster: Cluster, sid: str) -> int:
+    value = cluster.redis.hget(keys.LEASES, f"{sid}|video")
+    assert value is not None
+    return int(value.decode().rsplit("|", 2)[1])
+
+
+def test_g8_redis_restarted_empty_mid_defect(cluster: Cluster, source: LiveHttpSource) -> None:
+    """Redis dies with the defect open and comes back empty after the black has ended:
+    the owner held the close through the outage, re-claims its unit under a new epoch,
+    and commits the close under it."""
+
+    def fault(c: Cluster, owners: dict[str, str]) -> None:
+        c.server.stop()
+        time.sleep(max(2 * TTL, source.started + BLACK_TO + 1.0 - time.time()))
+        c.server.start()
+        c.redis = redis.Redis(port=c.server.port)
+        assert wait_for(lambda: len(c.owners()) == 1, 10)
+
+    per_stream = _scenario(cluster, source, ["m1", "m2"], 1, fault)
+    assert all(_handed_over(per_stream, sid) for sid in per_stream)
