@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     webhook_urls: CsvList = Field(default_factory=list)
     webhook_secret: SecretStr | None = None
+    webhook_retention_s: float = Field(
+        86_400.0, ge=60.0, le=30 * 86_400.0, description="undelivered events kept this long"
+    )
     allow_file_sources: bool = False
     source_allowlist: CsvList = Field(default_factory=list)
     source_denylist: CsvList = Field(default_factory=lambda: list(DEFAULT_DENYLIST))

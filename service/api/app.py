@@ -214,14 +214,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = _cluster(settings, app, bus) if cluster else _embedded(settings, app, bus)
         if settings.webhook_urls and cluster:
             # Cluster mode: webhooks come from the committed event log, never the local bus.
-            from service.events.log_delivery import LogDispatcher
+            import redis
 
-            sender = LogDispatcher(
-                app.state.store.r,
+            from service.events.delivery import Dispatcher
+            from service.events.event_log import RedisEventLog
+
+            sender = Dispatcher(
+                RedisEventLog(app.state.store.r),
                 settings.webhook_urls,
                 secret,
                 settings.pod_name,
-                on_result=_webhook_result,
+                retention_s=settings.webhook_retention_s,
+                errors=(redis.ConnectionError, redis.TimeoutError),
             )
             sender.start()
         mode = "cluster member" if cluster else "embedded"

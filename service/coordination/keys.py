@@ -18,6 +18,8 @@ DEFECTS_BY_TIME = PREFIX + "defects_by_time"  # zset id -> started_at
 OPEN = PREFIX + "defects_open"  # set of open defect ids
 EVENTS = PREFIX + "events"  # pub/sub channel: defect open/close feed
 EVENT_LOG = PREFIX + "event_log"  # stream: every committed open/close (webhooks read it)
+EVENT_SEQ = PREFIX + "event_seq"  # sequence number of the newest log entry
+WEBHOOK_CURSORS = PREFIX + "webhook_cursors"  # hash receiver -> "entry id|seq" delivered
 HANDOFF = PREFIX + "handoff"  # pub/sub channel: a member released units
 GENERATION = PREFIX + "generation"  # bumped when a member finds Redis restarted empty
 
@@ -38,8 +40,13 @@ def unit_field(stream_id: str, group: str) -> str:
     return f"{stream_id}|{group}"
 
 
-def webhook_group(url: str) -> str:
-    """The event log's consumer group of one webhook receiver (its own progress)."""
+def webhook_receiver(url: str) -> str:
+    """A webhook receiver's name in Redis (its cursor, its holder): never the URL itself,
+    which may carry a token."""
     import hashlib
 
     return "webhook:" + hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def webhook_holder(receiver: str) -> str:
+    return f"{PREFIX}webhook_holder:{receiver}"

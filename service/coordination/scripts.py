@@ -129,7 +129,7 @@ return 1
 """
 )
 
-# KEYS: leases, defects hash, all-defects zset, stream zset, open set, event log.
+# KEYS: leases, defects hash, all-defects zset, stream zset, open set, event log, event seq.
 # ARGV: me, unit, epoch, defect_id, defect_json, score, is_open, channel, event_json,
 #       max_keep, log_max
 # A defect write (open or close) accepted only from the unit's current owner and epoch.
@@ -162,7 +162,8 @@ end
 -- The stream's index is bounded too (open defects stay findable through KEYS[5]).
 local sn = redis.call('ZCARD', KEYS[4])
 if sn > keep then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, sn - keep - 1) end
-local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[11], '*', 'event', ARGV[9])
+local seq = redis.call('INCR', KEYS[7])
+local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[11], '*', 'event', ARGV[9], 'seq', seq)
 redis.call('PUBLISH', ARGV[8], ARGV[9])
 return id
 """

@@ -85,6 +85,7 @@ class RedisDefectStore:
                 keys.stream_defects(record.stream_id),
                 keys.OPEN,
                 keys.EVENT_LOG,
+                keys.EVENT_SEQ,
             ],
             args=[
                 self.pod,

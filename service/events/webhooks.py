@@ -110,12 +110,19 @@ class WebhookSender:
                 self.on_result("failed")
 
 
-def post(url: str, body: bytes, secret: str | None, stop: threading.Event, event_id: str) -> str:
+def post(
+    url: str,
+    body: bytes,
+    secret: str | None,
+    stop: threading.Event,
+    event_id: str,
+    retries: tuple[float, ...] = RETRY_DELAYS,
+) -> str:
     """POST one event with retries: "delivered", "rejected" (4xx: never retried) or
     "failed" (retries ran out, or ``stop`` was set). Signed afresh on every attempt, so a
     late delivery carries a current timestamp."""
     headers = {"Content-Type": "application/json", "User-Agent": "avmon"}
-    for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+    for attempt, delay in enumerate((0.0, *retries)):
         if delay and stop.wait(delay):
             return "failed"
         if secret:

@@ -37,7 +37,19 @@ FRAME_DECODE_SECONDS = Histogram(
 DETECTOR_SECONDS = Counter(
     "avmon_detector_cpu_seconds_total", "CPU time spent in each detector", ["detector"]
 )
-WEBHOOK_RESULTS = Counter("avmon_webhook_deliveries_total", "Webhook deliveries", ["result"])
+WEBHOOK_RESULTS = Counter(
+    "avmon_webhook_deliveries_total",
+    "Webhook delivery attempts: delivered, rejected (4xx), failed (retried), expired",
+    ["result"],
+)
+WEBHOOK_LAG = Gauge(
+    "avmon_webhook_lag_seconds",
+    "Age of the oldest event not yet delivered to a receiver (0: caught up)",
+    ["receiver"],  # the receiver's index in AVMON_WEBHOOK_URLS, never the URL
+)
+WEBHOOK_BACKLOG = Gauge(
+    "avmon_webhook_backlog_events", "Events committed but not yet delivered", ["receiver"]
+)
 
 _PER_STREAM = (
     FRAMES_DECODED,

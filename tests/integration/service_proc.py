@@ -141,16 +141,29 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
 
 
 class Hooks:
-    """A webhook receiver keeping every raw body and its headers (in arrival order)."""
+    """A webhook receiver keeping every raw body and its headers (in arrival order).
+
+    ``down()`` closes its port (connections refused), ``up()`` opens the same port again;
+    ``garbage = True`` answers every request with bytes that are not HTTP."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
         self.headers: list[dict[str, str]] = []
+        self.garbage = False
+        self.port = 0
+        self.up()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def up(self) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if outer.garbage:
+                    self.wfile.write(b"SSH-2.0-not-http\r\n\r\n")
+                    self.close_connection = True
+                    return
                 outer.headers.append({k.lower(): v for k, v in self.headers.items()})
                 outer.bodies.append(body)
                 self.send_response(204)
@@ -159,9 +172,13 @@ class Hooks:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(b) for b in list(self.bodies)]
@@ -178,4 +195,4 @@ class Hooks:
         return [(h["webhook-id"], hook.verify(b, h)) for h, b in pairs]
 
     def close(self) -> None:
-        self.server.shutdown()
+        self.down()
