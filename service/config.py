@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AVMON_", extra="ignore", frozen=True)
 
     redis_url: str | None = Field(None, description="unset: embedded single process")
+    data_dir: str | None = Field(None, description="embedded: keep streams, defects, events")
     pod_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)

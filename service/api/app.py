@@ -21,17 +21,21 @@ from service.api import routes
 from service.api.backends import EmbeddedStreams
 from service.config import Settings
 from service.events.bus import EventBus
+from service.events.delivery import Dispatcher
 from service.events.model import DefectRecord, FeedEvent
-from service.events.store import DefectStore
-from service.events.webhooks import WebhookSender
-from service.observability import metrics
+from service.events.sqlite_store import SqliteStore
+from service.pipeline.runner import StreamSpec
 from service.pipeline.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 
 def _embedded(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], None]:
-    store = DefectStore(settings.max_defects)
+    """One process (or its worker processes): registry, defects and the event log in
+    SQLite, under ``AVMON_DATA_DIR`` when set; streams saved there run again."""
+    store = SqliteStore(settings.data_dir, settings.max_defects, settings.webhook_retention_s)
+    app.state.store = store
+    saved = store.streams()
     if settings.workers > 1:
         from service.pipeline.workers import WorkerPool
 
@@ -48,14 +52,17 @@ def _embedded(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], N
             },
         )
         pool.start()
-        app.state.store = store
+        for _, doc in saved:
+            pool.run(StreamSpec(**doc), store.query(doc["id"], open_=True))
         app.state.supervisor = pool  # the same reads: status, metrics
         app.state.streams = pool
         return pool.stop
     supervisor = _supervisor(settings, store, bus)
-    app.state.store = store
+    for _, doc in saved:
+        # Its open defects are continued (same ids) or closed by the new runner.
+        supervisor.run(StreamSpec(**doc), store.query(doc["id"], open_=True))
     app.state.supervisor = supervisor
-    app.state.streams = EmbeddedStreams(supervisor, settings.pod_name)
+    app.state.streams = EmbeddedStreams(supervisor, settings.pod_name, store)
     return lambda: supervisor.stop_all(wait=2.0)
 
 
@@ -192,10 +199,6 @@ class FeedListener:
                 self._stop.wait(0.5)
 
 
-def _webhook_result(result: str) -> None:
-    metrics.WEBHOOK_RESULTS.labels(result=result).inc()
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -203,29 +206,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cluster = settings.redis_url is not None
         bus = EventBus(feed_local=not cluster)
-        sender: Any = None
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-        if settings.webhook_urls and not cluster:
-            sender = WebhookSender(settings.webhook_urls, secret, on_result=_webhook_result)
-            sender.start()
-            bus.add_sink(sender)
         app.state.settings = settings
         app.state.bus = bus
         stop = _cluster(settings, app, bus) if cluster else _embedded(settings, app, bus)
-        if settings.webhook_urls and cluster:
-            # Cluster mode: webhooks come from the committed event log, never the local bus.
-            import redis
+        sender: Dispatcher | None = None
+        if settings.webhook_urls:
+            # Webhooks come from the committed event log (Redis or SQLite), never from a
+            # member's local events.
+            event_log: Any = app.state.store
+            errors: tuple[type[Exception], ...] = ()
+            if cluster:
+                import redis
 
-            from service.events.delivery import Dispatcher
-            from service.events.event_log import RedisEventLog
+                from service.events.event_log import RedisEventLog
 
+                event_log = RedisEventLog(app.state.store.r)
+                errors = (redis.ConnectionError, redis.TimeoutError)
             sender = Dispatcher(
-                RedisEventLog(app.state.store.r),
+                event_log,
                 settings.webhook_urls,
                 secret,
                 settings.pod_name,
                 retention_s=settings.webhook_retention_s,
-                errors=(redis.ConnectionError, redis.TimeoutError),
+                errors=errors,
             )
             sender.start()
         mode = "cluster member" if cluster else "embedded"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -17,6 +18,7 @@ from service.pipeline.supervisor import DuplicateStreamError, Supervisor, new_st
 
 if TYPE_CHECKING:
     from service.coordination.cluster import Coordinator
+    from service.events.sqlite_store import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +26,15 @@ STALE_STATUS_S = 2.0
 
 
 class EmbeddedStreams:
-    def __init__(self, supervisor: Supervisor, pod: str) -> None:
+    def __init__(self, supervisor: Supervisor, pod: str, registry: SqliteStore) -> None:
         self.supervisor = supervisor
         self.pod = pod
+        self.registry = registry  # streams saved here run again after a restart
 
     def create(self, name: str, url: str, detectors: list[str], **options: Any) -> dict[str, Any]:
-        return self.supervisor.status(self.supervisor.add(name, url, detectors, **options))
+        entry = self.supervisor.add(name, url, detectors, **options)
+        self.registry.save_stream(entry.spec.id, asdict(entry.spec))
+        return self.supervisor.status(entry)
 
     def list(self) -> list[dict[str, Any]]:
         return [self.supervisor.status(e) for e in self.supervisor.all()]
@@ -39,6 +44,7 @@ class EmbeddedStreams:
         return None if entry is None else self.supervisor.status(entry)
 
     def delete(self, stream_id: str) -> bool:
+        self.registry.delete_stream(stream_id)
         return self.supervisor.remove(stream_id)
 
     def thumbnail(self, stream_id: str) -> bytes | None:

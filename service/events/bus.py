@@ -1,8 +1,8 @@
-"""Fan-out of defect events from pipeline threads to the store, the SSE feed and sinks.
+"""The live feed (SSE): committed defect events from pipeline threads to subscribers.
 
 Publishing never blocks the pipeline: asyncio subscribers get events through their loop
-with bounded queues (a slow reader loses events and is told so), other sinks are
-callables that must return at once (the webhook sender only enqueues).
+with bounded queues (a slow reader loses events and is told so). Webhooks do not come
+from here but from the committed event log (``service.events.delivery``).
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
 
 from service.events.model import FeedEvent
 
 log = logging.getLogger(__name__)
-
-Sink = Callable[[FeedEvent], None]
 
 
 class EventBus:
@@ -24,14 +21,10 @@ class EventBus:
         # Cluster mode: the live feed comes from Redis pub/sub (every member's events),
         # so local events go to the sinks (webhooks) only.
         self.feed_local = feed_local
-        self._sinks: list[Sink] = []
         self._subscribers: set[
             tuple[asyncio.AbstractEventLoop, asyncio.Queue[FeedEvent | None]]
         ] = set()
         self._lock = threading.Lock()
-
-    def add_sink(self, sink: Sink) -> None:
-        self._sinks.append(sink)
 
     @property
     def subscribers(self) -> int:
@@ -50,11 +43,6 @@ class EventBus:
             self._subscribers = {s for s in self._subscribers if s[1] is not queue}
 
     def publish(self, event: FeedEvent) -> None:
-        for sink in self._sinks:
-            try:
-                sink(event)
-            except Exception:
-                log.exception("event sink failed")
         if self.feed_local:
             self.deliver(event)
 

@@ -1,26 +1,19 @@
-"""Webhook delivery: signed JSON POSTs with retries, off the detection path.
+"""One webhook POST, signed (Standard Webhooks and the legacy ``X-Avmon-Signature``).
 
-One worker thread per URL with a bounded queue: a slow or dead receiver fills its own
-queue (oldest events are dropped and counted), never the pipeline's.
-"""
+What is sent, and when, is decided by ``service.events.delivery`` from the committed
+event log, off the detection path."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import http.client
-import json
 import logging
-import queue
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-
-from service.events.model import FeedEvent
 
 log = logging.getLogger(__name__)
 
@@ -51,63 +44,6 @@ def standard_headers(secret: str, event_id: str, body: bytes) -> dict[str, str]:
         "webhook-timestamp": stamp,
         "webhook-signature": "v1," + base64.b64encode(mac).decode(),
     }
-
-
-class WebhookSender:
-    def __init__(
-        self,
-        urls: list[str],
-        secret: str | None,
-        on_result: Callable[[str], None] | None = None,
-        max_queue: int = 1000,
-    ) -> None:
-        self.urls = urls
-        self.secret = secret
-        self.on_result = on_result or (lambda result: None)
-        self._queues = {url: queue.Queue[FeedEvent | None](max_queue) for url in urls}
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
-        self.dropped = 0
-
-    def start(self) -> None:
-        for url, q in self._queues.items():
-            t = threading.Thread(target=self._worker, args=(url, q), name="webhook", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for q in self._queues.values():
-            with contextlib.suppress(queue.Full):
-                q.put_nowait(None)
-
-    def __call__(self, event: FeedEvent) -> None:
-        """Enqueue (never blocks): the event bus calls this from pipeline threads."""
-        for q in self._queues.values():
-            while True:
-                try:
-                    q.put_nowait(event)
-                    break
-                except queue.Full:
-                    try:
-                        q.get_nowait()
-                        self.dropped += 1
-                        self.on_result("dropped")
-                    except queue.Empty:
-                        pass
-
-    def _worker(self, url: str, q: queue.Queue[FeedEvent | None]) -> None:
-        while not self._stop.is_set():
-            event = q.get()
-            if event is None:
-                return
-            try:
-                body = json.dumps(event.as_json()).encode()
-                event_id = f"{event.record.id}.{event.kind}"  # stable: one open, one close
-                self.on_result(post(url, body, self.secret, self._stop, event_id))
-            except Exception:  # whatever a receiver does, its worker lives on
-                log.exception("webhook %s: delivery failed", url)
-                self.on_result("failed")
 
 
 def post(

@@ -204,7 +204,7 @@ class Supervisor:
             record.epoch = self.epoch_of(spec.id, record.group)
             with self._lock:
                 self._records[key] = record
-            self.store.put(record, evidence, kind="open")
+            committed = self.store.put(record, evidence, kind="open")
         else:
             with self._lock:
                 found = self._records.pop(key, None)
@@ -222,8 +222,9 @@ class Supervisor:
                 record.end = end
             record.details = dict(ev.defect.details) or record.details
             record.epoch = self.epoch_of(spec.id, record.group)
-            self.store.put(record, kind="close")
-        self.bus.publish(FeedEvent(ev.kind, record))
+            committed = self.store.put(record, kind="close")
+        if committed:  # the live feed shows commits only (cluster: from Redis pub/sub)
+            self.bus.publish(FeedEvent(ev.kind, record))
 
     def _on_stats(self, runner: StreamRunner, kind: str, value: float) -> None:
         if kind == "first_frame":

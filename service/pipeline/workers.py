@@ -19,7 +19,7 @@ from typing import Any
 
 from service.events.bus import EventBus
 from service.events.model import DefectRecord, FeedEvent
-from service.events.store import DefectStore
+from service.events.sqlite_store import SqliteStore
 from service.media.guard import AddressPolicy
 from service.observability import metrics
 from service.pipeline.runner import StreamSpec
@@ -97,7 +97,7 @@ def worker_main(index: int, commands: Any, out: Any, options: dict[str, Any]) ->
 class WorkerPool:
     """The API process's view of the workers (same interface as EmbeddedStreams)."""
 
-    def __init__(self, n: int, store: DefectStore, bus: EventBus, options: dict[str, Any]) -> None:
+    def __init__(self, n: int, store: SqliteStore, bus: EventBus, options: dict[str, Any]) -> None:
         self._ctx = mp.get_context("spawn")  # a clean interpreter: no threads inherited
         self._options = options
         self.store = store
@@ -165,9 +165,14 @@ class WorkerPool:
         with self._lock:
             if any(s.name == name for s in self.specs.values()):
                 raise DuplicateStreamError(name)
-            spec = StreamSpec(
-                id=new_stream_id(), name=name, url=url, detectors=detectors, **options
-            )
+        spec = StreamSpec(id=new_stream_id(), name=name, url=url, detectors=detectors, **options)
+        self.store.save_stream(spec.id, asdict(spec))  # runs again after a restart
+        self.run(spec, [])
+        return self._status(spec.id)
+
+    def run(self, spec: StreamSpec, inherited: list[DefectRecord]) -> None:
+        """Run ``spec`` on the least loaded worker, continuing ``inherited`` defects."""
+        with self._lock:
             load = [0] * len(self.procs)
             for w in self.where.values():
                 load[w] += 1
@@ -175,8 +180,7 @@ class WorkerPool:
             self.specs[spec.id] = spec
             self.where[spec.id] = worker
             self.created[spec.id] = time.time()
-        self.commands[worker].put(("add", asdict(spec), []))
-        return self._status(spec.id)
+        self.commands[worker].put(("add", asdict(spec), [r.stored_json() for r in inherited]))
 
     def _status(self, stream_id: str) -> dict[str, Any]:
         spec = self.specs[stream_id]
@@ -231,6 +235,7 @@ class WorkerPool:
             self.thumbs.pop(stream_id, None)
             self.counters.pop(stream_id, None)
         self.commands[worker].put(("remove", stream_id))
+        self.store.delete_stream(stream_id)
         self.store.forget_stream(stream_id)
         metrics.forget_stream(stream_id)
         return True
@@ -284,8 +289,8 @@ class WorkerPool:
         record = DefectRecord.from_json(doc)
         if record.stream_id not in self.specs:
             return  # deleted meanwhile
-        self.store.put(record, evidence, kind=kind)
-        self.bus.publish(FeedEvent(kind, record))  # type: ignore[arg-type]
+        if self.store.put(record, evidence, kind=kind):
+            self.bus.publish(FeedEvent(kind, record))  # type: ignore[arg-type]
 
     def _report(self, report: dict[str, Any]) -> None:
         for sid, item in report.items():

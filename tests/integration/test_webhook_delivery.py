@@ -1,6 +1,7 @@
-"""Webhook delivery against real sockets: a receiver that answers garbage once must not
-end delivery for good, and an ``open`` delivered after its defect closed still reads
-``open`` (records are snapshots, not the live object)."""
+"""Webhook delivery from the embedded (SQLite) event log against real sockets: a receiver
+that answers garbage must not end delivery for good, and an ``open`` delivered after its
+defect closed still reads ``open`` (the log holds the event as committed). The store
+forgets nothing across a restart."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from service.events.model import DefectRecord, FeedEvent
-from service.events.webhooks import WebhookSender
+from service.events.delivery import Dispatcher
+from service.events.event_log import Cursor
+from service.events.model import DefectRecord
+from service.events.sqlite_store import SqliteStore
 from tests.integration.service_proc import wait_for
 
 
@@ -63,28 +67,58 @@ def _record(name: str) -> DefectRecord:
     return DefectRecord("s1", name, "black", "video", 1.0, "warning", {}, time.time())
 
 
+def _dispatch(store: SqliteStore, url: str) -> Dispatcher:
+    sender = Dispatcher(store, [url], secret=None, who="test")
+    sender.start()
+    return sender
+
+
 def test_a_non_http_reply_does_not_end_delivery() -> None:
     rx = RawReceiver(garbage=2)
-    results: list[str] = []
-    sender = WebhookSender([rx.url], secret=None, on_result=results.append)
-    sender.start()
-    sender(FeedEvent("open", _record("first")))
-    sender(FeedEvent("open", _record("second")))
-    assert wait_for(lambda: len(rx.bodies) == 2, 15), results
+    store = SqliteStore(None, max_defects=100)
+    sender = _dispatch(store, rx.url)
+    store.put(_record("first"))
+    store.put(_record("second"))
+    assert wait_for(lambda: len(rx.bodies) == 2, 15)
     assert [b["defect"]["stream_name"] for b in rx.bodies] == ["first", "second"]
     sender.stop()
 
 
 def test_an_open_delivered_after_the_close_still_reads_open() -> None:
     rx = RawReceiver(slow=1.0)
-    sender = WebhookSender([rx.url], secret=None)
-    sender.start()
-    sender(FeedEvent("open", _record("busy")))  # holds the worker for a second
+    store = SqliteStore(None, max_defects=100)
+    sender = _dispatch(store, rx.url)
+    store.put(_record("busy"))  # holds delivery for a second
     live = _record("late")
-    sender(FeedEvent("open", live))
+    store.put(live)
     live.end, live.ended_at = 3.0, time.time()  # the defect closes meanwhile
-    sender(FeedEvent("close", live))
+    store.put(live, kind="close")
     assert wait_for(lambda: len(rx.bodies) == 3, 15)
     late = [(b["kind"], b["defect"]["state"]) for b in rx.bodies[1:]]
     assert late == [("open", "open"), ("close", "closed")]
     sender.stop()
+
+
+def test_the_embedded_store_forgets_nothing_across_a_restart(tmp_path: Path) -> None:
+    """Registry, defects, evidence, the log and each receiver's cursor survive; event ids
+    never repeat (a fresh in-memory database gets ids of its own)."""
+    store = SqliteStore(str(tmp_path), max_defects=100)
+    store.save_stream("s1", {"id": "s1", "name": "cam"})
+    record = _record("cam")
+    store.put(record, evidence=b"jpeg")
+    (first,) = store.after(None, 10, 0.0)
+    store.advance("rx", "me", Cursor(first.id, first.seq))
+    store.close()
+    again = SqliteStore(str(tmp_path), max_defects=100)
+    assert again.streams() == [("s1", {"id": "s1", "name": "cam"})]
+    (kept,) = again.query(open_=True)
+    assert kept.id == record.id and kept.evidence and again.evidence(record.id) == b"jpeg"
+    assert again.cursor("rx") == Cursor(first.id, first.seq)
+    record.end, record.ended_at = 2.0, time.time()
+    again.put(record, kind="close")
+    (second,) = again.after(again.cursor("rx"), 10, 0.0)
+    assert second.seq == first.seq + 1 and second.id != first.id
+    assert json.loads(second.body)["kind"] == "close" and again.query(open_=True) == []
+    memory = SqliteStore(None, max_defects=100)
+    memory.put(_record("x"))
+    assert memory.after(None, 1, 0.0)[0].id != first.id  # another database, other ids
