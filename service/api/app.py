@@ -88,7 +88,7 @@ def _cluster(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], No
     )
     store = RedisDefectStore(client, settings.pod_name, settings.max_defects)
     supervisor = _supervisor(settings, store, bus)
-    host = ClusterHost(supervisor, client, _deletion_cost(settings))
+    host = ClusterHost(supervisor, client, store, _deletion_cost(settings))
     supervisor.epoch_of = host.epoch_of
     coordinator = Coordinator(
         client,

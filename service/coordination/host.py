@@ -19,6 +19,7 @@ from service.coordination.assignment import Unit
 from service.coordination.cluster import UnitHost
 from service.detectors.registry import DETECTORS
 from service.events.model import DefectRecord
+from service.events.redis_store import RedisDefectStore
 from service.pipeline.runner import StreamSpec
 from service.pipeline.supervisor import Supervisor
 
@@ -45,10 +46,15 @@ def spec_from_registry(stream_id: str, doc: dict[str, Any], groups: list[str]) -
 
 class ClusterHost(UnitHost):
     def __init__(
-        self, supervisor: Supervisor, client: redis.Redis, deletion_cost: Any = None
+        self,
+        supervisor: Supervisor,
+        client: redis.Redis,
+        store: RedisDefectStore,
+        deletion_cost: Any = None,
     ) -> None:
         self.supervisor = supervisor
         self.r = client
+        self.store = store  # the supervisor's store: outbox and restores
         self.deletion_cost = deletion_cost  # service.k8s.DeletionCost inside Kubernetes
         self.epochs: dict[str, dict[str, int]] = {}
         self._last_status = 0.0
@@ -70,7 +76,7 @@ class ClusterHost(UnitHost):
     def _open(self, stream_id: str) -> list[DefectRecord]:
         """The stream's open defects as committed: a new owner continues or closes them."""
         try:
-            return self.supervisor.store.query(stream_id, open_=True)
+            return self.store.query(stream_id, open_=True)
         except redis.RedisError as exc:
             log.warning("open defects of %s not loaded (%s): none resumed", stream_id, exc)
             return []
@@ -82,16 +88,17 @@ class ClusterHost(UnitHost):
         return float(sum(len(e) for e in self.epochs.values()))
 
     def reclaimed(self, unit: Unit, old_epoch: int, new_epoch: int) -> None:
-        rebase = getattr(self.supervisor.store, "rebase", None)
-        if rebase is not None:
-            rebase(unit.stream_id, unit.group, old_epoch, new_epoch)
+        """Redis came back empty and this member claimed ``unit`` again: what it queued
+        commits under the new epoch, and its open defects are written back (silently),
+        or a next owner could not resume them and they would stay open for good."""
+        self.store.rebase(unit.stream_id, unit.group, old_epoch, new_epoch)
+        for record in self.supervisor.open_records(unit.stream_id, unit.group):
+            self.store.restore(record, new_epoch)
 
     def publish(self) -> None:
         """After each sync with Redis: replay defect writes queued during an outage, and
         share the status (and thumbnail) of the streams this member runs."""
-        flush = getattr(self.supervisor.store, "flush", None)
-        if flush is not None:
-            flush()
+        self.store.flush()
         if self.deletion_cost is not None:
             self.deletion_cost.update(self.load())
         now = time.time()

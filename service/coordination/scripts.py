@@ -131,7 +131,7 @@ return 1
 
 # KEYS: leases, defects hash, all-defects zset, stream zset, open set, event log, event seq.
 # ARGV: me, unit, epoch, defect_id, defect_json, score, is_open, channel, event_json,
-#       max_keep, log_max
+#       max_keep, log_max, restore ('1': write the record only, it was already announced)
 # A defect write (open or close) accepted only from the unit's current owner and epoch.
 # The same call appends the event to the log and publishes it: what users see (SSE from
 # the channel, webhooks from the log) exists only if the fenced write happened. Returns
@@ -162,6 +162,7 @@ end
 -- The stream's index is bounded too (open defects stay findable through KEYS[5]).
 local sn = redis.call('ZCARD', KEYS[4])
 if sn > keep then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, sn - keep - 1) end
+if ARGV[12] == '1' then return 1 end  -- a record restored after Redis lost it: no event
 local seq = redis.call('INCR', KEYS[7])
 local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[11], '*', 'event', ARGV[9], 'seq', seq)
 redis.call('PUBLISH', ARGV[8], ARGV[9])

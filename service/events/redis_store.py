@@ -72,7 +72,18 @@ class RedisDefectStore:
                 if (record.stream_id, record.group, record.epoch) == (stream_id, group, old_epoch):
                     record.epoch = new_epoch
 
-    def _send(self, record: DefectRecord, kind: str, evidence: bytes | None) -> bool:
+    def restore(self, record: DefectRecord, epoch: int) -> None:
+        """Redis came back empty while ``record`` was open here: write it again (under
+        the unit's new epoch) without a second event, so a next owner can resume it."""
+        copy = replace(record, details=dict(record.details), epoch=epoch)
+        try:
+            self._send(copy, "open", None, restore=True)
+        except (redis.ConnectionError, redis.TimeoutError):
+            log.warning("open defect %s not restored (Redis unreachable)", record.id)
+
+    def _send(
+        self, record: DefectRecord, kind: str, evidence: bytes | None, restore: bool = False
+    ) -> bool:
         if evidence is not None:
             record.evidence = True
         doc = record.stored_json()
@@ -99,6 +110,7 @@ class RedisDefectStore:
                 event,
                 self.max_defects,
                 EVENT_LOG_MAX,
+                "1" if restore else "0",
             ],
         )
         if not ok:
@@ -108,7 +120,7 @@ class RedisDefectStore:
             return False
         if evidence is not None:
             self.r.set(keys.evidence(record.id), evidence, ex=EVIDENCE_TTL_S)
-        if kind == "open":
+        if kind == "open" and not restore:
             metrics.DEFECTS_RAISED.labels(type=record.type).inc()  # counted at commit
         return True
 

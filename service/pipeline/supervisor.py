@@ -139,6 +139,15 @@ class Supervisor:
         metrics.forget_stream(stream_id)
         return True
 
+    def open_records(self, stream_id: str, group: str) -> list[DefectRecord]:
+        """The defects of a unit open here now (raised or continued by this process)."""
+        with self._lock:
+            return [
+                r
+                for (sid, _), r in self._records.items()
+                if sid == stream_id and r.group == group and r.open
+            ]
+
     def get(self, stream_id: str) -> StreamEntry | None:
         with self._lock:
             return self._streams.get(stream_id)

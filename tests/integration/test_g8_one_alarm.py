@@ -221,3 +221,24 @@ def test_g8_redis_restarted_empty_mid_defect(cluster: Cluster, source: LiveHttpS
 
     per_stream = _scenario(cluster, source, ["m1", "m2"], 1, fault)
     assert all(_handed_over(per_stream, sid) for sid in per_stream)
+
+
+def test_g8_redis_restarted_empty_then_the_owner_leaves(
+    cluster: Cluster, source: LiveHttpSource
+) -> None:
+    """After an empty restart the owner writes its open defect back (no second event),
+    so when it then leaves, its successor finds the defect and continues it."""
+
+    def fault(c: Cluster, owners: dict[str, str]) -> None:
+        c.server.stop()
+        time.sleep(2 * TTL)
+        c.server.start()
+        c.redis = redis.Redis(port=c.server.port)
+        assert wait_for(lambda: len(c.owners()) == 1, 10)
+        owner = c.members[c.owners()[(next(iter(owners)), "video")]]
+        owner.signal(signal.SIGTERM)
+        owner.proc.wait(10)
+        assert time.time() < source.started + BLACK_TO - 2.0, "too slow: the black is over"
+
+    per_stream = _scenario(cluster, source, ["m1", "m2"], 1, fault)
+    assert all(_handed_over(per_stream, sid) for sid in per_stream)
