@@ -58,7 +58,7 @@ class Soak:
         self.tmp = tmp
         self.rng = random.Random(seed)
         self.server = RedisServer(tmp)
-        self.hooks = Hooks()
+        self.hooks = Hooks(HOOK_SECRET)  # verified on arrival, as a receiver does
         clip = tmp / "clip.ts"
         synthesize(
             SynthSpec(
@@ -169,9 +169,10 @@ class Soak:
 
 
 def check(soak: Soak, dump: Path | None) -> dict[str, Any]:
-    delivered = soak.hooks.verified(HOOK_SECRET)
     if dump is not None:  # the receiver's log, for a second look
-        dump.write_text("\n".join(json.dumps({"id": i, **e}) for i, e in delivered) + "\n")
+        raw = [b.decode() for b in soak.hooks.bodies]
+        dump.write_text("\n".join(raw) + "\n")
+    delivered = soak.hooks.verified(HOOK_SECRET)
     ids = Counter(event_id for event_id, _ in delivered)
     per_defect: dict[str, list[dict[str, Any]]] = defaultdict(list)
     stale = 0

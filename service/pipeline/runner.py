@@ -151,6 +151,14 @@ class StreamRunner:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
+    def quiesce(self, timeout: float = 0.5) -> None:
+        """Stop, and wait only for the analyser (the thread that emits events): it ends
+        within a frame, while the reader may sit in a network read for seconds."""
+        self.stop()
+        for t in self._threads:
+            if t.name.startswith("analyse-"):
+                t.join(timeout)
+
     @property
     def running(self) -> bool:
         return self.state == "running" and not self._stop.is_set()

@@ -89,11 +89,11 @@ class Supervisor:
         old = self._streams.get(spec.id)
         records = {r.id: r for r in inherited or []}
         if old is not None:
-            old.runner.stop(wait=1.0)  # nothing more from it: its open defects move on
+            old.runner.quiesce()  # nothing more from it: its open defects move on
             with self._lock:
                 for key in [k for k in self._records if k[0] == spec.id]:
                     record = self._records.pop(key)
-                    records.setdefault(record.id, record)
+                    records[record.id] = record  # newer than Redis' copy (maybe queued)
         defects = []
         for record in records.values():
             if record.group not in spec.groups or not record.open:
@@ -130,7 +130,7 @@ class Supervisor:
             entry = self._streams.pop(stream_id, None)
         if entry is None:
             return False
-        entry.runner.stop()
+        entry.runner.quiesce()  # emits nothing more once this returns (then the release)
         with self._lock:  # its open defects are the next owner's (or deleted) now
             for key in [k for k in self._records if k[0] == stream_id]:
                 self._foreign.discard(self._records.pop(key).id)

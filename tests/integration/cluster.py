@@ -182,7 +182,7 @@ class Cluster:
         self.log_path = tmp / "units.log"
         self.members: dict[str, Member] = {}
         self.redis = redis.Redis(port=server.port)
-        self.hooks = Hooks()  # every member's webhook receiver: what a user is sent
+        self.hooks = Hooks(HOOK_SECRET)  # every member's webhook receiver: what a user is sent
 
     def add(self, name: str, redis_url: str | None = None) -> Member:
         m = Member(

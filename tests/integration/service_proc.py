@@ -130,6 +130,18 @@ class UdpSender:
         self.proc.wait()
 
 
+def _verify(secret: str, body: bytes, headers: dict[str, str]) -> Any:
+    import base64
+
+    from standardwebhooks import Webhook
+
+    hook = Webhook("whsec_" + base64.b64encode(secret.encode()).decode())
+    try:
+        return (headers["webhook-id"], hook.verify(body, headers))
+    except Exception as exc:  # kept, raised by ``verified``
+        return exc
+
+
 def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -146,9 +158,13 @@ class Hooks:
     ``down()`` closes its port (connections refused), ``up()`` opens the same port again;
     ``garbage = True`` answers every request with bytes that are not HTTP."""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: str | None = None) -> None:
         self.bodies: list[bytes] = []
         self.headers: list[dict[str, str]] = []
+        # With a secret, each delivery is verified when it arrives, as a receiver does
+        # (the library refuses timestamps more than 5 minutes old, so not later).
+        self.secret = secret
+        self.checked: list[tuple[str, dict[str, Any]] | Exception] = []
         self.garbage = False
         self.port = 0
         self.up()
@@ -164,7 +180,10 @@ class Hooks:
                     self.wfile.write(b"SSH-2.0-not-http\r\n\r\n")
                     self.close_connection = True
                     return
-                outer.headers.append({k.lower(): v for k, v in self.headers.items()})
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if outer.secret is not None:
+                    outer.checked.append(_verify(outer.secret, body, headers))
+                outer.headers.append(headers)
                 outer.bodies.append(body)
                 self.send_response(204)
                 self.end_headers()
@@ -186,13 +205,15 @@ class Hooks:
     def verified(self, secret: str) -> list[tuple[str, dict[str, Any]]]:
         """(webhook-id, event) of every delivery, each checked as a receiver would, with
         the ``standardwebhooks`` library (raises on a bad or missing signature)."""
-        import base64
-
-        from standardwebhooks import Webhook
-
-        hook = Webhook("whsec_" + base64.b64encode(secret.encode()).decode())
-        pairs = list(zip(list(self.headers), list(self.bodies), strict=False))
-        return [(h["webhook-id"], hook.verify(b, h)) for h, b in pairs]
+        if secret == self.secret:
+            results = list(self.checked)
+        else:
+            pairs = list(zip(list(self.headers), list(self.bodies), strict=False))
+            results = [_verify(secret, b, h) for h, b in pairs]
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return [r for r in results if not isinstance(r, Exception)]
 
     def close(self) -> None:
         self.down()

@@ -32,7 +32,7 @@ def source(make_clip: ClipFactory) -> Iterator[LiveHttpSource]:
 def test_a_restarted_embedded_service_continues_its_streams_and_open_defects(
     tmp_path: Path, source: LiveHttpSource
 ) -> None:
-    hooks = Hooks()
+    hooks = Hooks(SECRET)
     env = {
         "AVMON_DATA_DIR": str(tmp_path / "data"),
         "AVMON_WEBHOOK_URLS": hooks.url,
