@@ -88,6 +88,7 @@ class Soak:
         self.down: dict[str, float] = {}  # member -> when to start it again
         self.started = time.time()
         self.stopped = 0.0  # when the last fault ended
+        self.fault_log: list[str] = []
 
     def start(self, name: str) -> None:
         proxy = self.proxies[name]
@@ -110,7 +111,9 @@ class Soak:
             kind = "sigstop"
         victim = self.rng.choice(alive) if alive else None
         self.faults[kind] += 1
-        print(f"{time.time():.1f} {kind} {victim or ''}", flush=True)
+        line = f"{time.time():.1f} {kind} {victim or ''}"
+        self.fault_log.append(line)
+        print(line, flush=True)
         if kind == "sigkill" and victim:
             self.members[victim].kill()
             self.down[victim] = time.monotonic() + self.rng.uniform(2, 10)
@@ -168,10 +171,17 @@ class Soak:
         self.server.stop()
 
 
-def check(soak: Soak, dump: Path | None) -> dict[str, Any]:
-    if dump is not None:  # the receiver's log, for a second look
+def check(soak: Soak, keep: Path | None) -> dict[str, Any]:
+    if keep is not None:  # the logs, for a second look
+        import shutil
+
+        keep.mkdir(parents=True, exist_ok=True)
         raw = [b.decode() for b in soak.hooks.bodies]
-        dump.write_text("\n".join(raw) + "\n")
+        (keep / "receiver.jsonl").write_text("\n".join(raw) + "\n")
+        (keep / "faults.log").write_text("\n".join(soak.fault_log) + "\n")
+        for f in [soak.tmp / "units.log", *soak.tmp.glob("serve-*.log")]:
+            if f.exists():
+                shutil.copy(f, keep / f.name)
     delivered = soak.hooks.verified(HOOK_SECRET)
     ids = Counter(event_id for event_id, _ in delivered)
     per_defect: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -210,9 +220,10 @@ def check(soak: Soak, dump: Path | None) -> dict[str, Any]:
             elif len(covering) > 1:
                 duplicates += len(covering) - 1
                 print(f"duplicate: {sid} black {begin:.1f}-{end:.1f}: {sorted(covering)}")
+    still_on = time.time() - (BLACK_TO - BLACK_FROM) - 10.0  # opened since: may be on
     for did, evs in per_defect.items():
         kinds = [e["kind"] for e in evs]
-        if "close" not in kinds:
+        if "close" not in kinds and (_wall(evs[0]["defect"]["started_at"]) or 0) < still_on:
             orphans += 1
             d = evs[0]["defect"]
             ago = time.time() - (_wall(d["started_at"]) or 0.0)
@@ -245,14 +256,14 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--streams", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--dump", type=Path, help="write the receiver's log here (JSON lines)")
+    ap.add_argument("--keep", type=Path, help="keep the receiver's, units' and members' logs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="avmon-soak-") as tmp:
         soak = Soak(Path(tmp), args.members, args.streams, args.seed)
         try:
             soak.run(args.duration)
             soak.settle()
-            result = check(soak, args.dump)
+            result = check(soak, args.keep)
         finally:
             soak.close()
     print(json.dumps(result, indent=2))

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 BATCH = 50
 BLOCK_S = 0.5  # below the Redis client's socket timeout
 HOLD_TTL_S = 3 * TIMEOUT_S
+RENEW_EVERY_S = TIMEOUT_S  # while backing off
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 30.0
 DEFAULT_RETENTION_S = 24 * 3600.0
 
@@ -89,7 +90,7 @@ class Dispatcher:
                     result = self._deliver(url, cursor, entry)
                     metrics.WEBHOOK_RESULTS.labels(result=result).inc()
                     if result == "failed":
-                        self._stop.wait(backoff)  # the same event again, later
+                        self._back_off(receiver, backoff)  # the same event again, later
                         backoff = min(BACKOFF_MAX_S, backoff * 2)
                         break
                     backoff = BACKOFF_MIN_S
@@ -101,6 +102,15 @@ class Dispatcher:
             except Exception:
                 log.exception("webhook %s: dispatcher error", index)
                 self._stop.wait(1.0)
+
+    def _back_off(self, receiver: str, seconds: float) -> None:
+        """Wait before retrying, renewing the hold meanwhile: one process keeps a receiver
+        through an outage (its gauges are the ones that count), instead of the hold
+        passing back and forth between processes sleeping out their backoff."""
+        until = time.monotonic() + seconds
+        while not self._stop.wait(min(RENEW_EVERY_S, max(0.0, until - time.monotonic()))):
+            if time.monotonic() >= until or not self.log.hold(receiver, self.who, HOLD_TTL_S):
+                return
 
     def _deliver(self, url: str, cursor: Cursor | None, entry: LoggedEvent) -> str:
         if cursor is not None and entry.seq > cursor.seq + 1:
