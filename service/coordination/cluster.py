@@ -134,6 +134,7 @@ class Coordinator:
         self._thread: threading.Thread | None = None
         self._pubsub_thread: threading.Thread | None = None
         self.generation: int | None = None
+        self._unsettled: set[str] = set()  # streams whose runner change failed
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -311,6 +312,8 @@ class Coordinator:
         if ended:
             self.r.hdel(keys.RESERVED, *ended)
         self._renew_all(now)
+        for stream_id in list(self._unsettled):
+            self._republish(stream_id)
         self._rebalance(now, int(server_ms))
         metrics.UNITS_OWNED.set(len(self.owned))
         self.host.publish()
@@ -477,7 +480,13 @@ class Coordinator:
     def _republish(self, stream_id: str) -> None:
         epochs = {u.group: o.epoch for u, o in self.owned.items() if u.stream_id == stream_id}
         spec = self.registry.get(stream_id, {})
-        self.host.set_units(stream_id, spec, epochs)
+        try:
+            self.host.set_units(stream_id, spec, epochs)
+            self._unsettled.discard(stream_id)
+        except Exception:
+            # Never hold a lease without running it: try again on the next tick.
+            log.exception("could not start or stop the units of %s: retrying", stream_id)
+            self._unsettled.add(stream_id)
 
     def analysing(self, stream_id: str, groups: list[str]) -> None:
         """A runner analysed its first frame: these units run for real (unit log)."""
