@@ -8,6 +8,7 @@ first audio frame for audio-only streams), continuous across timestamp jumps.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -165,6 +166,10 @@ class MediaReader:
         self.spec: SourceSpec = parse_source(source)
         self.timeout_s = timeout_s
         self.ended_by: str | None = None  # why reading stopped early, if it did
+        # Wall clock of the newest packet read: the signal itself. (With frame threading
+        # the decoder holds the last frames until the read times out and it is flushed,
+        # so decoded frames are not when the source went quiet.)
+        self.last_packet_wall: float | None = None
         self.container = open_container(self.spec, timeout_s, policy)
         try:
             self._setup(threads, want_video, want_audio)
@@ -257,6 +262,7 @@ class MediaReader:
             except (av.error.FFmpegError, OSError) as exc:
                 self.ended_by = _short(exc)
                 return
+            self.last_packet_wall = time.time()
             yield packet
 
     def frames(self) -> Iterator[MediaItem]:

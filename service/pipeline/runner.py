@@ -105,6 +105,8 @@ class StreamRunner:
         self.started_wall = time.time()
         self.stats = RunnerStats()
         self.last_frame_wall: float | None = None  # wall clock of the newest frame analysed
+        self.last_packet_wall: float | None = None  # ... of the newest packet (the signal)
+        self._no_signal_since = 0.0  # wall clock when the open no_signal was raised
         self.thumbnail: bytes | None = None
         self.open_defects: dict[tuple[str, str], Defect] = {}
         self.last_error: str | None = None
@@ -255,6 +257,7 @@ class StreamRunner:
                 next_drops = time.monotonic() + KERNEL_DROPS_EVERY_S
                 seen_drops = self._count_kernel_drops(port, seen_drops)
             item.t += offset
+            self.last_packet_wall = reader.last_packet_wall
             if isinstance(item, VideoFrame):
                 now_cpu = time.thread_time()
                 metrics.FRAME_DECODE_SECONDS.observe(now_cpu - cpu)
@@ -312,7 +315,7 @@ class StreamRunner:
                 return  # stopped (handed over, deleted): queued frames emit nothing more
             if item is None:
                 if not self._stop.is_set():  # a file ended: close what is open
-                    self._close_no_signal(self._media_end)
+                    self._close_no_signal(self._media_end, end_of_input=True)
                     for ev in self.analyzer.finish():
                         self._emit(ev)
                 return
@@ -384,7 +387,9 @@ class StreamRunner:
         group = self.spec.watch_group
         if group is None:
             return  # another member owns the stream's first unit and watches the signal
-        last = self.last_frame_wall if self.last_frame_wall is not None else self.started_wall
+        # Measured from the last packet: frames the decoder flushes after the source went
+        # quiet (when the read times out) are not signal.
+        last = self.last_packet_wall or self.last_frame_wall or self.started_wall
         if time.time() - last < self.no_signal_s:
             return
         defect = Defect(
@@ -396,11 +401,15 @@ class StreamRunner:
             details={"reason": self.last_error or "no media received"},
         )
         self._no_signal = defect
+        self._no_signal_since = time.time()
         self._emit(DefectEvent("open", defect, self._media_end))
 
-    def _close_no_signal(self, media_t: float) -> None:
+    def _close_no_signal(self, media_t: float, end_of_input: bool = False) -> None:
         if self._no_signal is None:
             return
+        stale = self.last_packet_wall is not None and self.last_packet_wall <= self._no_signal_since
+        if stale and not end_of_input:
+            return  # a frame flushed from before the silence: the signal is not back
         defect, self._no_signal = self._no_signal, None
         defect.end = max(media_t, defect.start)
         self._emit(DefectEvent("close", defect, media_t))

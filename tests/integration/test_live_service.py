@@ -120,14 +120,15 @@ def test_live_udp_stream_defects_no_signal_and_webhooks(
         status, info = service.request("GET", f"/api/v1/streams/{sid}")
         assert info["state"] == "running" and info["fps"] > 20 and info["last_frame_at"]
 
-        # The source dies: no_signal within 8 s.
+        # The source dies: no_signal d (5 s) after the last packet, plus a CI margin.
         sender.kill()
         killed = time.time()
         ns = wait_for(
             lambda: [e for e in feed.events if e[1] == "open" and e[2]["type"] == "no_signal"], 10
         )
         assert ns, "no_signal not raised"
-        assert ns[0][0] - killed <= 8.0
+        print(f"no_signal raised {ns[0][0] - killed:.2f} s after the UDP sender died (d = 5 s)")
+        assert ns[0][0] - killed <= 5.0 + 1.5
         # It comes back: no_signal closes and the stream runs again within 10 s.
         sender = UdpSender(clip, port)
         back = time.time()
