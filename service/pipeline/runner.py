@@ -223,8 +223,9 @@ class StreamRunner:
             if self._stop.is_set():
                 break
             if is_file and not self.spec.loop:
-                self.state = "stopped"
-                self._queue.put(None)  # end of input: close what is open
+                # End of input: the analyser closes what is open and then reports
+                # "stopped" -- not before, while frames are still queued for it.
+                self._queue.put(None)
                 return
             if not is_file:
                 self.last_error = redact_text(reader.ended_by or "source ended", self.spec.url)
@@ -318,6 +319,7 @@ class StreamRunner:
                     self._close_no_signal(self._media_end, end_of_input=True)
                     for ev in self.analyzer.finish():
                         self._emit(ev)
+                    self.state = "stopped"  # every frame analysed, every defect closed
                 return
             try:
                 self._analyse(item)
