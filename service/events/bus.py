@@ -8,12 +8,9 @@ from here but from the committed event log (``service.events.delivery``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 
 from service.events.model import FeedEvent
-
-log = logging.getLogger(__name__)
 
 
 class EventBus:
