@@ -73,8 +73,10 @@ def _cluster(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], No
     from redis.retry import Retry
 
     from service.api.backends import ClusterStreams
+    from service.coordination import keys
     from service.coordination.cluster import Coordinator
     from service.coordination.host import ClusterHost
+    from service.events.kept import EventKeeper
     from service.events.redis_store import RedisDefectStore
 
     # No client-side retries: redis-py's default retries turn one refused connection
@@ -86,7 +88,10 @@ def _cluster(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], No
         socket_connect_timeout=1.0,
         retry=Retry(NoBackoff(), 0),
     )
-    store = RedisDefectStore(client, settings.pod_name, settings.max_defects)
+    receivers = [keys.webhook_receiver(url) for url in settings.webhook_urls]
+    store = RedisDefectStore(
+        client, settings.pod_name, settings.max_defects, EventKeeper(client, receivers)
+    )
     supervisor = _supervisor(settings, store, bus)
     host = ClusterHost(supervisor, client, store, _deletion_cost(settings))
     supervisor.epoch_of = host.epoch_of

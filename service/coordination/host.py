@@ -96,9 +96,12 @@ class ClusterHost(UnitHost):
             self.store.restore(record, new_epoch)
 
     def publish(self) -> None:
-        """After each sync with Redis: replay defect writes queued during an outage, and
-        share the status (and thumbnail) of the streams this member runs."""
+        """After each sync with Redis: replay defect writes queued during an outage, keep
+        (or re-stage) committed events until every receiver has them, and share the
+        status (and thumbnail) of the streams this member runs."""
         self.store.flush()
+        if self.store.keeper.active:
+            self.store.keeper.sync()
         if self.deletion_cost is not None:
             self.deletion_cost.update(self.load())
         now = time.time()

@@ -22,6 +22,10 @@ EVENT_SEQ = PREFIX + "event_seq"  # sequence number of the newest log entry
 WEBHOOK_CURSORS = PREFIX + "webhook_cursors"  # hash receiver -> "entry id|seq" delivered
 HANDOFF = PREFIX + "handoff"  # pub/sub channel: a member released units
 GENERATION = PREFIX + "generation"  # bumped when a member finds Redis restarted empty
+# The event log's birth mark (Redis server time when its first entry was written): a new
+# mark means the log was lost (Redis restarted empty) and members re-stage what they kept.
+LOG_BORN = PREFIX + "event_log_born"
+LOG_RECOVERING = PREFIX + "event_log_recovering"  # set for a while after a new mark is seen
 
 
 def stream_defects(stream_id: str) -> str:
@@ -50,3 +54,8 @@ def webhook_receiver(url: str) -> str:
 
 def webhook_holder(receiver: str) -> str:
     return f"{PREFIX}webhook_holder:{receiver}"
+
+
+def webhook_recovered(receiver: str) -> str:
+    """Events re-staged for ``receiver`` after the log was lost (zset, original order)."""
+    return f"{PREFIX}webhook_recovered:{receiver}"

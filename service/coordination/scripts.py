@@ -20,6 +20,21 @@ local function parse(v)
   local owner, epoch, exp = string.match(v, '^(.*)|(%d+)|(%d+)$')
   return owner, tonumber(epoch), tonumber(exp)
 end
+-- The event log's birth mark (KEYS[b]): created with the log. A member that knew another
+-- mark (ARGV[e] not empty and different) has seen the log lost: open the recovery window,
+-- during which receivers get nothing while members re-stage the events they kept.
+local function born_mark(kb, kr, expected, window_ms)
+  local born = redis.call('GET', kb)
+  if not born then
+    local t = redis.call('TIME')
+    born = t[1] .. string.format('%06d', tonumber(t[2]))
+    redis.call('SET', kb, born)
+  end
+  if expected ~= '' and expected ~= born then
+    redis.call('SET', kr, '1', 'NX', 'PX', window_ms)
+  end
+  return born
+end
 -- The fence: the lease KEYS[1][ARGV[2]] is held by ARGV[1] with epoch ARGV[3].
 local function fenced()
   local cur = redis.call('HGET', KEYS[1], ARGV[2])
@@ -129,17 +144,24 @@ return 1
 """
 )
 
-# KEYS: leases, defects hash, all-defects zset, stream zset, open set, event log, event seq.
+# KEYS: leases, defects hash, all-defects zset, stream zset, open set, event log, event seq,
+#       log birth mark, log recovery window.
 # ARGV: me, unit, epoch, defect_id, defect_json, score, is_open, channel, event_json,
-#       max_keep, log_max, restore ('1': write the record only, it was already announced)
+#       max_keep, log_max, restore ('1': write the record only, it was already announced),
+#       the birth mark the member last saw, recovery window (ms)
 # A defect write (open or close) accepted only from the unit's current owner and epoch.
 # The same call appends the event to the log and publishes it: what users see (SSE from
 # the channel, webhooks from the log) exists only if the fenced write happened. Returns
-# the log entry id (the event's stable id), or 0 when the fence refused the write.
+# {log entry id (the event's stable id), birth mark}; 1 for a restore; 0 when the fence
+# refused the write; -1 when the unit has no lease at all (Redis restarted empty and the
+# owner has not claimed it again yet: the caller queues the write until it has).
 WRITE_DEFECT = (
     _PRELUDE
     + """
-if not fenced() then return 0 end
+if not fenced() then
+  if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return -1 end
+  return 0
+end
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[4])
@@ -163,10 +185,11 @@ end
 local sn = redis.call('ZCARD', KEYS[4])
 if sn > keep then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, sn - keep - 1) end
 if ARGV[12] == '1' then return 1 end  -- a record restored after Redis lost it: no event
+local born = born_mark(KEYS[8], KEYS[9], ARGV[13], ARGV[14])
 local seq = redis.call('INCR', KEYS[7])
 local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[11], '*', 'event', ARGV[9], 'seq', seq)
 redis.call('PUBLISH', ARGV[8], ARGV[9])
-return id
+return {id, born}
 """
 )
 
@@ -189,3 +212,21 @@ if KEYS[6] then redis.call('HDEL', KEYS[6], ARGV[2]) end
 return 1
 """
 )
+
+# KEYS: log birth mark, log recovery window. ARGV: the mark the member last saw, window ms.
+# Returns the log's mark (creating it if the log is new), opening the recovery window if
+# the caller knew another.
+LOG_BORN = (
+    _PRELUDE
+    + """
+return born_mark(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+"""
+)
+
+# KEYS: the receiver's holder, its recovered zset. ARGV: me, score. A recovered event
+# delivered (or given up): drop it, only while ``me`` holds the receiver.
+SETTLE_RECOVERED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[2], ARGV[2])
+return 1
+"""

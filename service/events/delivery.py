@@ -9,6 +9,10 @@ cursor where it is and retries the same event with backoff -- for as long as the
 is down, up to the retention. A holder that dies mid-POST leaves the cursor behind, so
 its successor repeats at most that event (same ``webhook-id``: receivers deduplicate).
 
+After Redis restarted empty, events the lost log held that some receiver had not had are
+re-staged by the members that committed them (``service.events.kept``); the holder
+delivers those first, in their original order and with their original ids.
+
 Entries older than ``retention_s`` when their turn comes, and entries trimmed from the
 log before delivery (a gap in sequence numbers), are given up and counted as
 ``expired``. Each receiver's lag (age of its oldest undelivered event) and backlog are
@@ -81,8 +85,13 @@ class Dispatcher:
                     continue
                 # Every POST must end before the hold could run out.
                 deliver_until = time.monotonic() + HOLD_TTL_S - TIMEOUT_S - 1.0
+                recovered = self.log.recovered(receiver, BATCH)
+                if recovered is None:  # members are re-staging a lost log: wait for them
+                    self._stop.wait(BLOCK_S)
+                    continue
                 cursor = self.log.cursor(receiver)
-                entries = self.log.after(cursor, BATCH, BLOCK_S)
+                # What a lost log held goes first: it was committed before the new log.
+                entries = recovered or self.log.after(cursor, BATCH, BLOCK_S)
                 self._gauges(index, cursor, entries)
                 for entry in entries:
                     if self._stop.is_set() or time.monotonic() >= deliver_until:
@@ -94,8 +103,12 @@ class Dispatcher:
                         backoff = min(BACKOFF_MAX_S, backoff * 2)
                         break
                     backoff = BACKOFF_MIN_S
-                    cursor = Cursor(entry.id, entry.seq)
-                    if not self.log.advance(receiver, self.who, cursor):
+                    if entry.recovered:
+                        done = self.log.settle(receiver, self.who, entry)
+                    else:
+                        cursor = Cursor(entry.id, entry.seq)
+                        done = self.log.advance(receiver, self.who, cursor)
+                    if not done:
                         break  # no longer the holder
             except self.errors:
                 self._stop.wait(1.0)
@@ -113,7 +126,7 @@ class Dispatcher:
                 return
 
     def _deliver(self, url: str, cursor: Cursor | None, entry: LoggedEvent) -> str:
-        if cursor is not None and entry.seq > cursor.seq + 1:
+        if cursor is not None and not entry.recovered and entry.seq > cursor.seq + 1:
             lost = entry.seq - cursor.seq - 1
             metrics.WEBHOOK_RESULTS.labels(result="expired").inc(lost)
             log.warning("%d events were trimmed from the log before delivery", lost)
@@ -126,6 +139,8 @@ class Dispatcher:
         metrics.WEBHOOK_LAG.labels(receiver=index).set(max(0.0, lag))
         done = cursor.seq if cursor is not None else 0
         backlog = max(0, self.log.last_seq() - done) if entries else 0
+        if entries and entries[0].recovered:
+            backlog += len(entries)
         metrics.WEBHOOK_BACKLOG.labels(receiver=index).set(backlog)
 
 

@@ -11,12 +11,15 @@ adapters implement it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
 
 from service.coordination import keys
+from service.coordination.scripts import SETTLE_RECOVERED
+from service.events.kept import score
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class LoggedEvent:
     seq: int  # 1, 2, 3... in commit order
     committed_at: float  # wall clock, epoch seconds
     body: bytes
+    recovered: bool = False  # re-staged after the log was lost (``service.events.kept``)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,17 @@ class EventLog(Protocol):
         """Move the cursor, only while ``who`` holds the receiver."""
         ...
 
+    def recovered(self, receiver: str, count: int) -> list[LoggedEvent] | None:
+        """Events re-staged for ``receiver`` after the log was lost, oldest first, to be
+        delivered before the log; None while members are still re-staging (deliver
+        nothing yet)."""
+        ...
+
+    def settle(self, receiver: str, who: str, entry: LoggedEvent) -> bool:
+        """A recovered event delivered (or given up): drop it, only while ``who`` holds
+        the receiver."""
+        ...
+
 
 HOLD = """
 local cur = redis.call('GET', KEYS[1])
@@ -78,6 +93,7 @@ class RedisEventLog:
         self.r = client
         self._hold = client.register_script(HOLD)
         self._advance = client.register_script(ADVANCE)
+        self._settle = client.register_script(SETTLE_RECOVERED)
 
     def after(self, cursor: Cursor | None, count: int, block_s: float) -> list[LoggedEvent]:
         r: Any = self.r  # redis-py's stream replies are loosely typed
@@ -113,6 +129,32 @@ class RedisEventLog:
             self._advance(
                 keys=[keys.webhook_holder(receiver), keys.WEBHOOK_CURSORS],
                 args=[who, receiver, f"{to.id}|{to.seq}"],
+            )
+        )
+
+    def recovered(self, receiver: str, count: int) -> list[LoggedEvent] | None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(keys.LOG_RECOVERING)
+        pipe.zrange(keys.webhook_recovered(receiver), 0, count - 1, withscores=True)
+        recovering, staged = pipe.execute()
+        if recovering:
+            return None
+        out = []
+        for raw, at in staged:
+            # Its score is its original position: its webhook-id, and its date.
+            pos = f"{int(at) // 1000}-{int(at) % 1000}"
+            try:
+                body = str(json.loads(raw)["event"]).encode()
+            except (ValueError, KeyError, TypeError):
+                body = b""  # unreadable: given up (counted as expired)
+            out.append(LoggedEvent(pos, 0, int(at) // 1000 / 1000, body, recovered=True))
+        return out
+
+    def settle(self, receiver: str, who: str, entry: LoggedEvent) -> bool:
+        return bool(
+            self._settle(
+                keys=[keys.webhook_holder(receiver), keys.webhook_recovered(receiver)],
+                args=[who, score(entry.id)],
             )
         )
 

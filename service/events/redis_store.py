@@ -18,6 +18,7 @@ import redis
 
 from service.coordination import keys
 from service.coordination.scripts import WRITE_DEFECT
+from service.events.kept import RECOVERY_WINDOW_MS, EventKeeper
 from service.events.model import DefectRecord
 from service.observability import metrics
 
@@ -32,8 +33,15 @@ EVENT_LOG_MAX = 50_000
 
 
 class RedisDefectStore:
-    def __init__(self, client: redis.Redis, pod_name: str, max_defects: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        pod_name: str,
+        max_defects: int,
+        keeper: EventKeeper | None = None,
+    ) -> None:
         self.r = client
+        self.keeper = keeper if keeper is not None else EventKeeper(client, [])
         self.pod = pod_name
         self.max_defects = max_defects
         self._write = client.register_script(WRITE_DEFECT)
@@ -52,11 +60,14 @@ class RedisDefectStore:
                 self._queue(record, kind, evidence)
                 return False
         try:
-            return self._send(record, kind, evidence)
+            result = self._send(record, kind, evidence)
         except (redis.ConnectionError, redis.TimeoutError):
+            result = None
+        if result is None:  # unreachable, or no lease yet after an empty restart
             with self._lock:
                 self._queue(record, kind, evidence)
             return False
+        return result
 
     def _queue(self, record: DefectRecord, kind: str, evidence: bytes | None) -> None:
         if len(self._outbox) == self._outbox.maxlen:
@@ -83,7 +94,10 @@ class RedisDefectStore:
 
     def _send(
         self, record: DefectRecord, kind: str, evidence: bytes | None, restore: bool = False
-    ) -> bool:
+    ) -> bool | None:
+        """True committed, False refused by the fence, None: the unit has no lease at all
+        (Redis restarted empty, its owner not yet back): queue it, the owner's claim
+        comes within a tick and rebases it."""
         if evidence is not None:
             record.evidence = True
         doc = record.stored_json()
@@ -97,6 +111,8 @@ class RedisDefectStore:
                 keys.OPEN,
                 keys.EVENT_LOG,
                 keys.EVENT_SEQ,
+                keys.LOG_BORN,
+                keys.LOG_RECOVERING,
             ],
             args=[
                 self.pod,
@@ -111,13 +127,20 @@ class RedisDefectStore:
                 self.max_defects,
                 EVENT_LOG_MAX,
                 "1" if restore else "0",
+                self.keeper.born,
+                RECOVERY_WINDOW_MS,
             ],
         )
+        if ok == -1:
+            return None
         if not ok:
             self.rejected += 1
             metrics.STALE_WRITES_REJECTED.inc()
             log.warning("write of defect %s rejected: epoch %s is stale", record.id, record.epoch)
             return False
+        if isinstance(ok, list):  # an event appended: keep it until every receiver has it
+            pos, born = (v.decode() if isinstance(v, bytes) else str(v) for v in ok)
+            self.keeper.committed(pos, born, event.encode())
         if evidence is not None:
             self.r.set(keys.evidence(record.id), evidence, ex=EVIDENCE_TTL_S)
         if kind == "open" and not restore:
@@ -125,7 +148,9 @@ class RedisDefectStore:
         return True
 
     def flush(self) -> int:
-        """Replay queued writes in order; stop at the first connection failure."""
+        """Replay queued writes in order; stop at the first connection failure. Called
+        after the coordinator's renewals: a write still without a lease then belongs to
+        a unit this member no longer runs, and is refused like a stale one."""
         sent = 0
         while True:
             with self._lock:
@@ -133,7 +158,10 @@ class RedisDefectStore:
                     return sent
                 record, kind, evidence = self._outbox[0]
             try:
-                self._send(record, kind, evidence)
+                if self._send(record, kind, evidence) is None:
+                    self.rejected += 1
+                    metrics.STALE_WRITES_REJECTED.inc()
+                    log.warning("queued write of defect %s refused: unit not held", record.id)
             except (redis.ConnectionError, redis.TimeoutError):
                 return sent
             with self._lock:

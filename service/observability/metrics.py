@@ -87,6 +87,15 @@ OUTBOX_DROPPED = Counter(
     "avmon_outbox_dropped_total",
     "Queued defect writes dropped because the outbox was full during a Redis outage",
 )
+EVENTS_KEPT = Gauge(
+    "avmon_events_kept",
+    "Events this member committed that some webhook receiver has not had yet (kept in "
+    "case Redis restarts empty)",
+)
+EVENTS_KEPT_DROPPED = Counter(
+    "avmon_events_kept_dropped_total",
+    "Kept copies of committed events dropped because the member kept too many",
+)
 UNITS_UNOWNED = Gauge(
     "avmon_units_unowned", "Registered work units without a live owner, as this member sees them"
 )

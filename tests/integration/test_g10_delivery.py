@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from service.coordination import keys
 from tests.conftest import ClipFactory
@@ -85,4 +86,46 @@ def test_g10_receiver_down_then_garbage_then_back_gets_everything_once_in_order(
         f"{len(mark)} committed events over {time.monotonic() - down_at:.0f} s all delivered "
         f"once, in order per defect, {caught_up:.1f} s after the receiver came back; lag now "
         f"{lag_after:.1f} s"
+    )
+
+
+def test_g10_redis_restarted_empty_loses_no_undelivered_event(cluster: Cluster) -> None:
+    """Events committed while the receiver was down are still in Redis only: Redis then
+    restarts empty (no persistence). The members that committed them kept copies and
+    re-stage them, so the receiver, back, still gets every one -- once, with its original
+    webhook-id, an open before its close -- and what was committed after the restart."""
+    members = [cluster.add("m1"), cluster.add("m2")]
+    cluster.register(2)
+    assert wait_for(lambda: len(cluster.hooks.bodies) >= 2, 30)
+    cluster.hooks.down()
+    time.sleep(14.0)  # ~7 events committed, none delivered
+    lost_with_redis = _committed(cluster)
+    kept = sum(_metric(m, "avmon_events_kept ") for m in members)
+    assert kept >= 4, kept  # the members' copies of what no receiver has had
+    assert len(lost_with_redis) >= 4, lost_with_redis
+    cluster.server.stop()
+    time.sleep(3.0)
+    cluster.server.start()
+    cluster.redis = redis.Redis(port=cluster.server.port)
+    assert wait_for(lambda: len(_committed(cluster)) >= 2, 30)  # the new log is in use
+    cluster.hooks.up()
+    after_restart = _committed(cluster)
+
+    def delivered() -> set[str]:
+        return {h["webhook-id"] for h in list(cluster.hooks.headers)}
+
+    expected = set(lost_with_redis) | set(after_restart)
+    assert wait_for(lambda: expected <= delivered(), 60), sorted(expected - delivered())
+    time.sleep(2.0)  # anything delivered twice would arrive by now
+    verified = cluster.hooks.verified(HOOK_SECRET)
+    ids = [event_id for event_id, _ in verified]
+    assert len(ids) == len(set(ids)), "an event id delivered twice"
+    per_defect: dict[str, list[str]] = defaultdict(list)
+    for _, event in verified:
+        per_defect[event["defect"]["id"]].append(event["kind"])
+    assert all(kinds in (["open"], ["open", "close"]) for kinds in per_defect.values()), per_defect
+    print(
+        f"{len(lost_with_redis)} events in the log ({kept:.0f} undelivered, kept) when Redis "
+        "restarted empty, "
+        f"{len(after_restart)} committed after: all delivered once, in order per defect"
     )
