@@ -176,7 +176,10 @@ def check(soak: Soak, keep: Path | None) -> dict[str, Any]:
         import shutil
 
         keep.mkdir(parents=True, exist_ok=True)
-        raw = [b.decode() for b in soak.hooks.bodies]
+        raw = [
+            json.dumps({"webhook-id": h.get("webhook-id"), "event": json.loads(b)})
+            for b, h in zip(list(soak.hooks.bodies), list(soak.hooks.headers), strict=False)
+        ]
         (keep / "receiver.jsonl").write_text("\n".join(raw) + "\n")
         (keep / "faults.log").write_text("\n".join(soak.fault_log) + "\n")
         for f in [soak.tmp / "units.log", *soak.tmp.glob("serve-*.log")]:
