@@ -92,21 +92,22 @@ def make_clip(
 ) -> Path:
     """An MPEG-TS clip of ``source``; ``blocky`` = (start, end) seconds of QP-51 frames."""
     width, height = (int(v) for v in size.split("x"))
-    count = int(round(duration * RATE))
+    count = round(duration * RATE)
     blocker = Blocker(width, height) if blocky else None
     with av.open(str(out), "w", format="mpegts") as container:
         stream = container.add_stream("libx264", rate=RATE)
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for i, frame in enumerate(source_frames(source, size, count)):
+        for i, made in enumerate(source_frames(source, size, count)):
             t = i / RATE
+            picture = made
             if blocker is not None and blocky is not None and blocky[0] <= t < blocky[1]:
-                decoded = blocker(frame)
+                decoded = blocker(made)
                 if not decoded:  # zerolatency: one out per frame in; never expected
                     continue
-                frame = decoded[-1]
-            frame = frame.reformat(format="yuv420p")
+                picture = decoded[-1]
+            frame = picture.reformat(format="yuv420p")
             frame.pts, frame.time_base = i, Fraction(1, RATE)
             for packet in stream.encode(frame):
                 container.mux(packet)
