@@ -92,6 +92,10 @@ class UnitHost:
         """Redis lost the lease while this member kept running the unit (it came back
         empty): the unit continues under ``new_epoch``."""
 
+    def commit_queued(self) -> None:
+        """Commit the writes queued during an outage, while this member still holds
+        the units they belong to (called before it releases one)."""
+
 
 class Coordinator:
     def __init__(
@@ -455,6 +459,9 @@ class Coordinator:
         self._log("stop", unit, own.epoch)
         if not release:
             return
+        # What this member queued for the unit (a close held through an outage) commits
+        # now, under its lease: once released, the fence would refuse it for good.
+        self.host.commit_queued()
         field = keys.unit_field(unit.stream_id, unit.group)
         try:
             if purge:

@@ -95,6 +95,9 @@ class ClusterHost(UnitHost):
         for record in self.supervisor.open_records(unit.stream_id, unit.group):
             self.store.restore(record, new_epoch)
 
+    def commit_queued(self) -> None:
+        self.store.flush()
+
     def publish(self) -> None:
         """After each sync with Redis: replay defect writes queued during an outage, keep
         (or re-stage) committed events until every receiver has them, and share the

@@ -1,11 +1,20 @@
-"""Blockiness: block-boundary gradients well above the stream's own baseline.
+"""Blockiness: visible steps on the coding-block grid, well above the stream's own level.
 
-A cheap grid ratio in the spirit of FFmpeg's blockdetect (Muijs & Kirenko): on a band of
-sampled rows (and columns), the mean absolute gradient across block boundaries (every
-4th, 8th and 16th pixel) divided by the mean gradient elsewhere. Natural pictures score
-about 1; visible blocking scores well above. Content moves the score, so a run is raised
-when it is well above the stream's own baseline (a low percentile of recent seconds),
-not above a fixed number. Flat pictures (black, slates) carry no evidence and are skipped.
+The score (per frame, on a band of sampled rows and of columns) counts *where* the
+picture steps, not how much gradient there is: a block boundary shows a visible step
+when the gradient across it clearly exceeds the gradients right beside it (flat on both
+sides, a jump between: what a coarse quantizer leaves). The score is the fraction of
+8-pixel (and 4-pixel, H.264's transform) boundaries that step, minus the same fraction at
+positions inside the blocks. Natural pictures step anywhere, so both fractions match and
+the score sits near 0; blocking steps on the grid only. A test pattern or a graphic with
+edges on the grid scores a steady offset (a bar edge is one boundary among the dozens on
+a line) instead of dominating the score, as a summed gradient would let it.
+
+A run is raised when the score is well above the stream's *own* level: a low percentile
+of the last two minutes' per-second scores, trusted only after ``learn_s`` seconds of
+scores (no raise before: a stream's first seconds say nothing of its normal level).
+Limitation: blocking already present for the whole of the first seconds is learned as
+the stream's normal until it clears. Flat pictures (black, slates) carry no evidence.
 """
 
 from __future__ import annotations
@@ -18,61 +27,72 @@ from pydantic import Field
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import VideoFrame
 
-PERIODS = (4, 8, 16)
-INNER = {p: [i for i in range(1, p - 1, 2) if (i + 1) % 8] for p in PERIODS}
-MAX_SCORE = 50.0
 BAND = 32  # rows (and columns) sampled per frame
-CLIP = 24  # per-pixel gradient cap (8-bit): strong edges must not dominate the ratio
+CLIP = 24  # per-pixel gradient cap (8-bit): one strong edge counts as one step
+STEP = 2.0  # a visible step: at least 2 code values (8-bit)...
+BESIDE = 1.0  # ...plus the mean gradient of the pixels beside it
 SMOOTH = 5  # running median over scores, so a single clean frame does not break a run
 MAX_RATE = 15.0  # scores per second: every other frame at 30 fps keeps timing to ~0.07 s
 
 
-def grid_ratio(luma: np.ndarray, bit_depth: int = 8) -> float | None:
-    """Boundary/non-boundary gradient ratio, max over block periods; None if too flat."""
+def grid_score(luma: np.ndarray, bit_depth: int = 8) -> float | None:
+    """Fraction of grid boundaries that step minus that inside blocks (max over both
+    orientations, 8- and 4-pixel grids); None if the picture is too flat to tell."""
     h, w = luma.shape
     if h < 32 or w < 32:
         return None
     shift = bit_depth - 8
     rows = luma[h // (2 * BAND) :: max(h // BAND, 1)]
-    cols = luma[:, w // (2 * BAND) :: max(w // BAND, 1)]
+    cols = luma[:, w // (2 * BAND) :: max(w // BAND, 1)].T
     best: float | None = None
-    num_h, num_v = _profile(rows, 1, shift), _profile(cols, 0, shift)
-    for num in (num_h, num_v):
-        if num is None:
+    for lines in (rows, cols):
+        g = _gradients(lines, shift)
+        if g is None:
             continue
-        for p in PERIODS:
-            n = num.size - (num.size % p)
-            if n < 2 * p:
-                continue
-            folded = num[:n].reshape(-1, p).sum(axis=0)
-            edge = folded[p - 1]  # gradient between pixel kp-1 and kp
-            # Compare with the other odd positions only (interlacing and 2x scaling make
-            # odd and even gradients differ), and not with 8-pixel boundaries.
-            inner = folded[INNER[p]].mean()
-            # Perfectly flat blocks have no inner gradient at all: floor the divisor.
-            r = min(float(edge / max(inner, 0.05 * folded.mean())), MAX_SCORE)
-            best = r if best is None else max(best, r)
+        for score in _grid_excess(g):
+            best = score if best is None else max(best, score)
     return best
 
 
-def _profile(x: np.ndarray, axis: int, shift: int) -> np.ndarray | None:
+def _gradients(lines: np.ndarray, shift: int) -> np.ndarray | None:
     # Widen before differencing: uint8 differences would wrap around.
-    wide = x.astype(np.int16) if shift == 0 else (x.astype(np.int32) >> shift)
-    g = np.abs(np.diff(wide, axis=axis))
+    wide = lines.astype(np.int16) if shift == 0 else (lines.astype(np.int32) >> shift)
+    g = np.abs(np.diff(wide, axis=1))
     np.minimum(g, CLIP, out=g)
-    prof = g.sum(axis=1 - axis)
     # Mean gradient below ~0.5 code values per pixel: a flat picture, no evidence.
-    if prof.sum() < 0.5 * g.size:
+    if g.sum() < 0.5 * g.size:
         return None
-    return prof.astype(np.float64)
+    n = g.shape[1] - g.shape[1] % 8
+    if n < 16:
+        return None
+    return g[:, :n].reshape(g.shape[0], -1, 8).astype(np.float32)
+
+
+def _grid_excess(blocks: np.ndarray) -> tuple[float, float]:
+    """(8-pixel grid, 4-pixel grid) excess of stepping boundaries. Gradient j of a block
+    lies between its pixels j and j+1: j = 7 is the 8-pixel boundary, 3 the 4-pixel one,
+    1 and 5 the controls (odd too: interlacing and 2x scaling make odd and even
+    gradients differ)."""
+
+    def stepping(j: int) -> float:
+        step = blocks[:, :-1, j]
+        after = blocks[:, 1:, 0] if j == 7 else blocks[:, :-1, j + 1]
+        beside = (blocks[:, :-1, j - 1] + after) / 2
+        return float(np.mean(step >= STEP + BESIDE * beside))
+
+    control = (stepping(1) + stepping(5)) / 2
+    edge8, edge4 = stepping(7), stepping(3)
+    return edge8 - control, (edge8 + edge4) / 2 - control
 
 
 class BlockinessParams(Params):
     d: float = Field(1.0, ge=0.0, le=3600.0)
-    factor: float = Field(1.35, gt=1.0, le=10.0, description="score / baseline to raise")
-    margin: float = Field(0.3, ge=0.0, le=10.0, description="and score - baseline at least")
+    margin: float = Field(
+        0.02, gt=0.0, le=1.0, description="score above the stream's level to raise"
+    )
+    factor: float = Field(1.3, gt=1.0, le=10.0, description="and score / level at least")
     baseline_window_s: float = Field(120.0, ge=5.0, le=3600.0)
-    initial_baseline: float = Field(1.1, gt=0.0, le=10.0)
+    learn_s: float = Field(5.0, ge=1.0, le=600.0, description="seconds before any raise")
     severity: str = Field("warning", pattern="^(warning|critical)$")
 
 
@@ -93,9 +113,10 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self.last_eval = -1e9
 
     @property
-    def baseline(self) -> float:
-        if len(self.seconds) < 10:
-            return self.params.initial_baseline
+    def baseline(self) -> float | None:
+        """The stream's own level; None until ``learn_s`` seconds are known."""
+        if len(self.seconds) < self.params.learn_s:
+            return None
         # A low percentile: blocky stretches (the defect) must not raise the baseline.
         return float(np.percentile(np.fromiter(self.seconds, float), 20))
 
@@ -103,20 +124,24 @@ class BlockinessDetector(Detector[BlockinessParams]):
         if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
             return []
         self.last_eval = frame.t
-        score = grid_ratio(frame.luma, frame.bit_depth)
+        score = grid_score(frame.luma, frame.bit_depth)
         if score is None:
             return []
         self._learn(frame.t, score)
         self.recent.append((frame.t, score))
         smoothed = float(np.median([s for _, s in self.recent]))
         base = self.baseline
-        blocky = smoothed >= base * self.params.factor and smoothed - base >= self.params.margin
+        blocky = (
+            base is not None
+            and smoothed - base >= self.params.margin
+            and smoothed >= max(base, 0.0) * self.params.factor
+        )
         if blocky == self.active:
             return []
         self.active = blocky
         # The running median lags the change by half its window: date it back.
         t = self.recent[-(len(self.recent) + 1) // 2][0] if len(self.recent) > 1 else frame.t
-        details = {"score": round(smoothed, 3), "baseline": round(base, 3)} if blocky else {}
+        details = {"score": round(smoothed, 3), "baseline": round(base or 0.0, 3)} if blocky else {}
         return [Change(t, blocky, details=details)]
 
     def _learn(self, t: float, score: float) -> None:

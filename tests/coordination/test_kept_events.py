@@ -1,7 +1,8 @@
 """Events kept by the members that committed them, against a real redis-server and a real
 HTTP receiver: after Redis restarts empty, what the lost log held arrives in its original
 order even when the members re-stage their parts at different times; and a write for a
-unit whose lease Redis lost is queued for the owner's claim, not refused."""
+unit whose lease Redis lost is queued for the owner's claim, not refused, and commits
+before the owner hands the unit over."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from service.coordination import keys
+from service.coordination.assignment import Unit
+from service.coordination.cluster import Coordinator, UnitHost
 from service.events.delivery import Dispatcher
 from service.events.event_log import RedisEventLog
 from service.events.kept import EventKeeper
@@ -104,3 +108,62 @@ def test_a_write_for_a_unit_with_no_lease_is_queued_for_the_owners_claim(
     stored = store.get(record.id)
     assert stored is not None and not stored.open and store.rejected == 0
     assert [json.loads(e[1][b"event"])["kind"] for e in client.xrange(keys.EVENT_LOG)] == ["close"]
+
+
+class StoreHost(UnitHost):
+    """The parts of ClusterHost this needs: runs nothing, owns a real defect store."""
+
+    def __init__(self, store: RedisDefectStore) -> None:
+        self.store = store
+
+    def set_units(self, stream_id: str, spec: dict[str, Any], epochs: dict[str, int]) -> None:
+        pass
+
+    def reclaimed(self, unit: Unit, old_epoch: int, new_epoch: int) -> None:
+        self.store.rebase(unit.stream_id, unit.group, old_epoch, new_epoch)
+
+    def commit_queued(self) -> None:
+        self.store.flush()
+
+    def publish(self) -> None:
+        self.store.flush()
+
+
+def _member(r: redis.Redis, name: str) -> None:
+    r.zadd(keys.MEMBERS, {name: int(time.time() * 1000) + 60_000})
+    r.hset(keys.MEMBER_INFO, name, json.dumps({"ready": True, "units": 0, "load": 0}))
+
+
+def test_a_close_held_through_an_empty_restart_commits_before_its_unit_is_handed_over(
+    client: redis.Redis,
+) -> None:
+    """Redis comes back empty; in one tick the owner claims its units again and (a second
+    member being there) hands one over. The close it held for that unit must commit
+    before the release, under its lease: after it, the fence refuses it for good and the
+    receiver's defect stays open (found by the chaos soak, seed 1)."""
+    for sid in ("s1", "s2"):
+        client.hset(keys.STREAMS, sid, json.dumps({"name": sid, "groups": ["video"]}))
+    client.incr(keys.REGISTRY_VERSION)
+    _member(client, "m2")
+    client.hset(keys.MEMBER_INFO, "m2", json.dumps({"ready": False}))  # not yet ready
+    store = RedisDefectStore(client, "m1", 100)
+    coordinator = Coordinator(client, "m1", StoreHost(store), lease_ttl=3.0)
+    coordinator.tick()
+    records = {}
+    for sid in ("s1", "s2"):
+        records[sid] = _record(epoch=coordinator.epoch_of(sid, "video") or 0)
+        records[sid].stream_id = sid
+        assert store.put(records[sid], kind="open")
+    time.sleep(0.6)  # membership settled
+    client.flushall()  # Redis restarted empty while both defects ended
+    for record in records.values():
+        record.ended_at, record.end = time.time(), 2.0
+        assert not store.put(record, kind="close")  # held: no lease yet
+    _member(client, "m2")  # m2 is back (and ready) before m1's next tick
+    coordinator.tick()
+    handed = [sid for sid in records if coordinator.epoch_of(sid, "video") is None]
+    assert len(handed) == 1, handed  # one unit went to m2 in that same tick
+    assert store.pending == 0 and store.rejected == 0
+    for record in records.values():
+        stored = store.get(record.id)
+        assert stored is not None and not stored.open, stored

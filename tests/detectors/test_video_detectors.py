@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.detectors.blockiness import grid_ratio
+from service.detectors.blockiness import grid_score
 from tests.detectors.helpers import run, vframe
 
 FPS = 25
@@ -98,20 +98,25 @@ def _blocky(img: np.ndarray, block: int = 8) -> np.ndarray:
     return np.repeat(np.repeat(means, block, 0), block, 1).astype(np.uint8)
 
 
-def test_grid_ratio_separates_blocks_from_natural_texture() -> None:
+def test_grid_score_separates_blocks_from_natural_texture_and_grid_aligned_edges() -> None:
     from scipy import ndimage
 
     smooth = (
         ndimage.gaussian_filter(RNG.normal(128, 40, (288, 512)), 3).clip(0, 255).astype(np.uint8)
     )
-    assert grid_ratio(smooth) == pytest.approx(1.0, abs=0.15)
+    assert grid_score(smooth) == pytest.approx(0.0, abs=0.02)
     blocky = (0.5 * smooth + 0.5 * _blocky(smooth)).astype(np.uint8)
-    assert grid_ratio(blocky) > 1.8
+    assert grid_score(blocky) > 0.15
     # Interlace-like alternation of rows must not read as blocking.
     combed = smooth.copy()
     combed[1::2] = np.clip(combed[1::2].astype(int) + 12, 0, 255)
-    assert grid_ratio(combed) < 1.3
-    assert grid_ratio(np.full((288, 512), 100, np.uint8)) is None  # flat: no evidence
+    assert grid_score(combed) < 0.03
+    # Bars with every edge on the 8-pixel grid (a test pattern): a bar edge is one
+    # boundary among many on a line, not blocking.
+    bars = np.repeat((np.arange(512) // 64 * 30 % 256).astype(np.uint8)[None, :], 288, 0)
+    noisy = (bars + RNG.normal(0, 2, bars.shape)).clip(0, 255).astype(np.uint8)
+    assert grid_score(noisy) <= 1 / 8 + 0.01  # 8 of 64 boundaries per line are bar edges
+    assert grid_score(np.full((288, 512), 100, np.uint8)) is None  # flat: no evidence
 
 
 def test_blockiness_raised_relative_to_the_stream_baseline() -> None:
