@@ -46,25 +46,26 @@ def grid_score(luma: np.ndarray, bit_depth: int = 8) -> float | None:
     cols = luma[:, w // (2 * BAND) :: max(w // BAND, 1)].T
     best: float | None = None
     for lines in (rows, cols):
-        g = _gradients(lines, shift)
-        if g is None:
-            continue
-        for score in _grid_excess(g):
+        # Widen before differencing: uint8 differences would wrap around.
+        wide = lines.astype(np.int16) if shift == 0 else (lines.astype(np.int32) >> shift)
+        g = np.abs(np.diff(wide, axis=1))
+        np.minimum(g, CLIP, out=g)
+        scores: tuple[float, ...] | None
+        # Some steps (0.1% of positions): enough to count where they fall. Blocking on a
+        # ramp or on bars is that sparse at 1080p: a few steps, all on the grid.
+        if np.count_nonzero(g >= STEP) >= 0.001 * g.size:
+            scores = _grid_excess(_blocks(g))
+        elif wide.std() >= 8:
+            scores = (0.0,)  # smooth ramps, no step anywhere: certainly no blocking
+        else:
+            scores = None  # flat (black, a plain slate): no evidence either way
+        for score in scores or ():
             best = score if best is None else max(best, score)
     return best
 
 
-def _gradients(lines: np.ndarray, shift: int) -> np.ndarray | None:
-    # Widen before differencing: uint8 differences would wrap around.
-    wide = lines.astype(np.int16) if shift == 0 else (lines.astype(np.int32) >> shift)
-    g = np.abs(np.diff(wide, axis=1))
-    np.minimum(g, CLIP, out=g)
-    # Mean gradient below ~0.5 code values per pixel: a flat picture, no evidence.
-    if g.sum() < 0.5 * g.size:
-        return None
+def _blocks(g: np.ndarray) -> np.ndarray:
     n = g.shape[1] - g.shape[1] % 8
-    if n < 16:
-        return None
     return g[:, :n].reshape(g.shape[0], -1, 8).astype(np.float32)
 
 
@@ -88,9 +89,13 @@ def _grid_excess(blocks: np.ndarray) -> tuple[float, float]:
 class BlockinessParams(Params):
     d: float = Field(1.0, ge=0.0, le=3600.0)
     margin: float = Field(
-        0.02, gt=0.0, le=1.0, description="score above the stream's level to raise"
+        0.01, gt=0.0, le=1.0, description="score above the stream's level to raise, at least"
+    )
+    spread: float = Field(
+        4.0, ge=0.0, le=100.0, description="and above it by this many times its own spread"
     )
     factor: float = Field(1.3, gt=1.0, le=10.0, description="and score / level at least")
+    min_score: float = Field(0.03, ge=0.0, le=1.0, description="and the score at least")
     baseline_window_s: float = Field(120.0, ge=5.0, le=3600.0)
     learn_s: float = Field(5.0, ge=1.0, le=600.0, description="seconds before any raise")
     severity: str = Field("warning", pattern="^(warning|critical)$")
@@ -113,12 +118,14 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self.last_eval = -1e9
 
     @property
-    def baseline(self) -> float | None:
-        """The stream's own level; None until ``learn_s`` seconds are known."""
+    def baseline(self) -> tuple[float, float] | None:
+        """The stream's own level and its spread (per-second scores, 20th percentile and
+        80th minus 20th); None until ``learn_s`` seconds are known."""
         if len(self.seconds) < self.params.learn_s:
             return None
-        # A low percentile: blocky stretches (the defect) must not raise the baseline.
-        return float(np.percentile(np.fromiter(self.seconds, float), 20))
+        # A low percentile: blocky stretches (the defect) must not raise the level.
+        low, high = np.percentile(np.fromiter(self.seconds, float), [20, 80])
+        return float(low), float(high - low)
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
@@ -130,18 +137,21 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self._learn(frame.t, score)
         self.recent.append((frame.t, score))
         smoothed = float(np.median([s for _, s in self.recent]))
-        base = self.baseline
+        learned = self.baseline
+        base = learned[0] if learned is not None else 0.0
+        p = self.params
         blocky = (
-            base is not None
-            and smoothed - base >= self.params.margin
-            and smoothed >= max(base, 0.0) * self.params.factor
+            learned is not None
+            and smoothed - base >= max(p.margin, p.spread * learned[1])
+            and smoothed >= max(base, 0.0) * p.factor
+            and smoothed >= p.min_score
         )
         if blocky == self.active:
             return []
         self.active = blocky
         # The running median lags the change by half its window: date it back.
         t = self.recent[-(len(self.recent) + 1) // 2][0] if len(self.recent) > 1 else frame.t
-        details = {"score": round(smoothed, 3), "baseline": round(base or 0.0, 3)} if blocky else {}
+        details = {"score": round(smoothed, 3), "baseline": round(base, 3)} if blocky else {}
         return [Change(t, blocky, details=details)]
 
     def _learn(self, t: float, score: float) -> None:
