@@ -26,6 +26,7 @@ CASES = [
     ("life", "640x360"),
     ("zoneplate", "640x360"),
     ("testsrc2", "1280x720"),
+    ("yuvtestsrc", "1920x1080"),  # blocking on a ramp at 1080p: a few steps, all on the grid
 ]
 
 
