@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_defects: int = Field(10_000, ge=100, le=1_000_000, description="defects kept in memory")
     no_signal_s: float = Field(5.0, gt=0.0, le=3600.0)
     source_timeout_s: float = Field(3.0, gt=0.0, le=120.0)
+    decode_threads: Literal["auto", "single", "frame"] = Field(
+        "auto", description="auto: frame threads only while streams < cores"
+    )
     max_streams: int = Field(200, ge=1, le=100_000, description="streams per process (429)")
     max_body_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024, description="413 above")
     max_sse_subscribers: int = Field(100, ge=1, le=10_000, description="429 above")

@@ -24,6 +24,7 @@ from service.events.bus import EventBus
 from service.events.delivery import Dispatcher
 from service.events.model import DefectRecord, FeedEvent
 from service.events.sqlite_store import SqliteStore
+from service.media import decode_threads
 from service.pipeline.runner import StreamSpec
 from service.pipeline.supervisor import Supervisor
 
@@ -47,6 +48,8 @@ def _embedded(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], N
                 "pod_name": settings.pod_name,
                 "no_signal_s": settings.no_signal_s,
                 "timeout_s": settings.source_timeout_s,
+                "decode_threads": settings.decode_threads,
+                "workers": settings.workers,
                 "allowlist": settings.source_allowlist,
                 "denylist": settings.source_denylist,
             },
@@ -206,6 +209,7 @@ class FeedListener:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    decode_threads.configure(settings.decode_threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

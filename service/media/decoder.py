@@ -15,6 +15,7 @@ from typing import Any
 import av
 import numpy as np
 
+from service.media import decode_threads
 from service.media.errors import SourceError
 from service.media.frames import (
     AudioFrame,
@@ -158,7 +159,7 @@ class MediaReader:
         source: str,
         *,
         timeout_s: float = 5.0,
-        threads: str = "AUTO",
+        threads: str | None = "AUTO",
         want_video: bool = True,
         want_audio: bool = True,
         policy: AddressPolicy | None = None,
@@ -171,10 +172,12 @@ class MediaReader:
         # so decoded frames are not when the source went quiet.)
         self.last_packet_wall: float | None = None
         self.container = open_container(self.spec, timeout_s, policy)
+        # None: as the process-wide policy says (service.media.decode_threads).
+        self._counted = threads is None
         try:
-            self._setup(threads, want_video, want_audio)
+            self._setup(threads or decode_threads.acquire(), want_video, want_audio)
         except Exception:
-            self.container.close()
+            self.close()
             raise
 
     def _setup(self, threads: str, want_video: bool, want_audio: bool) -> None:
@@ -185,6 +188,8 @@ class MediaReader:
             raise SourceError(f"{redact(self.spec.url)}: no audio or video stream found")
         if self.video_stream is not None:
             self.video_stream.thread_type = threads
+            if threads == "NONE":
+                self.video_stream.codec_context.thread_count = 1
             # H.264 only flags concealed (damaged) frames when error resilience is on.
             self.video_stream.codec_context.options = {"enable_er": "1"}
         origin_stream = self.video_stream or self.audio_stream
@@ -232,6 +237,9 @@ class MediaReader:
 
     def close(self) -> None:
         self.container.close()
+        if self._counted:
+            self._counted = False
+            decode_threads.release()
 
     def __enter__(self) -> MediaReader:
         return self

@@ -185,6 +185,7 @@ class StreamRunner:
                 reader = MediaReader(
                     self.spec.url,
                     timeout_s=self.timeout_s,
+                    threads=None,  # frame threads only while this process has idle cores
                     want_video=self.analyzer.wants_video,
                     want_audio=self.analyzer.wants_audio,
                     policy=self.policy,
