@@ -35,6 +35,9 @@ from service.pipeline.thumbnail import jpeg_thumbnail
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 10.0
+# While no_signal is open, a source that refuses is tried again every second at most,
+# so the alarm clears within about a second of the source coming back.
+NO_SIGNAL_RETRY_S = 1.0
 QUEUE_VIDEO_FRAMES = 12  # ~0.4 s of 30 fps: enough slack, small memory
 QUEUE_MAX_ITEMS = 400  # video + audio items: a bound even if analysis stalls
 THUMBNAIL_EVERY_S = 1.0
@@ -106,6 +109,7 @@ class StreamRunner:
         self.stats = RunnerStats()
         self.last_frame_wall: float | None = None  # wall clock of the newest frame analysed
         self.last_packet_wall: float | None = None  # ... of the newest packet (the signal)
+        self._reader: MediaReader | None = None  # the open source, while one is
         self._no_signal_since = 0.0  # wall clock when the open no_signal was raised
         self.thumbnail: bytes | None = None
         self.open_defects: dict[tuple[str, str], Defect] = {}
@@ -197,6 +201,8 @@ class StreamRunner:
                 self.stats.reconnects += 1
                 self.on_stats(self, "reconnect", 1)
                 delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(attempt, 10))
+                if self._no_signal is not None:
+                    delay = min(delay, NO_SIGNAL_RETRY_S)
                 log.info(
                     "stream %s: %s; retry in %.1f s",
                     self.spec.id,
@@ -206,6 +212,7 @@ class StreamRunner:
                 self._stop.wait(delay)
                 continue
             attempt = 0
+            self._reader = reader  # the watchdog sees its packets before any frame
             self.last_error = None
             self.state = "running"
             is_file = not reader.spec.is_network
@@ -220,6 +227,7 @@ class StreamRunner:
                 reader.ended_by = f"reader error: {exc}"
                 is_file = False  # retry like a live source
             finally:
+                self._reader = None
                 reader.close()
             if self._stop.is_set():
                 break
@@ -384,8 +392,19 @@ class StreamRunner:
 
     # ------------------------------------------------------------------ watchdog
     def _watchdog(self) -> None:
-        """Raise ``no_signal`` when no media has arrived for ``no_signal_s`` of wall time."""
-        if self._no_signal is not None or self._stop.is_set() or self.state == "stopped":
+        """Raise ``no_signal`` when no media has arrived for ``no_signal_s`` of wall time;
+        close it as soon as packets flow again (a decoder may need a keyframe, up to a
+        GOP, before it gives a frame: that is not a missing signal)."""
+        if self._stop.is_set() or self.state == "stopped":
+            return
+        reader = self._reader
+        if reader is not None and reader.last_packet_wall is not None:
+            self.last_packet_wall = max(self.last_packet_wall or 0.0, reader.last_packet_wall)
+        if self._no_signal is not None:
+            if self.last_packet_wall is not None and self.last_packet_wall > self._no_signal_since:
+                # On the timeline the next frame will have: the outage counts.
+                gap = max(0.0, time.time() - (self.last_frame_wall or time.time()))
+                self._close_no_signal(self._media_end + gap)
             return
         group = self.spec.watch_group
         if group is None:
