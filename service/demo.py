@@ -32,10 +32,13 @@ DEMO_DEFECTS = (
 DEMO_LENGTH_S = 75.0
 
 
-def send_udp(path: str, url: str, stop: threading.Event, loop: bool = True) -> None:
+def send_udp(
+    path: str, url: str, stop: threading.Event, loop: bool = True, skip_s: float = 0.0
+) -> None:
     """Send ``path`` to ``url`` (udp://host:port) in real time, looping forever with
-    timestamps that keep increasing (one continuous live stream)."""
-    offset = 0.0
+    timestamps that keep increasing (one continuous live stream). ``skip_s``: start that
+    far into the clip (mid-GOP: a receiver joins without a keyframe, as on a live feed)."""
+    offset = -skip_s
     with av.open(url, "w", format="mpegts") as out:
         streams: dict[int, Any] = {}
         start = time.monotonic()
@@ -57,6 +60,8 @@ def send_udp(path: str, url: str, stop: threading.Event, loop: bool = True) -> N
                     first = ts if first is None else first
                     rel = ts - first
                     last = max(last, rel)
+                    if rel < skip_s:
+                        continue
                     delay = start + offset + rel - 0.5 - time.monotonic()  # 0.5 s head start
                     if delay > 0 and stop.wait(delay):
                         return
@@ -69,6 +74,7 @@ def send_udp(path: str, url: str, stop: threading.Event, loop: bool = True) -> N
             if not loop:
                 return
             offset += last + 1 / 30
+            skip_s = 0.0
 
 
 def _free_udp_port() -> int:

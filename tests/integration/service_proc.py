@@ -111,14 +111,15 @@ class UdpSender:
     ``started`` is the wall clock just before its first packet: the child's own start-up
     (importing PyAV takes seconds on a loaded machine) is not the service's latency."""
 
-    def __init__(self, clip: Path, port: int) -> None:
+    def __init__(self, clip: Path, port: int, skip_s: float = 0.0) -> None:
         code = (
             "import sys, threading, time; from service.demo import send_udp; "
             "print(time.time(), flush=True); "
-            "send_udp(sys.argv[1], sys.argv[2], threading.Event())"
+            "send_udp(sys.argv[1], sys.argv[2], threading.Event(), skip_s=float(sys.argv[3]))"
         )
+        url = f"udp://127.0.0.1:{port}?pkt_size=1316"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(clip), f"udp://127.0.0.1:{port}?pkt_size=1316"],
+            [sys.executable, "-c", code, str(clip), url, str(skip_s)],
             stdout=subprocess.PIPE,
             text=True,
         )
