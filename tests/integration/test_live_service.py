@@ -156,6 +156,42 @@ def test_live_udp_stream_defects_no_signal_and_webhooks(
         service.stop()
 
 
+def test_no_signal_clears_within_a_second_of_a_refusing_source_coming_back(
+    make_clip: ClipFactory, tmp_path: Path
+) -> None:
+    """An HTTP source that refuses connections for 16 s: the reconnect backoff has grown
+    to 8 s by then, but while no_signal is open the source is tried every second, so the
+    alarm clears within ~1 s of the source coming back (not at the next 8-10 s retry)."""
+    from tests.integration.live_http import LiveHttpSource
+
+    clip, _ = make_clip(duration=12.0, size="320x180")
+    service = Service(tmp_path)
+    feed = EventFeed(service.base)
+    port = free_port()
+    source = None
+    try:
+        body = {"name": "relay", "url": f"http://127.0.0.1:{port}/live.ts"}
+        status, stream = service.request("POST", "/api/v1/streams", body)
+        assert status == 201, stream
+
+        def no_signal(kind: str) -> list[Any]:
+            return [e for e in feed.events if e[1] == kind and e[2]["type"] == "no_signal"]
+
+        assert wait_for(lambda: no_signal("open"), 15), "no_signal not raised"
+        time.sleep(max(0.0, 16.0 - (time.time() - no_signal("open")[0][0] + 5.0)))
+        source = LiveHttpSource(clip, port)
+        back = source.started
+        assert wait_for(lambda: no_signal("close"), 15), "no_signal not closed"
+        took = no_signal("close")[0][0] - back
+        print(f"no_signal closed {took:.2f} s after a refusing HTTP source came back")
+        assert took <= 1.0 + 1.0
+    finally:
+        feed.close()
+        if source is not None:
+            source.close()
+        service.stop()
+
+
 def test_file_stream_asap_metrics_and_lifecycle(make_clip: ClipFactory, tmp_path: Path) -> None:
     clip, _ = make_clip("black@2-5,silence@6-9", duration=12.0)
     service = Service(tmp_path, AVMON_ALLOW_FILE_SOURCES="true")
