@@ -17,6 +17,7 @@ from service.detectors.clipping import ClippingDetector
 from service.detectors.freeze import FreezeDetector
 from service.detectors.loudness import LoudnessDetector
 from service.detectors.silence import SilenceDetector
+from service.detectors.true_peak import TruePeakDetector
 
 DETECTORS: dict[str, type[Detector[Any]]] = {
     cls.name: cls
@@ -29,12 +30,18 @@ DETECTORS: dict[str, type[Detector[Any]]] = {
         ChannelSilenceDetector,
         LoudnessDetector,
         ClippingDetector,
+        TruePeakDetector,
         AvSyncDetector,
     )
 }
+# Run only when named: true_peak overlaps clipping on clipped audio, and delivery limits
+# (-1 dBTP) are a house rule to opt in to, not a fault of every feed.
+OPT_IN = frozenset({"true_peak"})
 GROUPS: dict[str, list[str]] = {}
 for _name, _cls in DETECTORS.items():
-    GROUPS.setdefault(_cls.group, []).append(_name)
+    GROUPS.setdefault(_cls.group, [])
+    if _name not in OPT_IN:
+        GROUPS[_cls.group].append(_name)
 
 
 class DetectorConfigError(ValueError):
@@ -47,9 +54,10 @@ class DetectorConfigError(ValueError):
 
 
 def resolve_names(selection: Iterable[str] | None) -> list[str]:
-    """Expand names and group names into detector names, in registry order."""
+    """Expand names and group names into detector names, in registry order (opt-in
+    detectors only when named)."""
     if selection is None:
-        return list(DETECTORS)
+        return [n for n in DETECTORS if n not in OPT_IN]
     wanted: set[str] = set()
     for raw in selection:
         item = raw.strip()

@@ -106,6 +106,7 @@ class Lifecycle:
                 run.defect = self._raise(det, ch.key, run, events, now)
             if run.defect is not None:
                 run.defect.end = max(ch.t, run.defect.start)
+                run.defect.details.update(ch.details)  # what is known only at the end
                 events.append(DefectEvent("close", run.defect, now))
         events += self.tick(det, now)
         return events

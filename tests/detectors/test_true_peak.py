@@ -1,0 +1,95 @@
+"""True peak (BS.1770-4, 4x oversampled): the meter against FFmpeg's own
+``ebur128=peak=true`` on the same samples (through libavfilter, via PyAV), and the
+``true_peak`` detector on an overshoot no sample peak shows."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import av.filter
+import numpy as np
+import pytest
+
+from service.detectors.bs1770 import TruePeakMeter, dbtp
+from tests.detectors.helpers import audio_frames, run
+
+RATE = 48000
+BLOCK = 1024
+
+
+def _signal(kind: str, seconds: float = 3.0) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    fade = np.minimum(1.0, t / 0.05) ** 2  # no onset transient: both read steady state
+    if kind == "inter-sample +0.5 dBTP":  # fs/4 at 45 degrees: samples at -2.5 dBFS
+        x = 10 ** (0.5 / 20) * np.sin(2 * np.pi * RATE / 4 * t + np.pi / 4)
+    elif kind == "997 Hz -3 dBFS":
+        x = 10 ** (-3 / 20) * np.sin(2 * np.pi * 997 * t)
+    elif kind == "11025 Hz":
+        x = 0.8 * np.sin(2 * np.pi * 11025 * t + 0.3)
+    else:  # full-band noise, the hardest case for an interpolator
+        x = np.clip(np.random.default_rng(1).normal(0, 0.25, t.size), -0.99, 0.99)
+    return np.stack([x * fade, x * fade]).astype(np.float32)
+
+
+def _ffmpeg_true_peak(x: np.ndarray) -> float:
+    graph = av.filter.Graph()
+    src = graph.add_abuffer(
+        sample_rate=RATE, format="fltp", layout="stereo", time_base=Fraction(1, RATE)
+    )
+    meter = graph.add("ebur128", "peak=true:metadata=1")
+    sink = graph.add("abuffersink")
+    src.link_to(meter)
+    meter.link_to(sink)
+    graph.configure()
+    peak = 0.0
+
+    def drain() -> None:
+        nonlocal peak
+        while True:
+            try:
+                out = sink.pull()
+            except (av.BlockingIOError, av.EOFError):
+                return
+            peak = max(peak, float(out.metadata.get("lavfi.r128.true_peak", 0.0)))
+
+    for i in range(0, x.shape[1], BLOCK):
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(x[:, i : i + BLOCK]), format="fltp", layout="stereo"
+        )
+        frame.sample_rate, frame.pts, frame.time_base = RATE, i, Fraction(1, RATE)
+        src.push(frame)
+        drain()
+    src.push(None)
+    drain()
+    return dbtp(peak)
+
+
+@pytest.mark.parametrize("kind", ["inter-sample +0.5 dBTP", "997 Hz -3 dBFS", "11025 Hz", "noise"])
+def test_true_peak_matches_ffmpeg_ebur128_within_0_1_db(kind: str) -> None:
+    x = _signal(kind)
+    meter = TruePeakMeter(2)
+    ours = max(float(meter.feed(x[:, i : i + BLOCK]).max()) for i in range(0, x.shape[1], BLOCK))
+    assert dbtp(ours) == pytest.approx(_ffmpeg_true_peak(x), abs=0.1)
+
+
+def test_true_peak_detector_finds_an_overshoot_sample_peaks_do_not_show() -> None:
+    quiet = _signal("997 Hz -3 dBFS", 6.0) * 0.1  # -23 dBFS
+    burst = _signal("inter-sample +0.5 dBTP", 1.0)
+    x = quiet.copy()
+    x[:, 2 * RATE : 3 * RATE] = burst[:, :RATE] / np.minimum(1.0, 1.0)
+    assert float(np.abs(x).max()) < 10 ** (-2.4 / 20)  # no sample above -2.4 dBFS
+    _, defects = run(["true_peak", "clipping"], audio_frames(x))
+    assert [d["type"] for d in defects] == ["true_peak"], defects
+    (d,) = defects
+    # The burst fades in over 50 ms: the limit (-1 dBTP) is crossed ~40 ms in.
+    assert 2.0 <= d["start"] <= 2.06 and abs(d["end"] - 3.0) <= 0.01, d
+    assert d["details"]["true_peak_dbtp"] == pytest.approx(0.5, abs=0.1)
+
+
+def test_true_peak_is_opt_in() -> None:
+    from service.detectors.registry import resolve_names
+
+    assert "true_peak" not in resolve_names(None)
+    assert "true_peak" not in resolve_names(["audio"])
+    assert "true_peak" in resolve_names(["audio", "true_peak"])
