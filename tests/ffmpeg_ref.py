@@ -243,3 +243,50 @@ def run_reference(path: str | Path, d: float = 2.0) -> Reference:
         video_frames=frames,
         raw={k: r.finish(t_end) for k, r in runs.items()},
     )
+
+
+def ebur128(samples: Any, rate: int, block: int = 1024) -> dict[str, float]:
+    """FFmpeg's ``ebur128=peak=true:metadata=1`` over stereo float samples (2, n): the
+    final integrated loudness ``I`` and loudness range ``LRA`` (LU), and the highest
+    true peak ``true_peak`` (dBTP), as its frame metadata says at the end."""
+    import math
+    from fractions import Fraction
+
+    import numpy as np
+
+    graph = av.filter.Graph()
+    src = graph.add_abuffer(
+        sample_rate=rate, format="fltp", layout="stereo", time_base=Fraction(1, rate)
+    )
+    meter = graph.add("ebur128", "peak=true:metadata=1")
+    sink = graph.add("abuffersink")
+    src.link_to(meter)
+    meter.link_to(sink)
+    graph.configure()
+    last: dict[str, str] = {}
+    peak = 0.0
+
+    def drain() -> None:
+        nonlocal last, peak
+        while True:
+            try:
+                out = sink.pull()
+            except (av.BlockingIOError, av.EOFError):
+                return
+            if out.metadata:
+                last = dict(out.metadata)
+                peak = max(peak, float(last.get("lavfi.r128.true_peak", 0.0)))
+
+    for i in range(0, samples.shape[1], block):
+        chunk = np.ascontiguousarray(samples[:, i : i + block], dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
+        src.push(frame)
+        drain()
+    src.push(None)
+    drain()
+    return {
+        "I": float(last["lavfi.r128.I"]),
+        "LRA": float(last["lavfi.r128.LRA"]),
+        "true_peak": 20 * math.log10(peak) if peak > 0 else -math.inf,
+    }

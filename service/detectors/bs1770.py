@@ -64,6 +64,8 @@ class LoudnessMeter:
     PER_GATE_STEP = 4  # sub-blocks per 100 ms
     GATE_WINDOW = 16  # sub-blocks per 400 ms
     HIST_MIN, HIST_STEP, HIST_BINS = ABSOLUTE_GATE, 0.1, 1000  # -70 .. +30 LUFS
+    SHORT_TERM = 120  # sub-blocks per 3 s
+    LRA_STEP, LRA_BINS = 0.01, 10_000
 
     def __init__(self, rate: int, channels: int, history_s: float = 8.0) -> None:
         self.rate = rate
@@ -80,6 +82,9 @@ class LoudnessMeter:
         self.blocks_total = 0
         self.hist_power = np.zeros(self.HIST_BINS)  # summed power per loudness bin
         self.hist_count = np.zeros(self.HIST_BINS, dtype=np.int64)
+        # Loudness range (EBU Tech 3342): short-term (3 s) levels every 100 ms, 0.01 LU bins.
+        self.lra_power = np.zeros(self.LRA_BINS)
+        self.lra_count = np.zeros(self.LRA_BINS, dtype=np.int64)
 
     def push(self, samples: np.ndarray) -> int:
         """Add (channels, n) samples; return how many sub-blocks completed."""
@@ -97,6 +102,13 @@ class LoudnessMeter:
         return n
 
     def _gate_block(self) -> None:
+        if self.blocks_total >= self.SHORT_TERM and len(self.blocks) >= self.SHORT_TERM:
+            power = self._mean(self.SHORT_TERM)
+            level = lufs(power)
+            if level > ABSOLUTE_GATE:
+                i = min(int((level - self.HIST_MIN) / self.LRA_STEP), self.LRA_BINS - 1)
+                self.lra_power[i] += power
+                self.lra_count[i] += 1
         if self.blocks_total < self.GATE_WINDOW:
             return
         power = self._mean(self.GATE_WINDOW)
@@ -133,6 +145,23 @@ class LoudnessMeter:
         first = max(0, math.ceil((rel - self.HIST_MIN) / self.HIST_STEP))
         kept = int(self.hist_count[first:].sum())
         return lufs(float(self.hist_power[first:].sum()) / kept) if kept else -math.inf
+
+    def loudness_range(self) -> float:
+        """LRA (LU): the spread between the 10th and 95th percentiles of the short-term
+        levels above -70 LUFS and above -20 LU under their power mean (EBU Tech 3342)."""
+        count = int(self.lra_count.sum())
+        if count == 0:
+            return 0.0
+        rel = lufs(float(self.lra_power.sum()) / count) - 20.0
+        first = max(0, math.ceil((rel - self.HIST_MIN) / self.LRA_STEP))
+        counts = self.lra_count[first:]
+        kept = int(counts.sum())
+        if kept == 0:
+            return 0.0
+        cum = np.cumsum(counts)
+        low = int(np.searchsorted(cum, 0.10 * kept))
+        high = int(np.searchsorted(cum, 0.95 * kept))
+        return (high - low) * self.LRA_STEP
 
     def history_db(self, seconds: float) -> np.ndarray:
         """Sub-block energies of the last ``seconds`` in dB (floored), oldest first."""

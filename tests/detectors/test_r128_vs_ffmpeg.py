@@ -1,18 +1,17 @@
-"""True peak (BS.1770-4, 4x oversampled): the meter against FFmpeg's own
-``ebur128=peak=true`` on the same samples (through libavfilter, via PyAV), and the
+"""EBU R128 figures against FFmpeg's own ``ebur128=peak=true`` on the same samples
+(through libavfilter, via PyAV): integrated loudness and loudness range on tone,
+music-like and speech-like signals, true peak (BS.1770-4, 4x oversampled); and the
 ``true_peak`` detector on an overshoot no sample peak shows."""
 
 from __future__ import annotations
 
-from fractions import Fraction
-
-import av
-import av.filter
 import numpy as np
 import pytest
+from scipy import signal
 
-from service.detectors.bs1770 import TruePeakMeter, dbtp
+from service.detectors.bs1770 import LoudnessMeter, TruePeakMeter, dbtp
 from tests.detectors.helpers import audio_frames, run
+from tests.ffmpeg_ref import ebur128
 
 RATE = 48000
 BLOCK = 1024
@@ -32,45 +31,12 @@ def _signal(kind: str, seconds: float = 3.0) -> np.ndarray:
     return np.stack([x * fade, x * fade]).astype(np.float32)
 
 
-def _ffmpeg_true_peak(x: np.ndarray) -> float:
-    graph = av.filter.Graph()
-    src = graph.add_abuffer(
-        sample_rate=RATE, format="fltp", layout="stereo", time_base=Fraction(1, RATE)
-    )
-    meter = graph.add("ebur128", "peak=true:metadata=1")
-    sink = graph.add("abuffersink")
-    src.link_to(meter)
-    meter.link_to(sink)
-    graph.configure()
-    peak = 0.0
-
-    def drain() -> None:
-        nonlocal peak
-        while True:
-            try:
-                out = sink.pull()
-            except (av.BlockingIOError, av.EOFError):
-                return
-            peak = max(peak, float(out.metadata.get("lavfi.r128.true_peak", 0.0)))
-
-    for i in range(0, x.shape[1], BLOCK):
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(x[:, i : i + BLOCK]), format="fltp", layout="stereo"
-        )
-        frame.sample_rate, frame.pts, frame.time_base = RATE, i, Fraction(1, RATE)
-        src.push(frame)
-        drain()
-    src.push(None)
-    drain()
-    return dbtp(peak)
-
-
 @pytest.mark.parametrize("kind", ["inter-sample +0.5 dBTP", "997 Hz -3 dBFS", "11025 Hz", "noise"])
 def test_true_peak_matches_ffmpeg_ebur128_within_0_1_db(kind: str) -> None:
     x = _signal(kind)
     meter = TruePeakMeter(2)
     ours = max(float(meter.feed(x[:, i : i + BLOCK]).max()) for i in range(0, x.shape[1], BLOCK))
-    assert dbtp(ours) == pytest.approx(_ffmpeg_true_peak(x), abs=0.1)
+    assert dbtp(ours) == pytest.approx(ebur128(x, RATE)["true_peak"], abs=0.1)
 
 
 def test_true_peak_detector_finds_an_overshoot_sample_peaks_do_not_show() -> None:
@@ -93,3 +59,29 @@ def test_true_peak_is_opt_in() -> None:
     assert "true_peak" not in resolve_names(None)
     assert "true_peak" not in resolve_names(["audio"])
     assert "true_peak" in resolve_names(["audio", "true_peak"])
+
+
+def _programme(kind: str) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    t = np.arange(RATE * 40) / RATE
+    if kind == "tone":
+        x = 0.1 * np.sin(2 * np.pi * 997 * t)
+    elif kind == "music-like":  # 5 s sections at three levels (LRA ~20 LU)
+        levels = np.repeat(rng.choice([0.03, 0.1, 0.3], 8), RATE * 5)[: t.size]
+        x = levels * np.sin(2 * np.pi * 440 * t)
+    else:  # speech-like: band-limited noise, syllable-rate envelope, pauses
+        b, a = signal.butter(2, [200 / (RATE / 2), 3500 / (RATE / 2)], "band")
+        envelope = (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * (np.sin(2 * np.pi * 0.3 * t) > -0.3)
+        x = signal.lfilter(b, a, rng.normal(0, 0.3, t.size)) * envelope
+    return np.stack([x, 0.8 * x]).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["tone", "music-like", "speech-like"])
+def test_integrated_loudness_and_range_match_ffmpeg_within_0_1_lu(kind: str) -> None:
+    x = _programme(kind)
+    meter = LoudnessMeter(RATE, 2)
+    for i in range(0, x.shape[1], BLOCK):
+        meter.push(x[:, i : i + BLOCK])
+    ref = ebur128(x, RATE)
+    assert meter.integrated() == pytest.approx(ref["I"], abs=0.1)
+    assert meter.loudness_range() == pytest.approx(ref["LRA"], abs=0.1)
