@@ -160,8 +160,9 @@ class ClusterStreams:
                 "dropped_frames",
                 "lag_seconds",
                 "last_error",
+                "loudness",
             ):
-                base[k] = published[k]
+                base[k] = published.get(k)
         base["units"] = units
         return base
 

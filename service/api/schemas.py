@@ -53,6 +53,9 @@ class Stream(BaseModel):
     dropped_frames: int
     lag_seconds: float
     last_error: str | None
+    # EBU R128 per stream (momentary/short_term/integrated_lufs, range_lu,
+    # true_peak_dbtp), once audio has been analysed.
+    loudness: dict[str, float] | None = None
 
 
 class DefectEvent(BaseModel):

@@ -72,6 +72,10 @@ class Detector(Generic[P]):
     def on_decode_error(self, error: DecodeError) -> list[Change]:
         return []
 
+    def readings(self) -> dict[str, float]:
+        """Measurements worth showing per stream (metrics, status), by name."""
+        return {}
+
     def finish(self, t: float) -> list[Change]:
         """End of input at media time ``t``; the lifecycle closes whatever is still open."""
         return []

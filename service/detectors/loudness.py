@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from service.detectors.base import Change, Detector, Params
-from service.detectors.bs1770 import ABSOLUTE_GATE, LoudnessMeter
+from service.detectors.bs1770 import ABSOLUTE_GATE, LoudnessMeter, TruePeakMeter, dbtp
 from service.media.frames import AudioFrame
 
 EVAL_EVERY_S = 0.1
@@ -52,6 +52,8 @@ class LoudnessDetector(Detector[LoudnessParams]):
     def __init__(self, params: LoudnessParams) -> None:
         super().__init__(params)
         self.meter: LoudnessMeter | None = None
+        self.peak_meter: TruePeakMeter | None = None
+        self.true_peak = 0.0  # highest so far (linear)
         self.state = "ok"  # ok | low | high
         self.blocks_since_eval = 0
         self.t0 = 0.0  # media time of the meter's first sample
@@ -62,6 +64,7 @@ class LoudnessDetector(Detector[LoudnessParams]):
             m = self.meter = LoudnessMeter(frame.sample_rate, frame.channels)
             self.t0 = frame.t
             self.blocks_since_eval = 0
+        self._true_peak(frame.samples)
         self.blocks_since_eval += m.push(frame.samples)
         every = round(EVAL_EVERY_S / m.block_s)
         if self.blocks_since_eval < every:
@@ -93,6 +96,29 @@ class LoudnessDetector(Detector[LoudnessParams]):
             out.append(Change(t, True, details=details))
         self.state = state
         return out
+
+    def _true_peak(self, x: np.ndarray) -> None:
+        if self.peak_meter is None or self.peak_meter.history.shape[0] != x.shape[0]:
+            self.peak_meter = TruePeakMeter(x.shape[0])
+        # Oversampling costs: skip blocks that cannot beat the highest so far (a true
+        # peak is at most ~3 dB above the block's sample peak at 4x).
+        if float(np.abs(x).max()) * 2.0 < self.true_peak:
+            self.peak_meter.skip(x)
+        else:
+            self.true_peak = max(self.true_peak, float(self.peak_meter.feed(x).max()))
+
+    def readings(self) -> dict[str, float]:
+        m = self.meter
+        if m is None:
+            return {}
+        out = {
+            "momentary_lufs": m.momentary(),
+            "short_term_lufs": m.short_term(),
+            "integrated_lufs": m.integrated(),
+            "range_lu": m.loudness_range(),
+            "true_peak_dbtp": dbtp(self.true_peak),
+        }
+        return {k: round(v, 2) for k, v in out.items() if math.isfinite(v)}
 
     def _dated_change(self, m: LoudnessMeter) -> float:
         now = self.t0 + m.blocks_total * m.block_s

@@ -51,6 +51,23 @@ WEBHOOK_BACKLOG = Gauge(
     "avmon_webhook_backlog_events", "Events committed but not yet delivered", ["receiver"]
 )
 
+LOUDNESS = Gauge(
+    "avmon_loudness_lufs",
+    "EBU R128 loudness (window: momentary 0.4 s, short_term 3 s, integrated: gated, so far)",
+    ["stream_id", "window"],
+)
+LOUDNESS_RANGE = Gauge("avmon_loudness_range_lu", "EBU R128 loudness range so far", ["stream_id"])
+TRUE_PEAK = Gauge(
+    "avmon_true_peak_dbtp", "Highest true peak so far (4x oversampled)", ["stream_id"]
+)
+READING_GAUGES = {
+    "momentary_lufs": (LOUDNESS, "momentary"),
+    "short_term_lufs": (LOUDNESS, "short_term"),
+    "integrated_lufs": (LOUDNESS, "integrated"),
+    "range_lu": (LOUDNESS_RANGE, None),
+    "true_peak_dbtp": (TRUE_PEAK, None),
+}
+
 _PER_STREAM = (
     FRAMES_DECODED,
     FRAMES_DROPPED,
@@ -63,9 +80,12 @@ _PER_STREAM = (
 
 def forget_stream(stream_id: str) -> None:
     """Drop a deleted stream's series so label sets stay bounded."""
-    for metric in _PER_STREAM:
+    for metric in (*_PER_STREAM, LOUDNESS_RANGE, TRUE_PEAK):
         with contextlib.suppress(KeyError):
             metric.remove(stream_id)
+    for window in ("momentary", "short_term", "integrated"):
+        with contextlib.suppress(KeyError):
+            LOUDNESS.remove(stream_id, window)
 
 
 STALE_WRITES_REJECTED = Counter(
@@ -99,3 +119,14 @@ EVENTS_KEPT_DROPPED = Counter(
 UNITS_UNOWNED = Gauge(
     "avmon_units_unowned", "Registered work units without a live owner, as this member sees them"
 )
+
+
+def set_reading(stream_id: str, name: str, value: float) -> None:
+    """A detector's per-stream measurement (``Detector.readings``) -> its gauge."""
+    if name not in READING_GAUGES:
+        return
+    gauge, window = READING_GAUGES[name]
+    if window is None:
+        gauge.labels(stream_id=stream_id).set(value)
+    else:
+        gauge.labels(stream_id=stream_id, window=window).set(value)

@@ -103,6 +103,12 @@ class Analyzer:
                     events += life.apply(det, changes, item.t)
         return events
 
+    def readings(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for det in self.detectors:
+            out.update(det.readings())
+        return out
+
     def finish(self) -> list[DefectEvent]:
         events = self._analyse(self._take_audio()) if self._audio_pending else []
         for det in self.detectors:

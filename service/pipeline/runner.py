@@ -41,6 +41,7 @@ NO_SIGNAL_RETRY_S = 1.0
 QUEUE_VIDEO_FRAMES = 12  # ~0.4 s of 30 fps: enough slack, small memory
 QUEUE_MAX_ITEMS = 400  # video + audio items: a bound even if analysis stalls
 THUMBNAIL_EVERY_S = 1.0
+READINGS_EVERY_S = 1.0  # loudness, true peak...: metrics and status per stream
 KERNEL_DROPS_EVERY_S = 1.0
 
 
@@ -110,6 +111,8 @@ class StreamRunner:
         self.last_frame_wall: float | None = None  # wall clock of the newest frame analysed
         self.last_packet_wall: float | None = None  # ... of the newest packet (the signal)
         self._reader: MediaReader | None = None  # the open source, while one is
+        self.readings: dict[str, float] = {}  # the detectors' measurements, by name
+        self._readings_at = 0.0
         self._no_signal_since = 0.0  # wall clock when the open no_signal was raised
         self.thumbnail: bytes | None = None
         self.open_defects: dict[tuple[str, str], Defect] = {}
@@ -328,6 +331,7 @@ class StreamRunner:
                     self._close_no_signal(self._media_end, end_of_input=True)
                     for ev in self.analyzer.finish():
                         self._emit(ev)
+                    self._publish_readings()
                     self.state = "stopped"  # every frame analysed, every defect closed
                 return
             try:
@@ -370,6 +374,15 @@ class StreamRunner:
             metrics.FRAME_ANALYSIS_SECONDS.observe(time.thread_time() - cpu)
         for ev in events:
             self._emit(ev)
+        # Every second of media (a file read "asap" too), and at its end.
+        if abs(item.t - self._readings_at) >= READINGS_EVERY_S:
+            self._readings_at = item.t
+            self._publish_readings()
+
+    def _publish_readings(self) -> None:
+        self.readings = self.analyzer.readings()
+        for name, value in self.readings.items():
+            self.on_stats(self, f"reading:{name}", value)
 
     def _export_detector_time(self) -> None:
         spent = self.analyzer.detector_seconds

@@ -192,6 +192,7 @@ class Supervisor:
             "dropped_frames": r.stats.dropped,
             "lag_seconds": round(r.stats.lag_s, 3),
             "last_error": r.last_error,
+            "loudness": dict(r.readings) or None,
         }
 
     def update_state_metrics(self) -> None:
@@ -256,3 +257,5 @@ def _record_stats(runner: StreamRunner, kind: str, value: float) -> None:
         metrics.RECONNECTS.labels(stream_id=sid).inc(value)
     elif kind == "lag":
         metrics.ANALYSIS_LAG.labels(stream_id=sid).set(value)
+    elif kind.startswith("reading:"):
+        metrics.set_reading(sid, kind.removeprefix("reading:"), value)

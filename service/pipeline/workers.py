@@ -305,6 +305,8 @@ class WorkerPool:
                 before = self.counters.get(sid, {})
                 self.counters[sid] = item["counters"]
             _export(sid, before, item["counters"])
+            for name, value in (item["status"].get("loudness") or {}).items():
+                metrics.set_reading(sid, name, value)
 
 
 def _export(sid: str, before: dict[str, Any], now: dict[str, Any]) -> None:

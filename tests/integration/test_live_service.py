@@ -217,6 +217,17 @@ def test_file_stream_asap_metrics_and_lifecycle(make_clip: ClipFactory, tmp_path
         assert "avmon_units_owned 3.0" in text
         assert "avmon_frame_analysis_seconds_count" in text
         assert "avmon_frame_decode_seconds_count" in text
+        # EBU R128 per stream: in the metrics and in the stream's status.
+        for series in (
+            f'avmon_loudness_lufs{{stream_id="{sid}",window="integrated"}}',
+            f'avmon_loudness_lufs{{stream_id="{sid}",window="short_term"}}',
+            f'avmon_loudness_range_lu{{stream_id="{sid}"}}',
+            f'avmon_true_peak_dbtp{{stream_id="{sid}"}}',
+        ):
+            assert series in text, series
+        loudness = service.request("GET", f"/api/v1/streams/{sid}")[1]["loudness"]
+        assert {"momentary_lufs", "integrated_lufs", "range_lu", "true_peak_dbtp"} <= set(loudness)
+        assert -70 < loudness["integrated_lufs"] < 0 and loudness["true_peak_dbtp"] < 3
         assert str(clip) not in text  # labels never carry URLs
         status, _ = service.request("DELETE", f"/api/v1/streams/{sid}")
         assert status == 204
