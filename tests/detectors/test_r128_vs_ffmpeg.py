@@ -69,6 +69,9 @@ def _programme(kind: str) -> np.ndarray:
     elif kind == "music-like":  # 5 s sections at three levels (LRA ~20 LU)
         levels = np.repeat(rng.choice([0.03, 0.1, 0.3], 8), RATE * 5)[: t.size]
         x = levels * np.sin(2 * np.pi * 440 * t)
+    elif kind == "quiet passages":  # 30 dB down: above -70 LUFS, below the -20 LU gate
+        levels = np.repeat([0.3, 0.25, 0.01, 0.3, 0.2, 0.01, 0.3, 0.15], RATE * 5)[: t.size]
+        x = levels * np.sin(2 * np.pi * 440 * t)
     else:  # speech-like: band-limited noise, syllable-rate envelope, pauses
         b, a = signal.butter(2, [200 / (RATE / 2), 3500 / (RATE / 2)], "band")
         envelope = (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * (np.sin(2 * np.pi * 0.3 * t) > -0.3)
@@ -76,7 +79,7 @@ def _programme(kind: str) -> np.ndarray:
     return np.stack([x, 0.8 * x]).astype(np.float32)
 
 
-@pytest.mark.parametrize("kind", ["tone", "music-like", "speech-like"])
+@pytest.mark.parametrize("kind", ["tone", "music-like", "quiet passages", "speech-like"])
 def test_integrated_loudness_and_range_match_ffmpeg_within_0_1_lu(kind: str) -> None:
     x = _programme(kind)
     meter = LoudnessMeter(RATE, 2)
