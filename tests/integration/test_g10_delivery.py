@@ -45,6 +45,22 @@ def _committed(cluster: Cluster) -> list[str]:
     return [e[0].decode() for e in cluster.redis.xrange(keys.EVENT_LOG)]
 
 
+def _delivered(cluster: Cluster) -> set[str]:
+    return {h["webhook-id"] for h in list(cluster.hooks.headers)}
+
+
+def _assert_once_in_order(cluster: Cluster) -> None:
+    """What the receiver verified: each event id once, each defect's open before its
+    close."""
+    verified = cluster.hooks.verified(HOOK_SECRET)
+    ids = [event_id for event_id, _ in verified]
+    assert len(ids) == len(set(ids)), "an event id delivered twice"
+    per_defect: dict[str, list[str]] = defaultdict(list)
+    for _, event in verified:
+        per_defect[event["defect"]["id"]].append(event["kind"])
+    assert all(kinds in (["open"], ["open", "close"]) for kinds in per_defect.values()), per_defect
+
+
 def test_g10_receiver_down_then_garbage_then_back_gets_everything_once_in_order(
     cluster: Cluster,
 ) -> None:
@@ -66,19 +82,9 @@ def test_g10_receiver_down_then_garbage_then_back_gets_everything_once_in_order(
     back = time.monotonic()
     mark = _committed(cluster)  # everything committed up to now must arrive
     assert len(mark) >= 2 * (DOWN_S // 8)
-
-    def delivered() -> set[str]:
-        return {h["webhook-id"] for h in list(cluster.hooks.headers)}
-
-    assert wait_for(lambda: set(mark) <= delivered(), 60), len(set(mark) - delivered())
+    assert wait_for(lambda: set(mark) <= _delivered(cluster), 60), set(mark) - _delivered(cluster)
     caught_up = time.monotonic() - back
-    verified = cluster.hooks.verified(HOOK_SECRET)
-    ids = [event_id for event_id, _ in verified]
-    assert len(ids) == len(set(ids)), "an event id delivered twice"
-    per_defect: dict[str, list[str]] = defaultdict(list)
-    for _, event in verified:
-        per_defect[event["defect"]["id"]].append(event["kind"])
-    assert all(kinds in (["open"], ["open", "close"]) for kinds in per_defect.values()), per_defect
+    _assert_once_in_order(cluster)
     time.sleep(2.0)
     lag_after = max(_metric(m, 'avmon_webhook_lag_seconds{receiver="0"}') for m in members)
     assert lag_after < 5.0
@@ -110,20 +116,10 @@ def test_g10_redis_restarted_empty_loses_no_undelivered_event(cluster: Cluster) 
     assert wait_for(lambda: len(_committed(cluster)) >= 2, 30)  # the new log is in use
     cluster.hooks.up()
     after_restart = _committed(cluster)
-
-    def delivered() -> set[str]:
-        return {h["webhook-id"] for h in list(cluster.hooks.headers)}
-
     expected = set(lost_with_redis) | set(after_restart)
-    assert wait_for(lambda: expected <= delivered(), 60), sorted(expected - delivered())
+    assert wait_for(lambda: expected <= _delivered(cluster), 60), expected - _delivered(cluster)
     time.sleep(2.0)  # anything delivered twice would arrive by now
-    verified = cluster.hooks.verified(HOOK_SECRET)
-    ids = [event_id for event_id, _ in verified]
-    assert len(ids) == len(set(ids)), "an event id delivered twice"
-    per_defect: dict[str, list[str]] = defaultdict(list)
-    for _, event in verified:
-        per_defect[event["defect"]["id"]].append(event["kind"])
-    assert all(kinds in (["open"], ["open", "close"]) for kinds in per_defect.values()), per_defect
+    _assert_once_in_order(cluster)
     print(
         f"{len(lost_with_redis)} events in the log ({kept:.0f} undelivered, kept) when Redis "
         "restarted empty, "
