@@ -102,10 +102,10 @@ class LoudnessDetector(Detector[LoudnessParams]):
             self.peak_meter = TruePeakMeter(x.shape[0])
         # Oversampling costs: skip blocks that cannot beat the highest so far (a true
         # peak is at most ~3 dB above the block's sample peak at 4x).
-        if float(np.abs(x).max()) * 2.0 < self.true_peak:
+        if max(float(x.max()), -float(x.min())) * 2.0 < self.true_peak:
             self.peak_meter.skip(x)
         else:
-            self.true_peak = max(self.true_peak, float(self.peak_meter.feed(x).max()))
+            self.true_peak = max(self.true_peak, self.peak_meter.feed_max(x))
 
     def readings(self) -> dict[str, float]:
         m = self.meter
