@@ -29,8 +29,8 @@ from service.media.frames import VideoFrame
 
 BAND = 32  # rows (and columns) sampled per frame
 CLIP = 24  # per-pixel gradient cap (8-bit): one strong edge counts as one step
-STEP = 2.0  # a visible step: at least 2 code values (8-bit)...
-BESIDE = 1.0  # ...plus the mean gradient of the pixels beside it
+STEP = 2  # a visible step: at least 2 code values (8-bit)...
+BESIDE = 1  # ...plus the mean gradient of the pixels beside it (integers: compared exactly)
 SMOOTH = 5  # running median over scores, so a single clean frame does not break a run
 MAX_RATE = 15.0  # scores per second: every other frame at 30 fps keeps timing to ~0.07 s
 
@@ -43,19 +43,22 @@ def grid_score(luma: np.ndarray, bit_depth: int = 8) -> float | None:
         return None
     shift = bit_depth - 8
     rows = luma[h // (2 * BAND) :: max(h // BAND, 1)]
-    cols = luma[:, w // (2 * BAND) :: max(w // BAND, 1)].T
+    # Columns gathered once into rows of their own (the strided read is the cost).
+    cols = np.ascontiguousarray(luma[:, w // (2 * BAND) :: max(w // BAND, 1)].T)
     best: float | None = None
     for lines in (rows, cols):
-        # Widen before differencing: uint8 differences would wrap around.
-        wide = lines.astype(np.int16) if shift == 0 else (lines.astype(np.int32) >> shift)
-        g = np.abs(np.diff(wide, axis=1))
+        if shift == 0:  # widened by the subtraction itself: uint8 differences would wrap
+            g = np.subtract(lines[:, 1:], lines[:, :-1], dtype=np.int16)
+        else:
+            g = np.diff(lines.astype(np.int32) >> shift, axis=1)
+        np.abs(g, out=g)
         np.minimum(g, CLIP, out=g)
         scores: tuple[float, ...] | None
         # Some steps (0.1% of positions): enough to count where they fall. Blocking on a
         # ramp or on bars is that sparse at 1080p: a few steps, all on the grid.
         if np.count_nonzero(g >= STEP) >= 0.001 * g.size:
-            scores = _grid_excess(_blocks(g))
-        elif wide.std() >= 8:
+            scores = _grid_excess(g)
+        elif float(lines.std()) >= 8 * (1 << shift):
             scores = (0.0,)  # smooth ramps, no step anywhere: certainly no blocking
         else:
             scores = None  # flat (black, a plain slate): no evidence either way
@@ -64,22 +67,23 @@ def grid_score(luma: np.ndarray, bit_depth: int = 8) -> float | None:
     return best
 
 
-def _blocks(g: np.ndarray) -> np.ndarray:
-    n = g.shape[1] - g.shape[1] % 8
-    return g[:, :n].reshape(g.shape[0], -1, 8).astype(np.float32)
+def _grid_excess(g: np.ndarray) -> tuple[float, float]:
+    """(8-pixel grid, 4-pixel grid) excess of stepping boundaries. ``g`` holds gradients
+    along each line; gradient j of a block lies between its pixels j and j+1: j = 7 is
+    the 8-pixel boundary, 3 the 4-pixel one, 1 and 5 the controls (odd too: interlacing
+    and 2x scaling make odd and even gradients differ). Every block but the last counts,
+    so each position has both neighbours."""
+    blocks = g.shape[1] // 8 - 1
+    if blocks < 1:
+        return 0.0, 0.0
+    n = blocks * 8
+    # Position p = q + 1 steps when g[p] >= STEP + BESIDE * mean(g[p-1], g[p+1]), in
+    # integers (gradients <= CLIP); grouped by p's place in its block.
+    over = 2 * g[:, 1 : n + 1] >= 2 * STEP + BESIDE * (g[:, :n] + g[:, 2 : n + 2])
+    total = g.shape[0] * blocks
 
-
-def _grid_excess(blocks: np.ndarray) -> tuple[float, float]:
-    """(8-pixel grid, 4-pixel grid) excess of stepping boundaries. Gradient j of a block
-    lies between its pixels j and j+1: j = 7 is the 8-pixel boundary, 3 the 4-pixel one,
-    1 and 5 the controls (odd too: interlacing and 2x scaling make odd and even
-    gradients differ)."""
-
-    def stepping(j: int) -> float:
-        step = blocks[:, :-1, j]
-        after = blocks[:, 1:, 0] if j == 7 else blocks[:, :-1, j + 1]
-        beside = (blocks[:, :-1, j - 1] + after) / 2
-        return float(np.mean(step >= STEP + BESIDE * beside))
+    def stepping(j: int) -> float:  # over[:, q] is position q + 1: j = 1 + q % 8
+        return np.count_nonzero(over[:, j - 1 :: 8]) / total
 
     control = (stepping(1) + stepping(5)) / 2
     edge8, edge4 = stepping(7), stepping(3)
@@ -116,16 +120,21 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self.second_scores: list[float] = []
         self.active = False
         self.last_eval = -1e9
+        self._baseline: tuple[float, float] | None = None  # changes once a second
 
     @property
     def baseline(self) -> tuple[float, float] | None:
         """The stream's own level and its spread (per-second scores, 20th percentile and
         80th minus 20th); None until ``learn_s`` seconds are known."""
+        return self._baseline
+
+    def _relearn(self) -> None:
         if len(self.seconds) < self.params.learn_s:
-            return None
+            self._baseline = None
+            return
         # A low percentile: blocky stretches (the defect) must not raise the level.
         low, high = np.percentile(np.fromiter(self.seconds, float), [20, 80])
-        return float(low), float(high - low)
+        self._baseline = float(low), float(high - low)
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
@@ -136,7 +145,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
             return []
         self._learn(frame.t, score)
         self.recent.append((frame.t, score))
-        smoothed = float(np.median([s for _, s in self.recent]))
+        smoothed = _median([s for _, s in self.recent])
         learned = self.baseline
         base = learned[0] if learned is not None else 0.0
         p = self.params
@@ -163,6 +172,14 @@ class BlockinessDetector(Detector[BlockinessParams]):
                 max_len = int(self.params.baseline_window_s)
                 while len(self.seconds) > max_len:
                     self.seconds.popleft()
+                self._relearn()
             self.second_scores = []
             self.second_start = t
         self.second_scores.append(score)
+
+
+def _median(values: list[float]) -> float:
+    """Median of a few values (the running window): sorted in Python, no array."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
