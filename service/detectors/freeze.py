@@ -42,8 +42,7 @@ class FreezeDetector(Detector[FreezeParams]):
 
     def __init__(self, params: FreezeParams) -> None:
         super().__init__(params)
-        self.ref: tuple[Pixels, ...] | None = None
-        self.ref_planes: tuple[Pixels, ...] = ()
+        self.ref: VideoFrame | None = None  # the last frame that changed
         self.ref_t = 0.0
         self.ref_black = False
         self.active = False
@@ -65,25 +64,41 @@ class FreezeDetector(Detector[FreezeParams]):
         return sum(d * w for d, w in zip(diffs, weights, strict=True)) / sum(weights)
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
-        grids, planes = self._grids(frame), self._planes(frame)
         ref = self.ref
-        if ref is not None and len(ref) == len(grids) and ref[0].shape == grids[0].shape:
-            scale = 1 << frame.bit_depth
-            noise = self.params.noise
-            mafd = self._mafd(grids, ref, planes) / scale
-            if 0.5 * noise < mafd < 2.0 * noise:  # too close to call on a sample grid
-                mafd = self._mafd(planes, self.ref_planes, planes) / scale
-            if mafd <= noise:
+        if ref is not None and self._comparable(ref, frame):
+            mafd = self._difference(frame, ref)
+            if mafd <= self.params.noise:
                 if self.active or self.ref_black:
                     return []
                 self.active = True
                 return [Change(self.ref_t, True, details={"mafd": round(mafd, 6)})]
         out = [Change(frame.t, False)] if self.active else []
         self.active = False
-        self.ref = grids  # the frame's own grid copies: safe to keep
-        # Views keep the decoder's buffers alive (refcounted), so they stay valid.
-        self.ref_planes = planes
+        # The frame itself: its planes are views that keep the decoder's buffers alive
+        # (refcounted), and its grids are computed once, when first needed.
+        self.ref = frame
         self.ref_t = frame.t
+        grid = frame.grid()
         th = black_threshold(frame.black_level, frame.white_level, 0.10)
-        self.ref_black = bool(np.count_nonzero(grids[0] <= th) >= 0.98 * grids[0].size)
+        self.ref_black = bool(np.count_nonzero(grid <= th) >= 0.98 * grid.size)
         return out
+
+    @staticmethod
+    def _comparable(a: VideoFrame, b: VideoFrame) -> bool:
+        return a.luma.shape == b.luma.shape and (a.chroma is None) == (b.chroma is None)
+
+    def _difference(self, frame: VideoFrame, ref: VideoFrame) -> float:
+        """Mean absolute difference (share of full scale), only as exact as the decision
+        needs: moving pictures are settled by the luma grid alone (the chroma planes can
+        only add), near-threshold ones on every pixel."""
+        scale = 1 << frame.bit_depth
+        noise = self.params.noise
+        planes = self._planes(frame)
+        weights = [p.shape[0] * p.shape[1] for p in planes]
+        luma_part = _mean_abs_diff(frame.grid(), ref.grid()) * weights[0] / sum(weights)
+        if luma_part / scale >= 2.0 * noise:
+            return luma_part / scale  # a lower bound already clear of the threshold
+        mafd = self._mafd(self._grids(frame), self._grids(ref), planes) / scale
+        if 0.5 * noise < mafd < 2.0 * noise:  # too close to call on a sample grid
+            mafd = self._mafd(planes, self._planes(ref), planes) / scale
+        return mafd
