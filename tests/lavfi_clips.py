@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import av.filter
+import numpy as np
 
 SOURCES = (
     "testsrc",
@@ -89,8 +90,10 @@ def make_clip(
     duration: float = 60.0,
     crf: int = 20,
     blocky: tuple[float, float] | None = None,
+    tone_hz: float | None = None,
 ) -> Path:
-    """An MPEG-TS clip of ``source``; ``blocky`` = (start, end) seconds of QP-51 frames."""
+    """An MPEG-TS clip of ``source``; ``blocky`` = (start, end) seconds of QP-51 frames;
+    ``tone_hz`` adds a stereo AAC sine at -20 dBFS (the programme a line-up carries)."""
     width, height = (int(v) for v in size.split("x"))
     count = round(duration * RATE)
     blocker = Blocker(width, height) if blocky else None
@@ -99,7 +102,10 @@ def make_clip(
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
+        tone = _Tone(container, tone_hz) if tone_hz else None
         for i, made in enumerate(source_frames(source, size, count)):
+            if tone is not None:
+                tone.until((i + 1) / RATE)
             t = i / RATE
             picture = made
             if blocker is not None and blocky is not None and blocky[0] <= t < blocky[1]:
@@ -113,4 +119,36 @@ def make_clip(
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+        if tone is not None:
+            tone.close()
     return out
+
+
+class _Tone:
+    """A stereo AAC sine muxed alongside the video, encoded up to a given time."""
+
+    RATE, BLOCK = 48_000, 1024
+
+    def __init__(self, container: av.container.OutputContainer, hz: float) -> None:
+        self.container, self.hz, self.n = container, hz, 0
+        stream = container.add_stream("aac", rate=self.RATE)
+        assert isinstance(stream, av.AudioStream)
+        stream.layout = "stereo"
+        self.stream = stream
+
+    def until(self, t: float) -> None:
+        while self.n < t * self.RATE:
+            k = np.arange(self.n, self.n + self.BLOCK)
+            wave = (0.1 * np.sin(2 * np.pi * self.hz * k / self.RATE)).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(
+                np.stack([wave, wave]), format="fltp", layout="stereo"
+            )
+            frame.sample_rate, frame.pts = self.RATE, self.n
+            frame.time_base = Fraction(1, self.RATE)
+            self.n += self.BLOCK
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
