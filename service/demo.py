@@ -33,13 +33,21 @@ DEMO_LENGTH_S = 75.0
 
 
 def send_udp(
-    path: str, url: str, stop: threading.Event, loop: bool = True, skip_s: float = 0.0
+    path: str,
+    url: str,
+    stop: threading.Event,
+    loop: bool = True,
+    skip_s: float = 0.0,
+    fmt: str = "mpegts",
+    options: dict[str, str] | None = None,
 ) -> None:
     """Send ``path`` to ``url`` (udp://host:port) in real time, looping forever with
     timestamps that keep increasing (one continuous live stream). ``skip_s``: start that
-    far into the clip (mid-GOP: a receiver joins without a keyframe, as on a live feed)."""
+    far into the clip (mid-GOP: a receiver joins without a keyframe, as on a live feed).
+    ``fmt``/``options``: another live muxer (``rtp_mpegts`` to rtp://, ``hls`` to a
+    playlist path, ``mpegts`` to a named pipe)."""
     offset = -skip_s
-    with av.open(url, "w", format="mpegts") as out:
+    with av.open(url, "w", format=fmt, options=options or {}) as out:
         streams: dict[int, Any] = {}
         start = time.monotonic()
         while not stop.is_set():

@@ -97,7 +97,8 @@ def open_container(
             raise SourceError(f"{spec.url}: no such file")
         if os.path.isdir(spec.url):
             raise SourceError(f"{spec.url}: is a directory")
-        if os.path.getsize(spec.url) == 0:
+        # A named pipe (or device) reads as 0 bytes until its writer sends: a stream.
+        if os.path.isfile(spec.url) and os.path.getsize(spec.url) == 0:
             raise SourceError(f"{spec.url}: empty file (0 bytes)")
     shown = redact(spec.url)
     url, options, io_open = spec.url, network_options(spec, timeout_s), None
