@@ -3,7 +3,10 @@
 Starts a real `avmon serve` pinned to one CPU (taskset), registers N looping file
 streams paced at real time (`pace: live`, like a live feed), lets them run, and reads
 dropped frames and analysis lag from the API, CPU from /proc and memory (RSS). N grows
-until frames are dropped or the lag passes 1 s; the last clean N is the answer.
+until frames are dropped or the lag passes 1 s; the last clean N is the answer. Next to
+it, in the same run and pinned to the same CPUs: the physical floor, how many streams
+of the same clip PyAV alone could decode per core with one thread each (media seconds
+per CPU second of `service.benchmark.run_decode`).
 
     python bench/load.py [--sizes 1280x720,1920x1080] [--seconds 20] [--max 24]
 """
@@ -112,6 +115,24 @@ def trial(clip: Path, n: int, seconds: float, cores: str, workers: int) -> dict[
         proc.wait(15)
 
 
+_FLOOR_CODE = (
+    "import sys, time; from service.benchmark import run_decode; best = 1e9\n"
+    "for _ in range(2):\n"
+    "    t = time.process_time(); run_decode(sys.argv[1]); "
+    "best = min(best, time.process_time() - t)\n"
+    "print(best)"
+)
+
+
+def decode_floor(clip: Path, cores: str, media_s: float) -> float:
+    """Streams per core that decoding alone (PyAV, one thread) would sustain."""
+    cmd = [sys.executable, "-c", _FLOOR_CODE, str(clip)]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", cores, *cmd]
+    cpu = float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    return media_s / cpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1280x720,1920x1080")
@@ -144,9 +165,28 @@ def main() -> None:
                     break
                 best = r
                 n = n * 2 if n < 4 else n + args.step
+            ncores = len(_cpu_list(args.cores))
+            floor = decode_floor(clip, args.cores, 20.0)
+            print(
+                f"  decode only (PyAV, 1 thread, same CPUs): {floor:.1f} streams per core "
+                "(the physical floor)"
+            )
             if best:
                 n = best["streams"]
                 print(f"  => CPUs {args.cores} sustain {n} streams of {size} at 30 fps, live rate")
+                per_core = n / ncores
+                print(
+                    f"  => {per_core:.1f} streams per core = {per_core / floor:.2f} x decode-only "
+                    "(target >= 0.85)"
+                )
+
+
+def _cpu_list(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
 
 
 if __name__ == "__main__":

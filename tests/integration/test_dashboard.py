@@ -73,6 +73,9 @@ def test_dashboard_shows_stream_and_open_defect(service: Service, tmp_path: Path
             tile = page.locator(f'.tile[data-stream="{stream["id"]}"]')
             expect(tile).to_contain_text(STREAM, timeout=15_000)
             expect(tile.locator(".open")).to_contain_text("black", timeout=15_000)
+            # Loudness per stream (EBU R128): integrated level and true peak on the tile.
+            expect(tile.locator(".loud")).to_contain_text("LUFS", timeout=15_000)
+            expect(tile.locator(".loud")).to_contain_text("dBTP")
 
             row = page.locator("#defects tr", has_text=STREAM).filter(has_text="black")
             expect(row.first).to_be_visible(timeout=15_000)
