@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,6 +79,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             thresholds=thresholds,
             duration=args.duration,
             progress=bar,
+            reference_only=args.decode_frames == "reference",
         )
     except DetectorConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
@@ -202,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--duration", type=float, help="analyse only the first S seconds")
     c.add_argument(
         "--threshold", action="append", metavar="DET.PARAM=VALUE", help="override a threshold"
+    )
+    c.add_argument(
+        "--decode-frames",
+        choices=["all", "reference"],
+        default=os.environ.get("AVMON_DECODE_FRAMES", "all"),
+        help="reference: skip non-reference pictures (default: $AVMON_DECODE_FRAMES or all)",
     )
     c.set_defaults(func=cmd_check)
 

@@ -24,7 +24,7 @@ from service.events.bus import EventBus
 from service.events.delivery import Dispatcher
 from service.events.model import DefectRecord, FeedEvent
 from service.events.sqlite_store import SqliteStore
-from service.media import decode_threads
+from service.media import decode_frames, decode_threads
 from service.pipeline.runner import StreamSpec
 from service.pipeline.supervisor import Supervisor
 
@@ -49,6 +49,7 @@ def _embedded(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], N
                 "no_signal_s": settings.no_signal_s,
                 "timeout_s": settings.source_timeout_s,
                 "decode_threads": settings.decode_threads,
+                "decode_frames": settings.decode_frames,
                 "workers": settings.workers,
                 "allowlist": settings.source_allowlist,
                 "denylist": settings.source_denylist,
@@ -210,6 +211,7 @@ class FeedListener:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     decode_threads.configure(settings.decode_threads)
+    decode_frames.configure(settings.decode_frames)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

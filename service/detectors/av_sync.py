@@ -44,6 +44,7 @@ class AvSyncDetector(Detector[AvSyncParams]):
     resume_after_s = 5.0  # an offset is known once a flash and its beep have been paired
     params_model = AvSyncParams
     wants_video = True
+    needs_every_frame = True  # a flash can be one picture
     wants_audio = True
 
     def __init__(self, params: AvSyncParams) -> None:

@@ -47,6 +47,9 @@ class Detector(Generic[P]):
     params_model: ClassVar[type[Params]] = Params
     wants_video: ClassVar[bool] = False
     wants_audio: ClassVar[bool] = False
+    # Needs every picture (a one-frame event), so its stream never decodes reference
+    # frames only (service.media.decode_frames).
+    needs_every_frame: ClassVar[bool] = False
     # After taking a unit over: media time from the first input within which a condition
     # already on is reported (dated to that input). A run found starting by then
     # continues the previous owner's open defect; none found by then closes it.

@@ -160,6 +160,7 @@ class MediaReader:
         *,
         timeout_s: float = 5.0,
         threads: str | None = "AUTO",
+        reference_only: bool = False,
         want_video: bool = True,
         want_audio: bool = True,
         policy: AddressPolicy | None = None,
@@ -176,6 +177,9 @@ class MediaReader:
         self._counted = threads is None
         try:
             self._setup(threads or decode_threads.acquire(), want_video, want_audio)
+            if reference_only and self.video_stream is not None:
+                # FFmpeg drops pictures nothing predicts from before decoding them.
+                self.video_stream.codec_context.skip_frame = "NONREF"
         except Exception:
             self.close()
             raise

@@ -43,6 +43,10 @@ class Analyzer:
         return bool(self.video)
 
     @property
+    def needs_every_frame(self) -> bool:
+        return any(d.needs_every_frame for d in self.video)
+
+    @property
     def wants_audio(self) -> bool:
         return bool(self.audio)
 

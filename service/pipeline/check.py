@@ -56,12 +56,14 @@ def check(
     duration: float | None = None,
     progress: Progress | None = None,
     threads: str = "AUTO",
+    reference_only: bool = False,
 ) -> Report:
     dets = registry.build(detectors, thresholds)
     analyzer = Analyzer(dets)
     with MediaReader(
         source,
         threads=threads,
+        reference_only=reference_only and not analyzer.needs_every_frame,
         want_video=analyzer.wants_video,
         want_audio=analyzer.wants_audio,
     ) as reader:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.detectors import registry
+from service.media import decode_frames
 from service.media.decoder import MediaItem, MediaReader
 from service.media.errors import SourceError
 from service.media.frames import AudioFrame, DecodeError, VideoFrame
@@ -193,6 +194,7 @@ class StreamRunner:
                     self.spec.url,
                     timeout_s=self.timeout_s,
                     threads=None,  # frame threads only while this process has idle cores
+                    reference_only=decode_frames.reference_only(self.analyzer.needs_every_frame),
                     want_video=self.analyzer.wants_video,
                     want_audio=self.analyzer.wants_audio,
                     policy=self.policy,

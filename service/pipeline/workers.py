@@ -20,7 +20,7 @@ from typing import Any
 from service.events.bus import EventBus
 from service.events.model import DefectRecord, FeedEvent
 from service.events.sqlite_store import SqliteStore
-from service.media import decode_threads
+from service.media import decode_frames, decode_threads
 from service.media.guard import AddressPolicy
 from service.observability import metrics
 from service.pipeline.runner import StreamSpec
@@ -48,6 +48,7 @@ class _Forward:
 def worker_main(index: int, commands: Any, out: Any, options: dict[str, Any]) -> None:
     """Entry point of a worker process."""
     decode_threads.configure(options["decode_threads"], processes=options["workers"])
+    decode_frames.configure(options["decode_frames"])
     supervisor = Supervisor(
         _Forward(out),  # type: ignore[arg-type]
         EventBus(feed_local=False),

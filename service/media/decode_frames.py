@@ -1,0 +1,36 @@
+"""Which pictures a video decoder decodes: all of them, or reference frames only.
+
+``reference`` makes FFmpeg drop the pictures no other picture predicts from
+(AVDISCARD_NONREF: typically the unreferenced B-frames) before decoding them. Picture
+detectors then see every reference frame, enough for conditions that last (black,
+freeze, blocking: start and end within a frame or two), for less CPU where the encoder
+uses such B-frames (0.60x of a full decode on real camera footage from x264, ~0.99x on
+content it coded with few; bench/decode_less.py). A stream whose detectors need every
+picture (``av_sync`` finds one-frame flashes) is always decoded in full. Set with
+``AVMON_DECODE_FRAMES`` (``all`` is the default) or ``avmon check --decode-frames``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Mode = Literal["all", "reference"]
+MODES: tuple[Mode, ...] = ("all", "reference")
+
+
+class DecodeFrames:
+    def __init__(self) -> None:
+        self.mode: Mode = "all"
+
+    def configure(self, mode: Mode) -> None:
+        self.mode = mode
+
+    def reference_only(self, needs_every_frame: bool) -> bool:
+        """Whether a decoder opened now, for detectors that need every picture or not,
+        should drop non-reference pictures."""
+        return self.mode == "reference" and not needs_every_frame
+
+
+POLICY = DecodeFrames()  # one per process: worker processes configure their own
+configure = POLICY.configure
+reference_only = POLICY.reference_only
