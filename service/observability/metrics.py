@@ -4,6 +4,7 @@ most, never a URL). One process registry per pod (one uvicorn worker)."""
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -78,8 +79,24 @@ _PER_STREAM = (
 )
 
 
+# Labelled children per (metric, stream), looked up per frame: ``labels()`` builds and
+# locks on every call, a dict lookup does not.
+_children: dict[tuple[int, str], Any] = {}
+
+
+def for_stream(metric: Any, stream_id: str) -> Any:
+    """``metric.labels(stream_id=...)`` for a per-stream metric, cached."""
+    key = (id(metric), stream_id)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(stream_id=stream_id)
+    return child
+
+
 def forget_stream(stream_id: str) -> None:
     """Drop a deleted stream's series so label sets stay bounded."""
+    for key in [k for k in _children if k[1] == stream_id]:
+        _children.pop(key, None)
     for metric in (*_PER_STREAM, LOUDNESS_RANGE, TRUE_PEAK):
         with contextlib.suppress(KeyError):
             metric.remove(stream_id)

@@ -12,6 +12,7 @@ the new connection's timeline is shifted to follow the old one (plus the outage)
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -42,8 +43,21 @@ NO_SIGNAL_RETRY_S = 1.0
 QUEUE_VIDEO_FRAMES = 12  # ~0.4 s of 30 fps: enough slack, small memory
 QUEUE_MAX_ITEMS = 400  # video + audio items: a bound even if analysis stalls
 THUMBNAIL_EVERY_S = 1.0
+LAG_METRIC_EVERY_S = 0.25
+PACE_SLACK_S = 0.01
 READINGS_EVERY_S = 1.0  # loudness, true peak...: metrics and status per stream
 KERNEL_DROPS_EVERY_S = 1.0
+
+
+@functools.lru_cache(maxsize=256)
+def _groups_of(detectors: tuple[str, ...]) -> tuple[str, ...]:
+    """The detectors' groups, in order (cached: the watchdog asks on every item)."""
+    seen: list[str] = []
+    for name in detectors:
+        g = registry.DETECTORS[name].group
+        if g not in seen:
+            seen.append(g)
+    return tuple(seen)
 
 
 @dataclass
@@ -70,12 +84,7 @@ class StreamSpec:
 
     @property
     def groups(self) -> list[str]:
-        seen: list[str] = []
-        for name in self.detectors:
-            g = registry.DETECTORS[name].group
-            if g not in seen:
-                seen.append(g)
-        return seen
+        return list(_groups_of(tuple(self.detectors)))
 
 
 @dataclass
@@ -114,6 +123,7 @@ class StreamRunner:
         self._reader: MediaReader | None = None  # the open source, while one is
         self.readings: dict[str, float] = {}  # the detectors' measurements, by name
         self._readings_at = 0.0
+        self._lag_at = 0.0
         self._no_signal_since = 0.0  # wall clock when the open no_signal was raised
         self.thumbnail: bytes | None = None
         self.open_defects: dict[tuple[str, str], Defect] = {}
@@ -281,7 +291,8 @@ class StreamRunner:
                 if wall0 is None:
                     wall0, t0 = time.monotonic(), item.t
                 ahead = (item.t - t0) - (time.monotonic() - wall0)
-                if ahead > 0 and self._stop.wait(ahead):
+                # Released in small bursts (a wake-up per 10 ms, not per item).
+                if ahead > PACE_SLACK_S and self._stop.wait(ahead):
                     return
             self._enqueue(item, live=paced or reader.spec.is_network)
 
@@ -366,7 +377,9 @@ class StreamRunner:
             if self._wall_of_media0 is None:
                 self._wall_of_media0 = now - item.t
             self.stats.lag_s = max(0.0, now - self.wall_of(end))
-            self.on_stats(self, "lag", self.stats.lag_s)
+            if now - self._lag_at >= LAG_METRIC_EVERY_S:  # a gauge: a few times a second
+                self._lag_at = now
+                self.on_stats(self, "lag", self.stats.lag_s)
             self._close_no_signal(item.t)
             self._media_end = max(self._media_end, end)
             self.last_frame_wall = now

@@ -246,7 +246,9 @@ class Supervisor:
 def _record_stats(runner: StreamRunner, kind: str, value: float) -> None:
     sid = runner.spec.id
     if kind == "frame":
-        metrics.FRAMES_DECODED.labels(stream_id=sid).inc(value)
+        metrics.for_stream(metrics.FRAMES_DECODED, sid).inc(value)
+    elif kind == "lag":
+        metrics.for_stream(metrics.ANALYSIS_LAG, sid).set(value)
     elif kind == "dropped":
         metrics.FRAMES_DROPPED.labels(stream_id=sid).inc(value)
     elif kind == "udp_drops":
@@ -255,7 +257,5 @@ def _record_stats(runner: StreamRunner, kind: str, value: float) -> None:
         metrics.DECODE_ERRORS.labels(stream_id=sid).inc(value)
     elif kind == "reconnect":
         metrics.RECONNECTS.labels(stream_id=sid).inc(value)
-    elif kind == "lag":
-        metrics.ANALYSIS_LAG.labels(stream_id=sid).set(value)
     elif kind.startswith("reading:"):
         metrics.set_reading(sid, kind.removeprefix("reading:"), value)
