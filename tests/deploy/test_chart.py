@@ -115,7 +115,9 @@ def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_deployment_autoscaling_and_handoff(rendered: dict[str, list[dict[str, Any]]]) -> None:
     dep = _deployment(rendered["chart-defaults"])
-    assert "replicas" not in dep["spec"], "the HPA owns replicas; helm upgrade must not reset it"
+    # Installed at the HPA's minimum (`helm install --wait` waits for that many pods); on
+    # upgrade the template reads the live count back (lookup), so the HPA's scale stays.
+    assert dep["spec"]["replicas"] == 2
     pod = dep["spec"]["template"]
     assert "checksum/config" in pod["metadata"]["annotations"]
     (c,) = pod["spec"]["containers"]
@@ -193,6 +195,8 @@ def test_every_container_is_hardened(
 def test_helm_test_hook_calls_readyz(rendered: dict[str, list[dict[str, Any]]]) -> None:
     (pod,) = by_kind(rendered["chart-defaults"], "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    # Deleted before the next run, not on success: `helm test --logs` reads it after.
+    assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
     script = " ".join(pod["spec"]["containers"][0]["command"])
     assert "http://avmon:8080/readyz" in script
 
@@ -300,3 +304,31 @@ def test_notes_explain_reaching_the_api_and_registering_a_stream(
     assert "curl -s -X POST $AVMON/api/v1/streams" in notes
     assert "curl -s $AVMON/readyz" in notes
     assert "{{" not in notes
+
+
+def test_bundled_redis_is_scheduled_like_the_monitor(helm: Path) -> None:
+    """nodeSelector, tolerations and affinity reach the Redis StatefulSet too (they were
+    ignored there); redis.bundled.* overrides each."""
+    args = [
+        "--set",
+        "nodeSelector.disk=ssd",
+        "--set",
+        "tolerations[0].key=dedicated",
+        "--set",
+        "tolerations[0].operator=Exists",
+        "--set",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].key=zone",
+        "--set",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+    ]
+    objs = docs(helm_template(helm, *args))
+    (redis,) = by_kind(objs, "StatefulSet")
+    spec = redis["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"disk": "ssd"}
+    assert spec["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert "nodeAffinity" in spec["affinity"]
+    own = docs(helm_template(helm, *args, "--set", "redis.bundled.nodeSelector.disk=hdd"))
+    (redis,) = by_kind(own, "StatefulSet")
+    assert redis["spec"]["template"]["spec"]["nodeSelector"] == {"disk": "hdd"}

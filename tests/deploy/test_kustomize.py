@@ -41,7 +41,13 @@ def test_overlay_builds_and_validates(kustomize: Path, overlay: Path) -> None:
     validate_strict(objs)
     (dep,) = [o for o in objs if o["kind"] == "Deployment"]
     assert "replicas" not in dep["spec"]
-    ns = {o["metadata"].get("namespace") for o in objs}
+    ns = {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"}
     assert len(ns) == 1 and None not in ns
+    # The overlay creates the namespace it deploys into, PodSecurity "restricted".
+    (namespace,) = [o for o in objs if o["kind"] == "Namespace"]
+    assert {namespace["metadata"]["name"]} == ns
+    ns_labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "warn", "audit"):
+        assert ns_labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert labels["environment"] == overlay.name
