@@ -58,15 +58,23 @@ class DeletionCost:
         return True
 
 
-def in_cluster(pod: str) -> DeletionCost:
-    """A DeletionCost patching this pod through the in-cluster service account."""
-    from kubernetes import client, config  # type: ignore[import-not-found]
+def pod_patcher(api_client: Any = None) -> Patch:
+    """The API call DeletionCost makes: a merge patch of one pod (``api_client``: a
+    kubernetes.client.ApiClient; None = the configured default)."""
+    from kubernetes import client
 
-    config.load_incluster_config()
-    api = client.CoreV1Api()
-    namespace = os.environ.get("POD_NAMESPACE") or NAMESPACE_FILE.read_text().strip()
+    api = client.CoreV1Api(api_client)
 
     def patch(ns: str, name: str, body: dict[str, Any]) -> None:
         api.patch_namespaced_pod(name=name, namespace=ns, body=body)
 
-    return DeletionCost(pod, namespace, patch)
+    return patch
+
+
+def in_cluster(pod: str) -> DeletionCost:
+    """A DeletionCost patching this pod through the in-cluster service account."""
+    from kubernetes import config
+
+    config.load_incluster_config()
+    namespace = os.environ.get("POD_NAMESPACE") or NAMESPACE_FILE.read_text().strip()
+    return DeletionCost(pod, namespace, pod_patcher())

@@ -1,0 +1,176 @@
+"""A real Kubernetes control plane for tests: etcd and kube-apiserver (v1.35.4, built from
+their Go modules by scripts/tools into .tools/bin), throwaway PKI made with openssl, on
+loopback ports of their own. No node: objects such as pods exist in the API, nothing
+runs them. The admin authenticates with a static token (group system:masters).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ROOT / ".tools" / "bin"
+ADMIN_TOKEN = "avmon-e2e-admin"  # a throwaway test cluster's credential
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+def tool(name: str) -> Path:
+    """Build (or find) a pinned binary through scripts/tools."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "tools"), name], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"scripts/tools {name} failed:\n{out.stderr[-2000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(folder: Path) -> None:
+    """CA, an API server certificate for 127.0.0.1, and the service-account key pair."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _openssl("genrsa", "-out", "ca.key", "2048", cwd=folder)
+    _openssl(
+        "req", "-x509", "-new", "-key", "ca.key", "-days", "2", "-subj", "/CN=avmon-e2e-ca",
+        "-out", "ca.crt", cwd=folder,
+    )  # fmt: skip
+    _openssl("genrsa", "-out", "server.key", "2048", cwd=folder)
+    _openssl(
+        "req", "-new", "-key", "server.key", "-subj", "/CN=kube-apiserver",
+        "-out", "server.csr", cwd=folder,
+    )  # fmt: skip
+    (folder / "san.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.crt",
+        cwd=folder,
+    )  # fmt: skip
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=folder)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=folder)
+    (folder / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
+
+
+class ControlPlane:
+    """etcd + kube-apiserver as child processes; ``stop()`` leaves nothing running."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.pki = folder / "pki"
+        make_pki(self.pki)
+        etcd, apiserver = tool("etcd"), tool("kube-apiserver")
+        client, peer, self.port = _port(), _port(), _port()
+        self.logs = {n: (folder / f"{n}.log").open("w") for n in ("etcd", "apiserver")}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    str(etcd),
+                    f"--data-dir={folder / 'etcd'}",
+                    f"--listen-client-urls=http://127.0.0.1:{client}",
+                    f"--advertise-client-urls=http://127.0.0.1:{client}",
+                    f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                    f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                    f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                    "--log-level=warn",
+                ],
+                stdout=self.logs["etcd"],
+                stderr=subprocess.STDOUT,
+            )
+        )
+        p = self.pki
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    str(apiserver),
+                    f"--etcd-servers=http://127.0.0.1:{client}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={self.port}",
+                    f"--cert-dir={folder / 'certs'}",
+                    f"--tls-cert-file={p / 'server.crt'}",
+                    f"--tls-private-key-file={p / 'server.key'}",
+                    f"--client-ca-file={p / 'ca.crt'}",
+                    f"--token-auth-file={p / 'tokens.csv'}",
+                    f"--service-account-issuer={ISSUER}",
+                    f"--service-account-key-file={p / 'sa.pub'}",
+                    f"--service-account-signing-key-file={p / 'sa.key'}",
+                    f"--api-audiences={ISSUER}",
+                    "--authorization-mode=RBAC",
+                    "--service-cluster-ip-range=10.96.0.0/16",
+                    "--allow-privileged=false",
+                    "--profiling=false",
+                ],
+                stdout=self.logs["apiserver"],
+                stderr=subprocess.STDOUT,
+            )
+        )
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._wait_ready(120.0)
+
+    def _wait_ready(self, timeout: float) -> None:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"control plane exited: {self.log_tail()}")
+            req = urllib.request.Request(
+                self.url + "/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError as exc:
+                last = exc
+            time.sleep(0.5)
+        raise RuntimeError(f"API server not ready in {timeout:g} s ({last}): {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        for f in self.logs.values():
+            f.flush()
+        return "\n".join(
+            f"--- {n}\n" + (self.folder / f"{n}.log").read_text()[-3000:] for n in self.logs
+        )
+
+    def client(self, token: str = ADMIN_TOKEN) -> Any:
+        """A kubernetes.client.ApiClient authenticating with ``token``."""
+        from kubernetes import client
+
+        conf = client.Configuration()
+        conf.host = self.url
+        conf.ssl_ca_cert = str(self.pki / "ca.crt")
+        conf.api_key = {"authorization": f"Bearer {token}"}
+        return client.ApiClient(conf)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for f in self.logs.values():
+            f.close()
+        shutil.rmtree(self.folder / "etcd", ignore_errors=True)
