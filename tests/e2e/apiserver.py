@@ -152,6 +152,22 @@ class ControlPlane:
             f"--- {n}\n" + (self.folder / f"{n}.log").read_text()[-3000:] for n in self.logs
         )
 
+    def kubeconfig(self) -> Path:
+        """A kubeconfig for the admin (helm, kubectl)."""
+        path = self.folder / "kubeconfig"
+        if not path.exists():
+            ca = self.pki / "ca.crt"
+            path.write_text(
+                "apiVersion: v1\nkind: Config\n"
+                f"clusters:\n- name: e2e\n  cluster:\n    server: {self.url}\n"
+                f"    certificate-authority: {ca}\n"
+                f"users:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\n"
+                "contexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\n"
+                "current-context: e2e\n"
+            )
+            path.chmod(0o600)
+        return path
+
     def client(self, token: str = ADMIN_TOKEN) -> Any:
         """A kubernetes.client.ApiClient authenticating with ``token``."""
         from kubernetes import client

@@ -10,7 +10,6 @@ reading Secrets -- is refused.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,6 @@ KINDS = (
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
 )
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("control-plane"))
-    try:
-        yield cp
-    finally:
-        cp.stop()
 
 
 def chart_rbac(*values: str) -> list[dict[str, Any]]:
