@@ -7,6 +7,10 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # ---- build: wheels for the project and its dependencies ---------------------------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# Offline builds (no index reachable from the build): wheels fetched beforehand, mounted,
+# e.g. --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels. Unset by default.
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 WORKDIR /src
 RUN python -m venv /opt/avmon
 ENV PATH=/opt/avmon/bin:$PATH
