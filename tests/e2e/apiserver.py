@@ -63,6 +63,16 @@ def make_pki(folder: Path) -> None:
         "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.crt",
         cwd=folder,
     )  # fmt: skip
+    # The API server's client certificate towards kubelets (logs, exec).
+    _openssl("genrsa", "-out", "kubelet-client.key", "2048", cwd=folder)
+    _openssl(
+        "req", "-new", "-key", "kubelet-client.key", "-out", "kubelet-client.csr",
+        "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client", cwd=folder,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "kubelet-client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", "kubelet-client.crt", cwd=folder,
+    )  # fmt: skip
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=folder)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=folder)
     (folder / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
@@ -116,6 +126,9 @@ class ControlPlane:
                     "--authorization-mode=RBAC",
                     "--service-cluster-ip-range=10.96.0.0/16",
                     "--allow-privileged=false",
+                    "--kubelet-preferred-address-types=InternalIP,Hostname",
+                    f"--kubelet-client-certificate={p / 'kubelet-client.crt'}",
+                    f"--kubelet-client-key={p / 'kubelet-client.key'}",
                     "--profiling=false",
                 ],
                 stdout=self.logs["apiserver"],
