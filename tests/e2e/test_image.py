@@ -7,6 +7,7 @@ packages are the versions this checkout resolves, and avmon inside it analyses a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -23,10 +24,13 @@ WORK = ROOT / ".tools" / "image"
 TAG = "e2e"
 PACKAGES = ("av", "numpy", "fastapi", "pydantic", "uvicorn", "redis", "prometheus-client")
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("buildah") and shutil.which("mmdebstrap")),
-    reason="needs Debian's buildah and mmdebstrap (scripts/setup --tests installs them)",
-)
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (image build, containers, mounts)"),
+    pytest.mark.skipif(
+        not (shutil.which("buildah") and shutil.which("mmdebstrap")),
+        reason="needs Debian's buildah and mmdebstrap (scripts/setup --tests installs them)",
+    ),
+]
 
 
 def buildah(*args: str) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ server as `kubectl logs` does, holds the black run the clip carries."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,10 +20,13 @@ from tests.e2e.node import NODE, Node, image_archives
 
 NS = "avmon-node"
 
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("containerd", "runc", "ctr", "buildah", "mmdebstrap")),
-    reason="needs Debian's containerd, runc, buildah and mmdebstrap (scripts/setup --tests)",
-)
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (image build, containers, mounts)"),
+    pytest.mark.skipif(
+        not all(shutil.which(t) for t in ("containerd", "runc", "ctr", "buildah", "mmdebstrap")),
+        reason="needs Debian's containerd, runc, buildah and mmdebstrap (scripts/setup --tests)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
