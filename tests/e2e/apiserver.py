@@ -41,38 +41,40 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def issue_cert(folder: Path, name: str, subject: str, extensions: str = "") -> None:
+    """``name``.key and ``name``.crt signed by the CA in ``folder``."""
+    _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=folder)
+    _openssl(
+        "req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=folder
+    )  # fmt: skip
+    extra = []
+    if extensions:
+        (folder / f"{name}.ext").write_text(extensions)
+        extra = ["-extfile", f"{name}.ext"]
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", *extra, "-out", f"{name}.crt", cwd=folder,
+    )  # fmt: skip
+
+
 def make_pki(folder: Path) -> None:
-    """CA, an API server certificate for 127.0.0.1, and the service-account key pair."""
+    """CA, an API server certificate for 127.0.0.1, its client certificate towards
+    kubelets, and the service-account key pair."""
     folder.mkdir(parents=True, exist_ok=True)
     _openssl("genrsa", "-out", "ca.key", "2048", cwd=folder)
     _openssl(
         "req", "-x509", "-new", "-key", "ca.key", "-days", "2", "-subj", "/CN=avmon-e2e-ca",
         "-out", "ca.crt", cwd=folder,
     )  # fmt: skip
-    _openssl("genrsa", "-out", "server.key", "2048", cwd=folder)
-    _openssl(
-        "req", "-new", "-key", "server.key", "-subj", "/CN=kube-apiserver",
-        "-out", "server.csr", cwd=folder,
-    )  # fmt: skip
-    (folder / "san.cnf").write_text(
+    issue_cert(
+        folder,
+        "server",
+        "/CN=kube-apiserver",
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
-        "extendedKeyUsage=serverAuth\n"
+        "extendedKeyUsage=serverAuth\n",
     )
-    _openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.crt",
-        cwd=folder,
-    )  # fmt: skip
     # The API server's client certificate towards kubelets (logs, exec).
-    _openssl("genrsa", "-out", "kubelet-client.key", "2048", cwd=folder)
-    _openssl(
-        "req", "-new", "-key", "kubelet-client.key", "-out", "kubelet-client.csr",
-        "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client", cwd=folder,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", "kubelet-client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-out", "kubelet-client.crt", cwd=folder,
-    )  # fmt: skip
+    issue_cert(folder, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=folder)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=folder)
     (folder / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')

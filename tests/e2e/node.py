@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.apiserver import ROOT, ControlPlane, tool
+from tests.e2e.apiserver import ROOT, ControlPlane, issue_cert, tool
 
 NODE = "e2e-node"
 
@@ -85,14 +85,7 @@ class Node:
         from kubernetes import client
 
         pki = self.cp.pki
-        for args in (
-            ["genrsa", "-out", "node.key", "2048"],
-            ["req", "-new", "-key", "node.key", "-out", "node.csr",
-             "-subj", f"/O=system:nodes/CN=system:node:{NODE}"],
-            ["x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-out", "node.crt"],
-        ):  # fmt: skip
-            subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True)
+        issue_cert(pki, "node", f"/O=system:nodes/CN=system:node:{NODE}")
         kubeconfig = self.folder / "kubelet.kubeconfig"
         kubeconfig.write_text(
             "apiVersion: v1\nkind: Config\n"
