@@ -19,9 +19,10 @@ COPY pyproject.toml README.md ./
 RUN mkdir -p service && touch service/__init__.py \
     && pip install '.[k8s]' \
     && pip uninstall -y avmon
-# Then the code.
+# Then the code. The first install's build/ (holding the empty service/__init__.py) goes:
+# setuptools would reuse it, its copy looking newer than the checkout's file.
 COPY service ./service
-RUN pip install --no-deps '.[k8s]'
+RUN rm -rf build *.egg-info && pip install --no-deps '.[k8s]'
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

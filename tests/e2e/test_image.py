@@ -6,6 +6,7 @@ packages are the versions this checkout resolves, and avmon inside it analyses a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -130,3 +131,24 @@ def test_avmon_in_the_image_analyses_a_clip(
     assert [(d["type"], round(d["start"], 1), round(d["end"], 1)) for d in defects] == [
         ("black", 1.0, 3.0)
     ]
+
+
+def test_the_code_in_the_image_is_the_checkouts(container: str) -> None:
+    """Every module of the package byte for byte, and the server's app importable: a
+    stale build directory once left the dependency layer's empty service/__init__.py in
+    the image, and every pod crashed on start while `avmon check` still ran."""
+    code = (
+        "import hashlib, json, pathlib, service, service.api.app; "
+        "root = pathlib.Path(service.__file__).parent; "
+        "print(json.dumps({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()"
+        " for p in sorted(root.rglob('*.py'))}))"
+    )
+    got = json.loads(
+        buildah("run", "--isolation", "chroot", container, "--", "python", "-c", code).stdout
+    )
+    source = ROOT / "service"
+    want = {
+        str(p.relative_to(source)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(source.rglob("*.py"))
+    }
+    assert got == want
