@@ -97,6 +97,17 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown detector groups {unknown} (known: {', '.join(GROUPS)})")
         return value
 
+    @field_validator("port", mode="before")
+    @classmethod
+    def _not_a_service_link(cls, value: object) -> object:
+        if isinstance(value, str) and value.startswith("tcp://"):
+            raise ValueError(
+                f"AVMON_PORT={value!r} is the variable Kubernetes sets for a Service named "
+                "avmon: set enableServiceLinks: false on the pod (the chart does), or "
+                "AVMON_PORT to a port number"
+            )
+        return value
+
     @field_validator("webhook_urls")
     @classmethod
     def _webhooks(cls, value: list[str]) -> list[str]:

@@ -163,3 +163,17 @@ def test_rules_and_dashboard_query_only_exported_metrics(
     assert len(queried) >= 10
     missing = queried - exported_metrics
     assert not missing, f"queried but not exported by avmon serve: {sorted(missing)}"
+
+
+def test_no_service_links_reach_our_settings(all_objects: list[dict[str, Any]]) -> None:
+    """A Service named avmon makes Kubernetes set AVMON_PORT=tcp://<ip>:8080 in every pod
+    of the namespace unless service links are off: the app then refused to start on a
+    real cluster. Every avmon pod spec turns them off, and the setting names the cause."""
+    specs = [
+        o["spec"]["template"]["spec"]
+        for o in all_objects
+        if o["kind"] == "Deployment" and "avmon" in o["metadata"]["name"]
+    ]
+    assert specs and all(spec.get("enableServiceLinks") is False for spec in specs)
+    with pytest.raises(ValueError, match="enableServiceLinks"):
+        Settings(port="tcp://10.96.31.240:8080")  # type: ignore[arg-type]
