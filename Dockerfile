@@ -22,7 +22,7 @@ RUN mkdir -p service && touch service/__init__.py \
 # Then the code. The first install's build/ (holding the empty service/__init__.py) goes:
 # setuptools would reuse it, its copy looking newer than the checkout's file.
 COPY service ./service
-RUN rm -rf build *.egg-info && pip install --no-deps '.[k8s]'
+RUN rm -rf build ./*.egg-info && pip install --no-deps '.[k8s]'
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
