@@ -96,7 +96,7 @@ class ClusterStreams:
         pipe.incr(keys.REGISTRY_VERSION)
         pipe.execute()
         self.coordinator.wake()  # assign at once
-        return self._status(stream_id, doc, None, {})
+        return self._status(stream_id, doc, {}, {})
 
     def _leases(self) -> dict[tuple[str, str], tuple[str, int]]:
         out = {}
@@ -109,27 +109,50 @@ class ClusterStreams:
                 continue  # malformed: shown as unowned, never a 500
         return out
 
+    def _published(
+        self, leases: dict[tuple[str, str], tuple[str, int]], stream_ids: list[str] | None = None
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """stream id -> owner -> the fresh status that owner published for it."""
+        owners = sorted({owner for (sid, _), (owner, _) in leases.items()
+                         if stream_ids is None or sid in stream_ids})  # fmt: skip
+        pipe = self.r.pipeline(transaction=False)
+        for owner in owners:
+            if stream_ids is None:
+                pipe.hgetall(keys.member_status(owner))
+            else:
+                pipe.hmget(keys.member_status(owner), stream_ids)
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        now = time.time()
+        for owner, got in zip(owners, pipe.execute(), strict=True):
+            asked = stream_ids or []
+            pairs = got.items() if isinstance(got, dict) else zip(asked, got, strict=True)
+            for sid, raw in pairs:
+                record = _load(raw) if raw else None
+                if record is not None and now - record.get("published_at", 0) < STALE_STATUS_S:
+                    out.setdefault(_s(sid), {})[owner] = record
+        return out
+
     def _status(
         self,
         stream_id: str,
         doc: dict[str, Any],
-        published: dict[str, Any] | None,
+        published: dict[str, dict[str, Any]],
         leases: dict[tuple[str, str], tuple[str, int]],
     ) -> dict[str, Any]:
-        fresh = published is not None and time.time() - published["published_at"] < STALE_STATUS_S
+        """One stream's status from the records its unit owners published (fresh ones)."""
         units = []
+        primary: dict[str, Any] | None = None  # the first group's owner speaks for the stream
         for g in doc["groups"]:
             owner, epoch = leases.get((stream_id, g), (None, None))
+            record = published.get(owner) if owner is not None else None
+            if primary is None and record is not None:
+                primary = record
             units.append(
                 {
                     "group": g,
                     "owner": owner,
                     "epoch": epoch,
-                    "running": bool(
-                        fresh
-                        and owner == (published or {}).get("owner")
-                        and (published or {}).get("state") == "running"
-                    ),
+                    "running": bool(record and record.get("state") == "running"),
                     "since": utc_iso(doc.get("created")),
                 }
             )
@@ -150,7 +173,7 @@ class ClusterStreams:
             "lag_seconds": 0.0,
             "last_error": None,
         }
-        if fresh and published is not None:
+        if primary is not None:
             for k in (
                 "state",
                 "fps",
@@ -162,23 +185,22 @@ class ClusterStreams:
                 "last_error",
                 "loudness",
             ):
-                base[k] = published.get(k)
+                base[k] = primary.get(k)
+            # Each owner counts the defects of its own units.
+            base["open_defects"] = sum(int(r.get("open_defects") or 0) for r in published.values())
         base["units"] = units
         return base
 
     def list(self) -> list[dict[str, Any]]:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(keys.STREAMS)
-        pipe.hgetall(keys.STATUS)
-        streams, statuses = pipe.execute()
+        streams = self.r.hgetall(keys.STREAMS)
         leases = self._leases()
+        published = self._published(leases)
         out = []
         for sid_raw, raw in streams.items():
             sid = _s(sid_raw)
             if (doc := _load(raw)) is None:
                 continue
-            pub = statuses.get(sid_raw) or statuses.get(sid)
-            out.append(self._status(sid, doc, _load(pub) if pub else None, leases))
+            out.append(self._status(sid, doc, published.get(sid, {}), leases))
         return sorted(out, key=lambda s: s["name"])
 
     def get(self, stream_id: str) -> dict[str, Any] | None:
@@ -186,8 +208,9 @@ class ClusterStreams:
             raw = self.r.hget(keys.STREAMS, stream_id)
             if raw is None or (doc := _load(raw)) is None:
                 return None
-            pub = self.r.hget(keys.STATUS, stream_id)
-            return self._status(stream_id, doc, _load(pub) if pub else None, self._leases())
+            leases = self._leases()
+            published = self._published(leases, [stream_id]).get(stream_id, {})
+            return self._status(stream_id, doc, published, leases)
         except (redis.ConnectionError, redis.TimeoutError):
             # Redis is down: answer from memory for the streams this member runs.
             entry = self.supervisor.get(stream_id)
@@ -203,7 +226,6 @@ class ClusterStreams:
         pipe = self.r.pipeline()
         pipe.hdel(keys.STREAMS, stream_id)
         pipe.hdel(keys.NAMES, name)
-        pipe.hdel(keys.STATUS, stream_id)
         pipe.incr(keys.REGISTRY_VERSION)
         pipe.execute()
         self.r.publish(keys.HANDOFF, "registry")  # the owner stops it at once
@@ -221,10 +243,10 @@ class ClusterStreams:
         pipe.hgetall(keys.MEMBER_INFO)
         pipe.zrangebyscore(keys.MEMBERS, "-inf", "+inf", withscores=True)
         pipe.hgetall(keys.STREAMS)
-        pipe.hgetall(keys.STATUS)
         pipe.get(keys.EPOCH)
-        infos, members, streams, statuses, generation = pipe.execute()
+        infos, members, streams, generation = pipe.execute()
         leases = self._leases()
+        published = self._published(leases)
         out_members = []
         for member, _score in members:
             name = _s(member)
@@ -242,8 +264,7 @@ class ClusterStreams:
             sid = _s(sid_raw)
             if (doc := _load(raw)) is None:
                 continue
-            pub_raw = statuses.get(sid_raw) or statuses.get(sid)
-            status = self._status(sid, doc, _load(pub_raw) if pub_raw else None, leases)
+            status = self._status(sid, doc, published.get(sid, {}), leases)
             for u in status["units"]:
                 units.append(
                     {

@@ -26,6 +26,7 @@ from service.pipeline.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 0.4  # "last_frame_at kept fresh within 0.5 s" on every member
+MEMBER_STATUS_TTL_S = 10  # a dead member's statuses go; readers also check freshness
 THUMB_TTL_S = 10
 
 
@@ -111,14 +112,25 @@ class ClusterHost(UnitHost):
         if now - self._last_status < STATUS_EVERY_S:
             return
         self._last_status = now
-        pipe = self.r.pipeline(transaction=False)
+        records: dict[Any, Any] = {}  # stream id -> JSON (redis-py types hset loosely)
+        thumbs: dict[str, bytes] = {}
         for entry in self.supervisor.all():
             status = self.supervisor.status(entry)
             status["owner"] = self.supervisor.pod_name
             status["published_at"] = now
-            pipe.hset(keys.STATUS, entry.spec.id, json.dumps(status))
+            records[entry.spec.id] = json.dumps(status)
             thumb = entry.runner.thumbnail
             if thumb is not None and self._thumbs.get(entry.spec.id) != id(thumb):
                 self._thumbs[entry.spec.id] = id(thumb)
-                pipe.set(keys.thumbnail(entry.spec.id), thumb, ex=THUMB_TTL_S)
+                thumbs[entry.spec.id] = thumb
+        # Replaced whole (MULTI: readers never see it half written): streams this member
+        # stopped running drop out; the key expires if the member dies.
+        key = keys.member_status(self.supervisor.pod_name)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(key)
+        if records:
+            pipe.hset(key, mapping=records)
+            pipe.expire(key, MEMBER_STATUS_TTL_S)
+        for sid, thumb in thumbs.items():
+            pipe.set(keys.thumbnail(sid), thumb, ex=THUMB_TTL_S)
         pipe.execute()

@@ -12,7 +12,6 @@ LEASES = PREFIX + "leases"  # hash "stream|group" -> "owner|epoch|expires_ms"
 LAST = PREFIX + "lease_last"  # hash "stream|group" -> "owner|epoch" (no expiry)
 EPOCH = PREFIX + "epoch"  # fencing epoch counter
 RESERVED = PREFIX + "lease_reserved"  # hash "stream|group" -> "successor|until_ms"
-STATUS = PREFIX + "status"  # hash stream id -> JSON status written by its owner
 DEFECTS = PREFIX + "defects"  # hash id -> DefectRecord JSON
 DEFECTS_BY_TIME = PREFIX + "defects_by_time"  # zset id -> started_at
 OPEN = PREFIX + "defects_open"  # set of open defect ids
@@ -30,6 +29,14 @@ LOG_RECOVERING = PREFIX + "event_log_recovering"  # set for a while after a new 
 
 def stream_defects(stream_id: str) -> str:
     return f"{PREFIX}stream_defects:{stream_id}"
+
+
+def member_status(member: str) -> str:
+    """Hash stream id -> JSON status of what ``member`` runs of that stream, rewritten by
+    the member every status tick and expiring with it. Per member: a stream's units may
+    run on different members, and one record per stream made every other owner's units
+    look stopped."""
+    return f"{PREFIX}status:{member}"
 
 
 def thumbnail(stream_id: str) -> str:

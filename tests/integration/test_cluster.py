@@ -64,6 +64,26 @@ def test_g4_g5_balanced_at_rest_and_no_moves_while_stable(cluster: Cluster) -> N
     assert len(view["units"]) == W
 
 
+def test_a_stream_split_across_members_shows_every_unit_running(cluster: Cluster) -> None:
+    """Each owner publishes the status of its own units: one record per stream once made
+    the other owners' units look stopped (which ones depended on the member answering)."""
+    names = ["m1", "m2"]
+    for name in names:
+        cluster.add(name)
+    cluster.units = GROUPS
+    (sid,) = cluster.register(1)
+    assert wait_for(lambda: cluster.balanced(names), 15), cluster.per_member()  # split 2 + 1
+    _settled(cluster)
+    for _ in range(5):
+        for name in names:
+            _, view = cluster.members[name].request("GET", "/api/v1/cluster")
+            assert all(u["running"] for u in view["units"]), (name, view["units"])
+            _, stream = cluster.members[name].request("GET", f"/api/v1/streams/{sid}")
+            assert all(u["running"] for u in stream["units"]), (name, stream["units"])
+            assert stream["state"] == "running" and stream["frames"] > 0
+        time.sleep(0.5)
+
+
 def test_g3_scale_out_moves_only_to_the_newcomer(cluster: Cluster) -> None:
     names = ["m1", "m2", "m3"]
     _start(cluster, names)
