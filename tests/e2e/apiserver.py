@@ -1,7 +1,8 @@
 """A real Kubernetes control plane for tests: etcd and kube-apiserver (v1.35.4, built from
-their Go modules by scripts/tools into .tools/bin), throwaway PKI made with openssl, on
-loopback ports of their own. No node: objects such as pods exist in the API, nothing
-runs them. The admin authenticates with a static token (group system:masters).
+their Go modules by scripts/tools into .tools/bin), throwaway PKI made with openssl. On
+its own, on loopback ports of its own and with no node: objects such as pods exist in the
+API, nothing runs them (tests/e2e/cluster.py adds the rest of a cluster, in a network
+namespace). The admin authenticates with a static token (group system:masters).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests.e2e.procs import Procs
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"
@@ -57,9 +60,9 @@ def issue_cert(folder: Path, name: str, subject: str, extensions: str = "") -> N
     )  # fmt: skip
 
 
-def make_pki(folder: Path) -> None:
-    """CA, an API server certificate for 127.0.0.1, its client certificate towards
-    kubelets, and the service-account key pair."""
+def make_pki(folder: Path, ips: tuple[str, ...] = ("127.0.0.1",)) -> None:
+    """CA, an API server certificate for ``ips``, its client certificates towards kubelets
+    and aggregated API servers (metrics-server), and the service-account key pair."""
     folder.mkdir(parents=True, exist_ok=True)
     _openssl("genrsa", "-out", "ca.key", "2048", cwd=folder)
     _openssl(
@@ -70,74 +73,92 @@ def make_pki(folder: Path) -> None:
         folder,
         "server",
         "/CN=kube-apiserver",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
+        f"subjectAltName={','.join('IP:' + ip for ip in ips)},DNS:localhost,"
+        "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
+        "DNS:kubernetes.default.svc.cluster.local\n"
         "extendedKeyUsage=serverAuth\n",
     )
     # The API server's client certificate towards kubelets (logs, exec).
     issue_cert(folder, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
+    issue_cert(folder, "front-proxy-client", "/CN=front-proxy-client")
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=folder)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=folder)
     (folder / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
 
 
 class ControlPlane:
-    """etcd + kube-apiserver as child processes; ``stop()`` leaves nothing running."""
+    """etcd + kube-apiserver as child processes; ``stop()`` leaves nothing running.
 
-    def __init__(self, folder: Path) -> None:
+    Alone (the default): loopback, free ports. In a cluster: ``procs`` runs them inside the
+    cluster's network namespace, ``address`` is the node-facing address (pods reach it as
+    the ``kubernetes`` Service, 10.96.0.1), and the aggregation layer is on for
+    metrics-server."""
+
+    def __init__(
+        self, folder: Path, procs: Procs | None = None, address: str = "127.0.0.1"
+    ) -> None:
         self.folder = folder
         self.pki = folder / "pki"
-        make_pki(self.pki)
+        self.procs = procs or Procs(folder)
+        in_cluster = procs is not None
+        make_pki(self.pki, (address, "127.0.0.1", "10.96.0.1"))
         etcd, apiserver = tool("etcd"), tool("kube-apiserver")
-        client, peer, self.port = _port(), _port(), _port()
-        self.logs = {n: (folder / f"{n}.log").open("w") for n in ("etcd", "apiserver")}
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    str(etcd),
-                    f"--data-dir={folder / 'etcd'}",
-                    f"--listen-client-urls=http://127.0.0.1:{client}",
-                    f"--advertise-client-urls=http://127.0.0.1:{client}",
-                    f"--listen-peer-urls=http://127.0.0.1:{peer}",
-                    f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-                    f"--initial-cluster=default=http://127.0.0.1:{peer}",
-                    "--log-level=warn",
-                ],
-                stdout=self.logs["etcd"],
-                stderr=subprocess.STDOUT,
-            )
+        if in_cluster:  # a namespace of its own: every port is free
+            client, peer, self.port = 2379, 2380, 6443
+        else:
+            client, peer, self.port = _port(), _port(), _port()
+        self.procs.start(
+            "etcd",
+            [
+                str(etcd),
+                f"--data-dir={folder / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{client}",
+                f"--advertise-client-urls=http://127.0.0.1:{client}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                "--log-level=warn",
+            ],
         )
         p = self.pki
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    str(apiserver),
-                    f"--etcd-servers=http://127.0.0.1:{client}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
-                    f"--secure-port={self.port}",
-                    f"--cert-dir={folder / 'certs'}",
-                    f"--tls-cert-file={p / 'server.crt'}",
-                    f"--tls-private-key-file={p / 'server.key'}",
-                    f"--client-ca-file={p / 'ca.crt'}",
-                    f"--token-auth-file={p / 'tokens.csv'}",
-                    f"--service-account-issuer={ISSUER}",
-                    f"--service-account-key-file={p / 'sa.pub'}",
-                    f"--service-account-signing-key-file={p / 'sa.key'}",
-                    f"--api-audiences={ISSUER}",
-                    "--authorization-mode=RBAC",
-                    "--service-cluster-ip-range=10.96.0.0/16",
-                    "--allow-privileged=false",
-                    "--kubelet-preferred-address-types=InternalIP,Hostname",
-                    f"--kubelet-client-certificate={p / 'kubelet-client.crt'}",
-                    f"--kubelet-client-key={p / 'kubelet-client.key'}",
-                    "--profiling=false",
-                ],
-                stdout=self.logs["apiserver"],
-                stderr=subprocess.STDOUT,
-            )
-        )
-        self.url = f"https://127.0.0.1:{self.port}"
+        flags = [
+            str(apiserver),
+            f"--etcd-servers=http://127.0.0.1:{client}",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
+            f"--secure-port={self.port}",
+            f"--cert-dir={folder / 'certs'}",
+            f"--tls-cert-file={p / 'server.crt'}",
+            f"--tls-private-key-file={p / 'server.key'}",
+            f"--client-ca-file={p / 'ca.crt'}",
+            f"--token-auth-file={p / 'tokens.csv'}",
+            f"--service-account-issuer={ISSUER}",
+            f"--service-account-key-file={p / 'sa.pub'}",
+            f"--service-account-signing-key-file={p / 'sa.key'}",
+            f"--api-audiences={ISSUER}",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--allow-privileged=false",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={p / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={p / 'kubelet-client.key'}",
+            "--profiling=false",
+        ]
+        if in_cluster:
+            # The aggregation layer (metrics.k8s.io from metrics-server), reaching the
+            # extension server at its endpoint rather than through a Service IP.
+            flags += [
+                f"--requestheader-client-ca-file={p / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+                "--enable-aggregator-routing=true",
+            ]
+        self.procs.start("apiserver", flags)
+        self.url = f"https://{address}:{self.port}"
         self._wait_ready(120.0)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -145,9 +166,7 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
-            for proc in self.procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"control plane exited: {self.log_tail()}")
+            self.procs.check()
             req = urllib.request.Request(
                 self.url + "/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
             )
@@ -161,11 +180,7 @@ class ControlPlane:
         raise RuntimeError(f"API server not ready in {timeout:g} s ({last}): {self.log_tail()}")
 
     def log_tail(self) -> str:
-        for f in self.logs.values():
-            f.flush()
-        return "\n".join(
-            f"--- {n}\n" + (self.folder / f"{n}.log").read_text()[-3000:] for n in self.logs
-        )
+        return "\n".join(f"--- {n}\n" + self.procs.tail(n) for n in ("etcd", "apiserver"))
 
     def kubeconfig(self) -> Path:
         """A kubeconfig for the admin (helm, kubectl)."""
@@ -194,14 +209,5 @@ class ControlPlane:
         return client.ApiClient(conf)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for f in self.logs.values():
-            f.close()
+        self.procs.stop()
         shutil.rmtree(self.folder / "etcd", ignore_errors=True)

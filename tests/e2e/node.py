@@ -1,43 +1,65 @@
-"""A real node for the e2e control plane: Debian's containerd 1.6 with runc, and a kubelet
-v1.35.4 built from its Go module, registered with the API server.
+"""The real node of the e2e cluster: Debian's containerd 1.6 with runc and the bridge CNI
+plugin, and a kubelet v1.35.4 built from its Go module, registered with the API server,
+all inside the cluster's network namespace.
 
-Pods use the host's network for now (no CNI bridge or kube-proxy yet). Images come from
-archives (`scripts/image`): containerd cannot pull from Docker Hub here, the pod sandbox
-included. Settings this sandbox forces: containerd's ``restrict_oom_score_adj`` (negative
-oom_score_adj is refused), the kubelet's ``failCgroupV1: false`` and the cgroupfs driver.
-``stop()`` leaves nothing behind: the kubelet does not stop the containers it started,
-and it writes /var/log/pods and /var/log/containers whatever its flags say.
+Images come from archives (`scripts/image`): containerd cannot pull from Docker Hub here,
+the pod sandbox included. Settings this sandbox forces: containerd's
+``restrict_oom_score_adj`` (negative oom_score_adj is refused), the kubelet's
+``failCgroupV1: false`` and the cgroupfs driver. ``stop()`` leaves nothing behind: the
+kubelet does not stop the containers it started, and it writes /var/log/pods and
+/var/log/containers whatever its flags say.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.apiserver import ROOT, ControlPlane, issue_cert, tool
+from tests.e2e.procs import Procs
 
 NODE = "e2e-node"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+POD_CIDR = "10.244.0.0/24"
+KUBELET_PORT = 10250
 
 
 class Node:
-    def __init__(self, cp: ControlPlane, folder: Path, images: list[Path]) -> None:
-        self.cp, self.folder = cp, folder
-        # A node's IP may not be loopback: the host's own address (source of its route out).
-        self.ip = host_ip()
+    def __init__(
+        self, cp: ControlPlane, procs: Procs, folder: Path, ip: str, dns: str, images: list[Path]
+    ) -> None:
+        self.cp, self.procs, self.folder, self.ip = cp, procs, folder, ip
         folder.mkdir(parents=True, exist_ok=True)
         self.sock = folder / "containerd.sock"
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Any] = []
+        cni = folder / "cni"
+        (cni / "net.d").mkdir(parents=True, exist_ok=True)
+        # One bridge for the node's pods; the pod range is routed from the host to the
+        # namespace, so tests reach pods (and Service IPs) directly.
+        conflist = {
+            "cniVersion": "1.0.0",
+            "name": "avmon-e2e",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": True,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": POD_CIDR}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(cni / "ipam"),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
+        (cni / "net.d" / "10-avmon.conflist").write_text(json.dumps(conflist, indent=1))
         (folder / "containerd.toml").write_text(
             "version = 2\n"
             f'root = "{folder}/containerd/root"\nstate = "{folder}/containerd/state"\n'
@@ -47,26 +69,21 @@ class Node:
             "  restrict_oom_score_adj = true\n"
             '  [plugins."io.containerd.grpc.v1.cri".containerd]\n'
             '    snapshotter = "native"\n'
+            '  [plugins."io.containerd.grpc.v1.cri".cni]\n'
+            '    bin_dir = "/usr/lib/cni"\n'
+            f'    conf_dir = "{cni / "net.d"}"\n'
         )
-        try:
-            self._start("containerd", ["containerd", "--config", str(folder / "containerd.toml")])
-            self._wait(self.sock.exists, 30, "containerd socket")
-            for archive in images:
-                self.ctr("images", "import", "--snapshotter", "native", str(archive))
-            self._kubelet(tool("kubelet"))
-        except BaseException:
-            self.stop()
-            raise
+        procs.start("containerd", ["containerd", "--config", str(folder / "containerd.toml")])
+        self._wait(self.sock.exists, 30, "containerd socket")
+        for archive in images:
+            self.ctr("images", "import", "--snapshotter", "native", str(archive))
+        self._kubelet(tool("kubelet"), dns)
 
     # ------------------------------------------------------------------ set-up
-    def _start(self, name: str, argv: list[str]) -> None:
-        log = (self.folder / f"{name}.log").open("w")
-        self.logs.append(log)
-        self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
-
     def _wait(self, ready: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self.procs.check()
             if ready():
                 return
             time.sleep(0.5)
@@ -81,7 +98,7 @@ class Node:
         )
         return out.stdout
 
-    def _kubelet(self, kubelet: Path) -> None:
+    def _kubelet(self, kubelet: Path, dns: str) -> None:
         from kubernetes import client
 
         pki = self.cp.pki
@@ -112,16 +129,21 @@ class Node:
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
             "cgroupDriver: cgroupfs\nfailCgroupV1: false\n"
             f"containerRuntimeEndpoint: unix://{self.sock}\n"
-            # Callers (the API server, for logs) present a certificate of our CA and
-            # are authorized by the API server (RBAC), as on a real node.
-            "authentication:\n  anonymous: {enabled: false}\n  webhook: {enabled: false}\n"
+            # Callers present a certificate of our CA (the API server, for logs) or a token
+            # the API server vouches for (metrics-server); the API server authorizes them.
+            "authentication:\n  anonymous: {enabled: false}\n  webhook: {enabled: true}\n"
             f"  x509: {{clientCAFile: {pki / 'ca.crt'}}}\n"
             "authorization: {mode: Webhook}\n"
-            f"address: {self.ip}\nport: {_port()}\nreadOnlyPort: 0\nhealthzPort: 0\n"
+            f"address: {self.ip}\nport: {KUBELET_PORT}\nreadOnlyPort: 0\nhealthzPort: 0\n"
+            f"clusterDNS: [{dns}]\nclusterDomain: cluster.local\n"
+            f"resolvConf: {self.folder / 'resolv.conf'}\n"
             "cgroupsPerQOS: false\nenforceNodeAllocatable: []\nfailSwapOn: false\n"
             "evictionHard: {}\nimageGCHighThresholdPercent: 100\nimageGCLowThresholdPercent: 99\n"
+            # Pod status and resource metrics every few seconds (the HPA reads the latter).
+            "nodeStatusUpdateFrequency: 4s\nsyncFrequency: 10s\n"
         )
-        self._start(
+        (self.folder / "resolv.conf").write_text(f"nameserver {dns}\n")
+        self.procs.start(
             "kubelet",
             [
                 str(kubelet),
@@ -134,77 +156,73 @@ class Node:
         )
         core = client.CoreV1Api(self.cp.client())
 
-        def registered() -> bool:
-            """The Node exists with its addresses (the API server reaches the kubelet
-            through them for logs)."""
+        def ready() -> bool:
+            """Registered with its addresses (the API server reaches the kubelet through
+            them) and Ready (the CNI network is up)."""
             try:
                 node = core.read_node(NODE)
             except client.exceptions.ApiException:
                 return False
-            return bool(node.status and node.status.addresses)
+            conditions = {c.type: c.status for c in (node.status.conditions or [])}
+            return bool(node.status.addresses) and conditions.get("Ready") == "True"
 
-        self._wait(registered, 90, "the kubelet's Node")
+        self._wait(ready, 120, "the kubelet's Node")
 
     # ------------------------------------------------------------------ teardown
     def stop(self) -> None:
-        kubelet_first = list(reversed(self.procs))
-        if len(self.procs) == 2:
-            kubelet_first[0].terminate()
-            kubelet_first[0].wait(30)
-            kubelet_first = kubelet_first[1:]
-        # The kubelet leaves its containers running: kill every task, then containerd.
-        try:
-            tasks = self.ctr("tasks", "ls", "-q").split()
-            for task in tasks:
-                subprocess.run(
-                    ["ctr", "--address", str(self.sock), "-n", "k8s.io", "tasks", "kill",
-                     "-s", "SIGKILL", task], capture_output=True, check=False,
-                )  # fmt: skip
-            time.sleep(1)
-            for task in tasks:
-                self.ctr("tasks", "rm", "-f", task)
-            for container in self.ctr("containers", "ls", "-q").split():
-                self.ctr("containers", "rm", container)
-        except subprocess.CalledProcessError:
-            pass
-        for proc in kubelet_first:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for log in self.logs:
-            log.close()
-        # Mounts the kubelet and the sandboxes made under our folder (volumes, shm).
-        mounts = [
-            line.split()[1]
-            for line in Path("/proc/self/mounts").read_text().splitlines()
-            if line.split()[1].startswith(str(self.folder))
-        ]
-        for mount in sorted(mounts, reverse=True):
-            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
-        shutil.rmtree(self.folder / "containerd", ignore_errors=True)
-        shutil.rmtree(self.folder / "kubelet", ignore_errors=True)
+        teardown(self.procs, self.folder)
 
     @staticmethod
-    def forget_logs(namespace: str) -> None:
-        """The kubelet's per-pod log files, written outside any folder it is given."""
-        for path in Path("/var/log/pods").glob(f"{namespace}_*"):
+    def forget_logs() -> None:
+        """The kubelet's per-pod log files, written outside any folder it is given (only
+        this cluster's node writes them on this machine)."""
+        for path in Path("/var/log/pods").glob("*"):
             shutil.rmtree(path, ignore_errors=True)
-        for path in Path("/var/log/containers").glob(f"*_{namespace}_*"):
+        for path in Path("/var/log/containers").glob("*.log"):
             path.unlink(missing_ok=True)
 
 
-def host_ip() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.1", 9))  # no packet is sent: only the route is looked up
-        return str(s.getsockname()[0])
+def teardown(procs: Procs, folder: Path) -> None:
+    """The kubelet first (it would restart what we kill), then every task it left, then
+    containerd, the mounts under ``folder`` and the state it wrote."""
+    procs.stop(only="kubelet")
+    sock = folder / "containerd.sock"
+
+    def ctr(*args: str) -> str:
+        return subprocess.run(
+            ["ctr", "--address", str(sock), "-n", "k8s.io", *args],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+
+    if sock.exists():
+        try:
+            tasks = ctr("tasks", "ls", "-q").split()
+            for task in tasks:
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    ctr("tasks", "kill", "-s", "SIGKILL", task)
+            time.sleep(1)
+            for task in tasks:
+                ctr("tasks", "rm", "-f", task)
+            for container in ctr("containers", "ls", "-q").split():
+                ctr("containers", "rm", container)
+        except subprocess.CalledProcessError:
+            pass
+    procs.stop(only="containerd")
+    # Mounts the kubelet and the sandboxes made under our folder (volumes, shm).
+    mounts = [
+        line.split()[1]
+        for line in Path("/proc/self/mounts").read_text().splitlines()
+        if line.split()[1].startswith(str(folder))
+    ]
+    for mount in sorted(mounts, reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+    for sub in ("containerd", "kubelet", "cni/ipam"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
 
 
 def image_archives() -> list[Path]:
     paths = []
-    for args in (["--pause"], ["--archive", "e2e"]):
+    for args in (["--pause"], ["--redis"], ["--archive", "e2e"]):
         out = subprocess.run(
             ["bash", str(ROOT / "scripts" / "image"), *args],
             capture_output=True,

@@ -23,7 +23,7 @@ CLIENT_BACKLOG = 2000  # datagrams (~2.6 MB): a reader that falls further behind
 
 
 class LiveHttpSource:
-    def __init__(self, clip: Path, port: int = 0) -> None:
+    def __init__(self, clip: Path, port: int = 0, host: str = "127.0.0.1") -> None:
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._udp.bind(("127.0.0.1", 0))
         self._udp.settimeout(0.5)
@@ -54,9 +54,9 @@ class LiveHttpSource:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._http = ThreadingHTTPServer((host, port), Handler)
         self._http.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/live.ts"
+        self.url = f"http://{host}:{self._http.server_address[1]}/live.ts"
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
         threading.Thread(target=self._relay, daemon=True).start()
         self.sender = UdpSender(clip, self._udp.getsockname()[1])

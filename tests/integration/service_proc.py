@@ -159,7 +159,8 @@ class Hooks:
     ``down()`` closes its port (connections refused), ``up()`` opens the same port again;
     ``garbage = True`` answers every request with bytes that are not HTTP."""
 
-    def __init__(self, secret: str | None = None) -> None:
+    def __init__(self, secret: str | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.bodies: list[bytes] = []
         self.headers: list[dict[str, str]] = []
         # With a secret, each delivery is verified when it arrives, as a receiver does
@@ -169,7 +170,7 @@ class Hooks:
         self.garbage = False
         self.port = 0
         self.up()
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.url = f"http://{host}:{self.port}/hook"
 
     def up(self) -> None:
         outer = self
@@ -192,7 +193,7 @@ class Hooks:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
