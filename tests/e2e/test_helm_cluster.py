@@ -314,7 +314,10 @@ def test_deleting_a_pod_hands_its_units_over(kube: Cluster, release: Api) -> Non
     figure("pod_delete_to_units_claimed_elsewhere_s", claimed and round(claimed, 2))
     figure("pod_delete_to_units_running_elsewhere_s", round(seconds, 2))
     assert where == "other pods"
-    assert seconds < 5 + 1.5 + 3.0
+    # The handoff on SIGTERM (G2: 1.5 s) after the preStop; without it the units would
+    # wait for their leases to expire (3 s more).
+    assert claimed is not None and claimed < 5 + 1.5
+    assert seconds < 5 + 1.5 + 4.0
     wait_until("the Deployment back at 2 ready pods",
                lambda: len([p for p in monitor_pods(kube) if _ready(p)]) == 2, 90)  # fmt: skip
 
