@@ -86,7 +86,7 @@ def test_clean_clips_raise_nothing(make_clip: ClipFactory, content: str, audio: 
 
 
 def test_clean_720p_lowlight_noise_raises_nothing(make_clip: ClipFactory) -> None:
-    path, _ = make_clip("", duration=60.0, size="1280x720", content="lowlight", audio="noise")
+    path, _ = make_clip("", duration=30.0, size="1280x720", content="lowlight", audio="noise")
     assert check_json(path)["defects"] == []
 
 

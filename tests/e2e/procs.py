@@ -64,18 +64,24 @@ class Procs:
     def alive(self) -> dict[str, bool]:
         return {name: _alive(pid) for name, pid in self.recorded()}
 
-    def stop(self, only: str | None = None, timeout: float = 15.0) -> None:
-        """SIGTERM in reverse start order (each waited for), SIGKILL past ``timeout``."""
-        for name, pid in reversed(self.recorded()):
-            if only is not None and name != only:
-                continue
-            if not _alive(pid):
-                continue
+    def stop(self, only: str | None = None, timeout: float = 3.0) -> None:
+        """SIGTERM to each (``only``: that one), SIGKILL to what is left after
+        ``timeout``. All at once: the callers stop what must go first on its own. The
+        cluster is thrown away, so nothing waits for a graceful end (the API server
+        takes over 15 s)."""
+        targets = [
+            (name, pid)
+            for name, pid in reversed(self.recorded())
+            if (only is None or name == only) and _alive(pid)
+        ]
+        for _, pid in targets:
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_alive(pid) for _, pid in targets):
+            for name, _ in targets:
                 self._reap(name)
-                time.sleep(0.1)
+            time.sleep(0.1)
+        for name, pid in targets:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
                 while _alive(pid):

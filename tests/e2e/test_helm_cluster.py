@@ -462,7 +462,7 @@ def test_scale_in_removes_the_lowest_deletion_cost_pod_and_no_alarm_is_lost_or_d
     gone = time.monotonic()
     wait_until("units on the survivors", lambda: settled(release, keep, survivors), 60)
     figure("scale_in_to_units_on_survivors_s", round(time.monotonic() - gone, 1))
-    time.sleep(2 * LOOP_S)  # two more black runs per stream after the handoff
+    time.sleep(LOOP_S + 5)  # another black run per stream after the handoff
     window_to = datetime.now().astimezone()
     for sid in keep:
         release.call("DELETE", f"/api/v1/streams/{sid}")
@@ -508,3 +508,104 @@ def _no_alarm_lost_or_doubled(
             edges = [since, *inside, until]
             gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(edges)]
             assert max(gaps) < 1.6 * LOOP_S, f"a black run lost on {sid}: {runs}"
+
+
+# ---------------------------------------------------------------------- 6: chart CI
+CI_VALUES = sorted((ROOT / "deploy" / "helm" / "avmon" / "ci").glob("*-values.yaml"))
+
+
+def _ci_prerequisites(kube: Cluster) -> None:
+    """What each ci/*-values.yaml expects of a cluster, as a chart repository's CI
+    cluster provides it: a volume for the persistent Redis, and the external Redis
+    (redis-master.data, password s3cret) that external-redis-values.yaml points at."""
+    from kubernetes import client
+
+    api = kube.client()
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    volume = kube.folder / "pv-redis"
+    volume.mkdir(mode=0o777, exist_ok=True)
+    volume.chmod(0o777)  # fsGroup does not apply to hostPath: the Redis user writes here
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": "ci-redis"},
+            "spec": {
+                "capacity": {"storage": "2Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(volume)},
+            },
+        }
+    )
+    core.create_namespace({"metadata": {"name": "data"}})
+    labels = {"app": "redis-master"}
+    apps.create_namespaced_deployment(
+        "data",
+        {
+            "metadata": {"name": "redis-master"},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "redis",
+                                "image": "localhost/avmon-redis:e2e",
+                                "imagePullPolicy": "Never",
+                                "args": ["--requirepass", "s3cret", "--save", ""],
+                                "ports": [{"containerPort": 6379}],
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+    )
+    core.create_namespaced_service(
+        "data",
+        {
+            "metadata": {"name": "redis-master"},
+            "spec": {"selector": labels, "ports": [{"port": 6379, "targetPort": 6379}]},
+        },
+    )
+
+
+def test_every_ci_values_file_installs_and_passes_helm_test(kube: Cluster, release: Api) -> None:
+    """`ct install`'s loop (chart-testing's Go module is not served here): each
+    ci/*-values.yaml installed in a namespace of its own with `--wait`, `helm test
+    --logs`, uninstalled -- the four side by side, after the story's release is gone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubernetes import client
+
+    helm = tool("helm")
+    out = run(kube, helm, "uninstall", "avmon", "-n", NS, "--wait")
+    assert out.returncode == 0, out.stderr
+    _ci_prerequisites(kube)
+    core = client.CoreV1Api(kube.client())
+    restricted = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn")}
+
+    def one(values: Path) -> tuple[str, float, str]:
+        name = "ct-" + values.name.removesuffix("-values.yaml")
+        core.create_namespace({"metadata": {"name": name, "labels": restricted}})
+        started = time.monotonic()
+        out = run(
+            kube, helm, "install", name, ROOT / "deploy" / "helm" / "avmon", "-n", name,
+            "-f", ROOT / "deploy" / "local-cluster-values.yaml", "-f", values,
+            "--wait", "--timeout", "4m",
+        )  # fmt: skip
+        if out.returncode != 0:
+            return name, 0.0, f"install: {out.stderr}"
+        took = time.monotonic() - started
+        test = run(kube, helm, "test", name, "-n", name, "--logs")
+        if test.returncode != 0 or "/readyz 200" not in test.stdout:
+            return name, took, f"helm test: {test.stdout}{test.stderr}"
+        gone = run(kube, helm, "uninstall", name, "-n", name, "--wait")
+        return name, took, "" if gone.returncode == 0 else f"uninstall: {gone.stderr}"
+
+    with ThreadPoolExecutor(len(CI_VALUES)) as pool:
+        results = list(pool.map(one, CI_VALUES))
+    figure("ct_install_to_ready_s", {name: round(took, 1) for name, took, _ in results})
+    failed = {name: why for name, _, why in results if why}
+    assert not failed, failed
