@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -183,32 +185,27 @@ class Node:
 
 
 def teardown(procs: Procs, folder: Path) -> None:
-    """The kubelet first (it would restart what we kill), then every task it left, then
-    containerd, the mounts under ``folder`` and the state it wrote."""
+    """The kubelet first (it would restart what we kill), then every container process
+    (found by the cgroups runc made, not one `ctr` call per task: a ct run leaves dozens),
+    their shims, containerd, the mounts under ``folder``, and the state it wrote."""
     procs.stop(only="kubelet")
-    sock = folder / "containerd.sock"
-
-    def ctr(*args: str) -> str:
-        return subprocess.run(
-            ["ctr", "--address", str(sock), "-n", "k8s.io", *args],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-
-    if sock.exists():
-        try:
-            tasks = ctr("tasks", "ls", "-q").split()
-            for task in tasks:
-                with contextlib.suppress(subprocess.CalledProcessError):
-                    ctr("tasks", "kill", "-s", "SIGKILL", task)
-            time.sleep(1)
-            for task in tasks:
-                ctr("tasks", "rm", "-f", task)
-            for container in ctr("containers", "ls", "-q").split():
-                ctr("containers", "rm", container)
-        except subprocess.CalledProcessError:
-            pass
+    sock = str(folder / "containerd.sock")
+    for _ in range(3):  # a dying process's children may appear once
+        pids = {
+            int(pid)
+            for procs_file in Path("/sys/fs/cgroup/pids").glob("k8s.io/**/cgroup.procs")
+            for pid in procs_file.read_text().split()
+        }
+        for pid in _shims(sock):
+            pids.add(pid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if not pids:
+            break
+        time.sleep(0.3)
     procs.stop(only="containerd")
-    # Mounts the kubelet and the sandboxes made under our folder (volumes, shm).
+    # Mounts the kubelet and the sandboxes made under our folder (volumes, shm, rootfs).
     mounts = [
         line.split()[1]
         for line in Path("/proc/self/mounts").read_text().splitlines()
@@ -218,6 +215,27 @@ def teardown(procs: Procs, folder: Path) -> None:
         subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
     for sub in ("containerd", "kubelet", "cni/ipam"):
         shutil.rmtree(folder / sub, ignore_errors=True)
+    # runc's and the shims' run directories (no other containerd runs on a test machine).
+    shutil.rmtree("/run/containerd/runc/k8s.io", ignore_errors=True)
+    shutil.rmtree("/run/containerd/s", ignore_errors=True)  # the killed shims' sockets
+    for empty in ("runc", "fifo", "s", ""):
+        with contextlib.suppress(OSError):
+            Path("/run/containerd", empty).rmdir()
+
+
+def _shims(sock: str) -> list[int]:
+    """containerd-shim processes serving our containerd (they outlive it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and sock.encode() in argv:
+            found.append(int(proc.name))
+    return found
 
 
 def image_archives() -> list[Path]:
