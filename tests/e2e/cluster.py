@@ -241,6 +241,11 @@ class Cluster:
             subprocess.run(["ip", "netns", "delete", netns.name], capture_output=True, check=False)
         if Path(f"/run/netns/{NETNS}").exists():
             sh("ip", "netns", "delete", NETNS)  # takes the veth pair and its routes along
+        for _ in range(50):  # ... a moment later
+            if subprocess.run(["ip", "link", "show", HOST_LINK], capture_output=True,
+                              check=False).returncode != 0:  # fmt: skip
+                break
+            time.sleep(0.1)
         Node.forget_logs()
         # The cgroups runc made for containerd's k8s.io namespace (empty once all is down).
         for top in Path("/sys/fs/cgroup").glob("*/k8s.io"):
@@ -252,6 +257,26 @@ class Cluster:
         for sub in ("etcd", "metrics-server"):
             subprocess.run(["rm", "-rf", str(self.folder / sub)], check=False)
         print(f"cluster down in {time.monotonic() - started:.1f} s (node {node_s:.1f} s)")
+
+    def leftovers(self) -> list[str]:
+        """What a cluster could leave on the machine that is still there (after down)."""
+        found = [f"process {n}" for n, alive in self.procs.alive().items() if alive]
+        found += [str(p) for p in Path("/run/netns").glob("*") if p.name == NETNS
+                  or p.name.startswith("cni-")]  # fmt: skip
+        found += [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+                  if line.split()[1].startswith(str(self.folder))]  # fmt: skip
+        for path in (
+            "/run/containerd", "/var/lib/kubelet", "/var/lib/cni", "/etc/cni",
+            *map(str, Path("/sys/fs/cgroup").glob("*/k8s.io")),
+            *map(str, Path("/var/log/pods").glob("*")),
+            *map(str, Path("/var/log/containers").glob("*")),
+        ):  # fmt: skip
+            if Path(path).exists():
+                found.append(path)
+        if subprocess.run(["ip", "link", "show", HOST_LINK], capture_output=True,
+                          check=False).returncode == 0:  # fmt: skip
+            found.append(f"link {HOST_LINK}")
+        return found
 
     def status(self) -> str:
         alive = self.procs.alive()

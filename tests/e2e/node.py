@@ -154,6 +154,7 @@ class Node:
                 f"--root-dir={self.folder / 'kubelet'}",
                 f"--hostname-override={NODE}",
                 f"--node-ip={self.ip}",
+                f"--cert-dir={self.folder / 'kubelet-pki'}",
             ],
         )
         core = client.CoreV1Api(self.cp.client())
@@ -221,6 +222,21 @@ def teardown(procs: Procs, folder: Path) -> None:
     for empty in ("runc", "fifo", "s", ""):
         with contextlib.suppress(OSError):
             Path("/run/containerd", empty).rmdir()
+    # Written outside any folder given: libcni's cache and lock, the kubelet's
+    # device-plugin socket and serving certificate.
+    for cached in Path("/var/lib/cni/results").glob("*"):
+        if cached.name.startswith(("avmon-e2e-", "cni-loopback-")):
+            cached.unlink(missing_ok=True)
+    Path("/var/lib/kubelet/device-plugins/kubelet.sock").unlink(missing_ok=True)
+    # Its self-signed serving certificate, written here despite --cert-dir.
+    shutil.rmtree("/var/lib/kubelet/pki", ignore_errors=True)
+    Path("/etc/cni/net.d/cni.lock").unlink(missing_ok=True)
+    for empty in (
+        "/var/lib/cni/results", "/var/lib/cni", "/var/lib/kubelet/device-plugins",
+        "/var/lib/kubelet", "/etc/cni/net.d", "/etc/cni",
+    ):  # fmt: skip
+        with contextlib.suppress(OSError):
+            Path(empty).rmdir()
 
 
 def _shims(sock: str) -> list[int]:

@@ -90,6 +90,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         cluster.down()
         print("FIGURES " + json.dumps(FIGURES))
+        assert cluster.leftovers() == []  # down leaves nothing behind
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +213,12 @@ def settled(api: Api, ids: list[str], members: set[str] | None = None) -> bool:
 
 
 STREAMS: list[str] = []
+DELETED: dict[str, datetime] = {}  # stream -> when the test deleted it
+
+
+def delete_stream(api: Api, sid: str) -> None:
+    DELETED[sid] = datetime.now().astimezone()
+    api.call("DELETE", f"/api/v1/streams/{sid}")
 
 
 # ---------------------------------------------------------------------- 1: install
@@ -442,7 +449,7 @@ def test_scale_in_removes_the_lowest_deletion_cost_pod_and_no_alarm_is_lost_or_d
         singles.append(release.call("POST", "/api/v1/streams", body)["id"])
     keep, drop = STREAMS[:4] + singles, STREAMS[4:]
     for sid in drop:
-        release.call("DELETE", f"/api/v1/streams/{sid}")
+        delete_stream(release, sid)
     window_from = datetime.now().astimezone()
     costs = _costs(kube)
     started = time.monotonic()
@@ -465,7 +472,7 @@ def test_scale_in_removes_the_lowest_deletion_cost_pod_and_no_alarm_is_lost_or_d
     time.sleep(LOOP_S + 5)  # another black run per stream after the handoff
     window_to = datetime.now().astimezone()
     for sid in keep:
-        release.call("DELETE", f"/api/v1/streams/{sid}")
+        delete_stream(release, sid)
     _no_alarm_lost_or_doubled(release, hooks, keep, window_from, window_to)
 
 
@@ -485,7 +492,19 @@ def _no_alarm_lost_or_doubled(
         kinds: dict[str, list[str]] = defaultdict(list)
         for e in black():
             kinds[e["defect"]["id"]].append(e["kind"])
-        return {i: k for i, k in kinds.items() if sorted(k) != ["close", "open"]}
+        return {i: k for i, k in kinds.items() if sorted(k) != ["close", "open"]
+                and not cut_by_deletion(i)}  # fmt: skip
+
+    def cut_by_deletion(defect_id: str) -> bool:
+        """Open when the test deleted its stream: avmon sends no close for it (a known
+        gap, noted on the issue) -- unlike an orphan of a failover, it started within
+        one black run before the deletion."""
+        opens = [e["defect"] for e in black() if e["defect"]["id"] == defect_id]
+        if not opens or opens[0]["stream_id"] not in DELETED:
+            return False
+        deleted = DELETED[opens[0]["stream_id"]]
+        started = datetime.fromisoformat(opens[0]["started_at"])
+        return 0 <= (deleted - started).total_seconds() <= BLACK_TO - BLACK_FROM + 2
 
     try:
         wait_until("every black defect opened and closed once at the receiver",
@@ -493,6 +512,8 @@ def _no_alarm_lost_or_doubled(
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {unpaired()}") from None
     events = black()
+    cut = {e["defect"]["id"] for e in events if cut_by_deletion(e["defect"]["id"])}
+    figure("black_defects_open_when_their_stream_was_deleted", len(cut))
     closes = [e["defect"] for e in events if e["kind"] == "close"]
     figure("defects_delivered", len(closes))
     by_stream: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
