@@ -242,8 +242,7 @@ class Cluster:
         if Path(f"/run/netns/{NETNS}").exists():
             sh("ip", "netns", "delete", NETNS)  # takes the veth pair and its routes along
         for _ in range(50):  # ... a moment later
-            if subprocess.run(["ip", "link", "show", HOST_LINK], capture_output=True,
-                              check=False).returncode != 0:  # fmt: skip
+            if not _host_link():
                 break
             time.sleep(0.1)
         Node.forget_logs()
@@ -273,8 +272,7 @@ class Cluster:
         ):  # fmt: skip
             if Path(path).exists():
                 found.append(path)
-        if subprocess.run(["ip", "link", "show", HOST_LINK], capture_output=True,
-                          check=False).returncode == 0:  # fmt: skip
+        if _host_link():
             found.append(f"link {HOST_LINK}")
         return found
 
@@ -295,6 +293,12 @@ class Cluster:
     def client(self) -> Any:
         assert self.cp is not None
         return self.cp.client()
+
+
+def _host_link() -> bool:
+    """The host end of the veth pair still exists."""
+    out = subprocess.run(["ip", "link", "show", HOST_LINK], capture_output=True, check=False)
+    return out.returncode == 0
 
 
 # ---------------------------------------------------------------------- the DNS feeder

@@ -489,17 +489,18 @@ def _no_alarm_lost_or_doubled(
         return [e for e in by_id.values() if e["defect"]["type"] == "black"]
 
     def unpaired() -> dict[str, list[str]]:
+        events = black()  # verified once per check, not once per defect
         kinds: dict[str, list[str]] = defaultdict(list)
-        for e in black():
+        for e in events:
             kinds[e["defect"]["id"]].append(e["kind"])
         return {i: k for i, k in kinds.items() if sorted(k) != ["close", "open"]
-                and not cut_by_deletion(i)}  # fmt: skip
+                and not cut_by_deletion(i, events)}  # fmt: skip
 
-    def cut_by_deletion(defect_id: str) -> bool:
+    def cut_by_deletion(defect_id: str, events: list[dict[str, Any]]) -> bool:
         """Open when the test deleted its stream: avmon sends no close for it (a known
         gap, noted on the issue) -- unlike an orphan of a failover, it started within
         one black run before the deletion."""
-        opens = [e["defect"] for e in black() if e["defect"]["id"] == defect_id]
+        opens = [e["defect"] for e in events if e["defect"]["id"] == defect_id]
         if not opens or opens[0]["stream_id"] not in DELETED:
             return False
         deleted = DELETED[opens[0]["stream_id"]]
@@ -512,7 +513,7 @@ def _no_alarm_lost_or_doubled(
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {unpaired()}") from None
     events = black()
-    cut = {e["defect"]["id"] for e in events if cut_by_deletion(e["defect"]["id"])}
+    cut = {e["defect"]["id"] for e in events if cut_by_deletion(e["defect"]["id"], events)}
     figure("black_defects_open_when_their_stream_was_deleted", len(cut))
     closes = [e["defect"] for e in events if e["kind"] == "close"]
     figure("defects_delivered", len(closes))
