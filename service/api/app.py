@@ -116,14 +116,18 @@ def _cluster(settings: Settings, app: FastAPI, bus: EventBus) -> Callable[[], No
     coordinator.start()
     feed.start()
     done = threading.Event()
+    stopping = threading.Lock()
 
     def stop() -> None:
-        if done.is_set():
-            return
-        done.set()
-        coordinator.leave()  # hand units to successors first
-        supervisor.stop_all(wait=1.0)
-        feed.stop()
+        # Called by the SIGTERM thread and by the lifespan's end: the second caller waits
+        # for the first, or the process would exit in the middle of the handoff.
+        with stopping:
+            if done.is_set():
+                return
+            coordinator.leave()  # hand units to successors first
+            supervisor.stop_all(wait=1.0)
+            feed.stop()
+            done.set()
 
     app.state.on_terminate = stop
     _handoff_on_sigterm(stop)

@@ -19,9 +19,15 @@ Failure rules (DESIGN.md section 6):
   on SIGTERM) releases it *reserved* for the successor its assignment chose, and only that
   member may claim it until the reservation ends (one TTL). Members act on snapshots a
   tick apart; without this, another old member could take a unit meant for a newcomer.
-- SIGTERM: ``leave()`` marks the member not ready, stops each unit locally, releases its
-  lease to its successor and wakes the others through pub/sub, so successors start within
-  a tick.
+- Make-before-break: before releasing a unit (excess or SIGTERM), the owner asks its
+  successor to warm up (``WARM``): the successor analyses the stream without committing
+  and answers (``WARMED``) once it has media; only then does the owner stop the unit and
+  release it, with the runs it saw begin (``handed``). The successor's runner then takes
+  the unit over with its state already built, so no input goes unwatched and a short
+  defect straddling the handoff is still raised once. An owner that gets no answer
+  within ``WARM_WAIT_S`` releases anyway (a blind window, as without warming).
+- SIGTERM: ``leave()`` marks the member not ready, hands each unit over as above (waiting
+  at most ``WARM_WAIT_S``), releases what is left and wakes the others through pub/sub.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ log = logging.getLogger(__name__)
 TICK_S = 0.2
 SETTLE_S = 0.5
 MARGIN_S = 0.5
+# How long an owner waits for a successor to have media before releasing anyway: inside
+# G2's 3 s for a process to exit after SIGTERM.
+WARM_WAIT_S = 2.0
 
 HEARTBEAT = """
 local t = redis.call('TIME')
@@ -96,6 +105,19 @@ class UnitHost:
         """Commit the writes queued during an outage, while this member still holds
         the units they belong to (called before it releases one)."""
 
+    def warm(self, stream_id: str, spec: dict[str, Any], groups: list[str]) -> bool:
+        """Analyse the stream for ``groups`` without committing, ahead of a handoff to
+        this member; True once it has media."""
+        return True
+
+    def cool(self, keep: set[str]) -> None:
+        """Stop warming up the streams not in ``keep``."""
+
+    def handed_out(self, unit: Unit) -> list[Any]:
+        """The unit's runs seen begin here and not raised yet (JSON-able), for its next
+        owner; called once the unit stopped here."""
+        return []
+
 
 class Coordinator:
     def __init__(
@@ -127,6 +149,9 @@ class Coordinator:
         self.members: dict[str, dict[str, Any]] = {}
         self.leases: dict[Unit, tuple[str, int, int]] = {}  # owner, epoch, expires_ms
         self.reserved: dict[Unit, tuple[str, int]] = {}  # successor, until_ms (Redis clock)
+        self.warm_asked: dict[Unit, str] = {}  # unit -> successor asked to warm up
+        self.warm_ready: dict[Unit, str] = {}  # unit -> successor that has media
+        self.handing: dict[Unit, tuple[str, float]] = {}  # mine: successor, give up at
         self.redis_ok = False
         self._outage_until = 0.0  # after an outage: claim nothing others held until then
         self._synced_once = False
@@ -154,8 +179,14 @@ class Coordinator:
             self._thread.join(5)
 
     def leave(self) -> None:
-        """Graceful exit: hand every unit to a successor, then leave the member set."""
+        """Graceful exit: hand every unit to a successor (warmed up first, for at most
+        ``WARM_WAIT_S``), then leave the member set."""
         self.leaving = True
+        self._wake.set()
+        deadline = time.monotonic() + WARM_WAIT_S + 2 * TICK_S
+        alive = self._thread is not None and self._thread.is_alive()
+        while alive and self.owned and time.monotonic() < deadline and self.redis_ok:
+            time.sleep(TICK_S / 4)  # the loop hands units over as successors warm up
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -277,7 +308,9 @@ class Coordinator:
         pipe.get(keys.REGISTRY_VERSION)
         pipe.hgetall(keys.LEASES)
         pipe.hgetall(keys.RESERVED)
-        version, raw_leases, raw_reserved = pipe.execute()
+        pipe.hgetall(keys.WARM)
+        pipe.hgetall(keys.WARMED)
+        version, raw_leases, raw_reserved, raw_warm, raw_warmed = pipe.execute()
         if version is None and self.registry:
             self._restore_registry()
             version = self.r.get(keys.REGISTRY_VERSION)
@@ -315,9 +348,15 @@ class Coordinator:
                 ended.append(field)  # run out, never claimed (stream deleted), or malformed
         if ended:
             self.r.hdel(keys.RESERVED, *ended)
+        self.warm_asked = self._unexpired(keys.WARM, raw_warm, int(server_ms))
+        self.warm_ready = self._unexpired(keys.WARMED, raw_warmed, int(server_ms))
         self._renew_all(now)
         for stream_id in list(self._unsettled):
             self._republish(stream_id)
+        self._warm_up(int(server_ms))
+        self._finish_handoffs(now)
+        if self.leaving:
+            self._hand_over_all(now, int(server_ms))
         self._rebalance(now, int(server_ms))
         metrics.UNITS_OWNED.set(len(self.owned))
         self.host.publish()
@@ -414,10 +453,91 @@ class Coordinator:
             self._claim_units(to_claim, now)
         if settled:
             for unit in [u for u in self.owned if target.get(u) not in (self.pod, None)]:
-                log.info("handing %s to %s", unit, target[unit])
-                self._drop(unit, release=True, successor=target[unit])
+                self._hand_over(unit, target[unit], now, server_ms)
+
+    # ------------------------------------------------------------------ handoff
+    def _unexpired(self, key: str, raw: dict[Any, Any], server_ms: int) -> dict[Unit, str]:
+        out: dict[Unit, str] = {}
+        stale = []
+        for field, value in raw.items():
+            sid, _, group = _s(field).partition("|")
+            who, _, until = _s(value).rpartition("|")
+            if until.isdigit() and int(until) > server_ms:
+                out[Unit(sid, group)] = who
+            else:
+                stale.append(field)  # the handoff ended without cleaning up (a crash)
+        if stale:
+            self.r.hdel(key, *stale)
+        return out
+
+    def _hand_over(self, unit: Unit, successor: str, now: float, server_ms: int) -> None:
+        """Ask ``successor`` to warm up for ``unit``; released once it has media."""
+        if unit in self.handing:
+            return
+        log.info("handing %s to %s", unit, successor)
+        until = server_ms + int(WARM_WAIT_S * 1000) + self.ttl_ms
+        self.r.hset(keys.WARM, keys.unit_field(unit.stream_id, unit.group), f"{successor}|{until}")
+        self.handing[unit] = (successor, now + WARM_WAIT_S)
+        self.r.publish(keys.HANDOFF, self.pod)
+
+    def _finish_handoffs(self, now: float) -> None:
+        """Release the units whose successor is warm (or has had long enough); call off
+        those whose successor left."""
+        released = False
+        for unit, (successor, give_up) in list(self.handing.items()):
+            field = keys.unit_field(unit.stream_id, unit.group)
+            if unit not in self.owned:
+                del self.handing[unit]
+            elif self.warm_ready.get(unit) == successor or now > give_up:
+                if self.warm_ready.get(unit) != successor:
+                    log.warning("%s: %s not warm in time: releasing", unit, successor)
+                del self.handing[unit]
+                self._drop(unit, release=True, successor=successor)
                 metrics.REBALANCES.inc()
-                self.r.publish(keys.HANDOFF, self.pod)
+                released = True
+            elif not self.members.get(successor, {}).get("ready"):
+                del self.handing[unit]  # it left: the next assignment picks another
+            else:
+                continue
+            self.r.hdel(keys.WARM, field)
+            self.r.hdel(keys.WARMED, field)
+        if released:
+            self.r.publish(keys.HANDOFF, self.pod)
+
+    def _hand_over_all(self, now: float, server_ms: int) -> None:
+        """Leaving: every unit to its successor, warmed up first where there is one."""
+        successors = self._successors_after_me()
+        for unit in sorted(self.owned):
+            if unit in self.handing:
+                continue
+            if unit in successors:
+                self._hand_over(unit, successors[unit], now, server_ms)
+            else:
+                self._drop(unit, release=True)
+
+    def _warm_up(self, server_ms: int) -> None:
+        """Successor side: analyse the streams whose units are coming here, and say so
+        once that has media."""
+        coming: dict[str, set[str]] = {}
+        for unit, who in self.warm_asked.items():
+            if who == self.pod and unit not in self.owned and unit.stream_id in self.registry:
+                coming.setdefault(unit.stream_id, set()).add(unit.group)
+        answered = False
+        for sid, groups in coming.items():
+            mine = {u.group for u in self.owned if u.stream_id == sid}
+            if not self.host.warm(sid, self.registry[sid], sorted(groups | mine)):
+                continue
+            until = server_ms + int(WARM_WAIT_S * 1000) + self.ttl_ms
+            for group in groups:
+                if self.warm_ready.get(Unit(sid, group)) != self.pod:
+                    field = keys.unit_field(sid, group)
+                    self.r.hset(keys.WARMED, field, f"{self.pod}|{until}")
+                    answered = True
+        # Keep what was released to me meanwhile: the claim (later in this tick) uses it.
+        claiming = {u.stream_id for u, (who, _) in self.reserved.items() if who == self.pod}
+        self.host.cool(set(coming) | claiming)
+        if answered:
+            self.r.publish(keys.HANDOFF, self.pod)
 
     # ------------------------------------------------------------------ units
     def _claim_one(self, unit: Unit) -> int | None:
@@ -455,6 +575,8 @@ class Coordinator:
         own = self.owned.pop(unit, None)
         if own is None:
             return
+        # The runs it saw begin (read while it still runs), for the successor to continue.
+        runs = self.host.handed_out(unit) if release and successor else []
         self._republish(unit.stream_id)  # stop locally before anyone else can start
         self._log("stop", unit, own.epoch)
         if not release:
@@ -464,6 +586,9 @@ class Coordinator:
         self.host.commit_queued()
         field = keys.unit_field(unit.stream_id, unit.group)
         try:
+            if runs:
+                key = keys.handed(unit.stream_id, unit.group)
+                self.r.set(key, json.dumps(runs), px=2 * self.ttl_ms)
             if purge:
                 self._purge(
                     keys=[

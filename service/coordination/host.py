@@ -72,7 +72,38 @@ class ClusterHost(UnitHost):
         self.epochs[stream_id] = dict(epochs)
         if entry is not None and sorted(entry.spec.groups) == groups:
             return  # same units, maybe new epochs: the supervisor asks epoch_of() live
-        self.supervisor.run(spec_from_registry(stream_id, spec, groups), self._open(stream_id))
+        self.supervisor.run(
+            spec_from_registry(stream_id, spec, groups),
+            self._open(stream_id),
+            self._handed(stream_id, groups),
+        )
+
+    def _handed(self, stream_id: str, groups: list[str]) -> list[tuple[str, str, float]]:
+        """The runs the units' previous owners saw begin and had not raised."""
+        try:
+            raw = self.r.mget([keys.handed(stream_id, g) for g in groups])
+        except redis.RedisError:
+            return []
+        out: list[tuple[str, str, float]] = []
+        for doc in raw:
+            try:
+                out += [(str(n), str(k), float(t)) for n, k, t in json.loads(doc or "[]")]
+            except (TypeError, ValueError):
+                log.warning("malformed handed runs of %s skipped", stream_id)
+        return [r for r in out if r[0] in DETECTORS]
+
+    def warm(self, stream_id: str, spec: dict[str, Any], groups: list[str]) -> bool:
+        try:
+            return self.supervisor.warm(spec_from_registry(stream_id, spec, groups))
+        except Exception:  # a bad entry must not stop the coordinator: no warm-up then
+            log.exception("could not warm up %s", stream_id)
+            return True
+
+    def cool(self, keep: set[str]) -> None:
+        self.supervisor.cool(keep)
+
+    def handed_out(self, unit: Unit) -> list[Any]:
+        return [list(r) for r in self.supervisor.handed_out(unit.stream_id, unit.group)]
 
     def _open(self, stream_id: str) -> list[DefectRecord]:
         """The stream's open defects as committed: a new owner continues or closes them."""

@@ -20,6 +20,10 @@ EVENT_LOG = PREFIX + "event_log"  # stream: every committed open/close (webhooks
 EVENT_SEQ = PREFIX + "event_seq"  # sequence number of the newest log entry
 WEBHOOK_CURSORS = PREFIX + "webhook_cursors"  # hash receiver -> "entry id|seq" delivered
 HANDOFF = PREFIX + "handoff"  # pub/sub channel: a member released units
+# Make-before-break handoff: the owner asks the successor to warm up (hash "stream|group"
+# -> "successor|until_ms"); the successor answers once it analyses the stream (same form).
+WARM = PREFIX + "handoff_warm"
+WARMED = PREFIX + "handoff_warmed"
 GENERATION = PREFIX + "generation"  # bumped when a member finds Redis restarted empty
 # The event log's birth mark (Redis server time when its first entry was written): a new
 # mark means the log was lost (Redis restarted empty) and members re-stage what they kept.
@@ -49,6 +53,12 @@ def evidence(defect_id: str) -> str:
 
 def unit_field(stream_id: str, group: str) -> str:
     return f"{stream_id}|{group}"
+
+
+def handed(stream_id: str, group: str) -> str:
+    """JSON list of the unit's runs its last owner saw begin and had not raised (short
+    lived: read by the successor when it claims the unit)."""
+    return f"{PREFIX}handed:{stream_id}|{group}"
 
 
 def webhook_receiver(url: str) -> str:

@@ -11,6 +11,12 @@ unit over *inherits* the unit's open defects. If the detector finds the conditio
 the runner's first input (a run starting within the detector's ``resume_s`` of it), the
 run continues the inherited defect (same id, no second ``open``); otherwise the inherited
 defect closes at the first input, where the new owner first saw a good picture or sound.
+
+Runs not yet raised are handed over too (``hand``): a run the new owner finds on from
+its first input is dated back to where the previous owner saw it begin, so a condition
+that straddles a handoff still counts its whole length against the minimum duration.
+A runner warmed up before the handoff (make-before-break) ``take_over``s the unit's
+open defects with its own state already built: no input is missed at all.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class Lifecycle:
         self._runs: dict[tuple[str, str], _Run] = {}
         self._inherited: dict[tuple[str, str], Defect] = {}
         self._first: dict[str, float] = {}  # detector -> media time of its first input
+        self._handed: dict[tuple[str, str], float] = {}  # pending runs' starts, handed over
         self._input_t = 0.0  # start of the input being analysed (see ``input``)
 
     def input(self, t: float) -> None:
@@ -84,6 +91,16 @@ class Lifecycle:
         """An open defect of this unit raised by its previous owner (see module doc)."""
         self._inherited[(defect.type, defect.key)] = defect
 
+    def hand(self, detector: str, key: str, start: float) -> None:
+        """A run of this unit the previous owner saw begin at ``start`` (media time, on
+        this timeline) and had not raised yet: a run found on from the first input (or
+        one already pending from it) continues it."""
+        run = self._runs.get((detector, key))
+        if run is None:
+            self._handed[(detector, key)] = start
+        elif run.defect is None and run.start <= self._first.get(detector, run.start) + 0.5:
+            run.start = min(run.start, start)
+
     def apply(self, det: Detector[Any], changes: list[Change], now: float) -> list[DefectEvent]:
         first = self._first.setdefault(det.name, self._input_t)
         events: list[DefectEvent] = []
@@ -93,6 +110,9 @@ class Lifecycle:
             if ch.active:
                 if run is None:
                     run = self._runs[key] = _Run(ch.t, dict(ch.details))
+                    handed = self._handed.pop(key, None)
+                    if handed is not None and ch.t <= first + det.resume_s:
+                        run.start = min(run.start, handed)
                     inherited = self._inherited.pop(key, None)
                     if inherited is not None and ch.t <= first + det.resume_s:
                         run.defect = inherited  # the same condition, still on
@@ -115,11 +135,13 @@ class Lifecycle:
         """Raise the detector's pending runs that have now lasted long enough; close the
         inherited defects the detector has not found on within ``resume_s``."""
         events: list[DefectEvent] = []
-        if self._inherited:
+        if self._inherited or self._handed:
             first = self._first.setdefault(det.name, self._input_t)
             if now >= first + det.resume_s:
                 for ended in [k for k in self._inherited if k[0] == det.name]:
                     events.append(self._close(self._inherited.pop(ended), first, now))
+                for gone in [k for k in self._handed if k[0] == det.name]:
+                    del self._handed[gone]  # not found on by then: it ended meanwhile
         for (name, key), run in self._runs.items():
             if name == det.name and run.defect is None and _lasted(now - run.start, det):
                 run.defect = self._raise(det, key, run, events, now)
@@ -140,6 +162,36 @@ class Lifecycle:
                 run.defect.end = max(t_end, run.defect.start)
                 events.append(DefectEvent("close", run.defect, t_end))
         self._runs.clear()
+        return events
+
+    def pending(self) -> list[tuple[str, str, float]]:
+        """(detector, key, start) of the runs not raised yet."""
+        return [(n, k, r.start) for (n, k), r in self._runs.items() if r.defect is None]
+
+    def take_over(
+        self, committed: list[Defect], ended: dict[tuple[str, str], float], now: float
+    ) -> list[DefectEvent]:
+        """This lifecycle, warmed up alongside the unit's previous runner, becomes the
+        unit's. ``committed``: its open defects as committed (by whoever owned it);
+        ``ended``: (type, key) -> end (on this timeline) of the defects the previous
+        runner closed lately.
+
+        - a run on here that is committed open continues it (same defect, no event);
+        - a run raised here while warming up (nothing committed) opens now -- unless it
+          began before the previous runner closed that condition: the same run, already
+          reported open and closed;
+        - a committed defect with no run on here closes now: the condition ended.
+        Returns the events to commit."""
+        by_key = {(d.type, d.key): d for d in committed}
+        events: list[DefectEvent] = []
+        for key, run in self._runs.items():
+            known = by_key.pop(key, None)
+            if known is not None:
+                run.defect = known
+            elif run.defect is not None and run.start > ended.get(key, float("-inf")):
+                events.append(DefectEvent("open", run.defect, now))
+        for defect in by_key.values():
+            events.append(self._close(defect, now, now))
         return events
 
     def open_defects(self) -> list[Defect]:

@@ -108,6 +108,7 @@ class StreamRunner:
         on_frame_stats: Callable[[StreamRunner, str, float], None] | None = None,
         policy: AddressPolicy | None = None,
         inherited: list[Defect] | None = None,
+        handed: list[tuple[str, str, float]] | None = None,
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -146,6 +147,13 @@ class StreamRunner:
         for defect in inherited or []:
             self._inherit(defect)
         self.first_frame_wall: float | None = None  # when this runner analysed its first
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        # Runs the previous runner saw begin (wall clock): placed on the first media.
+        self._handed = list(handed or [])
+        # A runner warming up to replace another: called on the analyser thread once it
+        # has media (or ``warm_deadline`` passed: a dead source will not give any).
+        self.on_warm: Callable[[], None] | None = None
+        self.warm_deadline = 0.0
 
     def _inherit(self, defect: Defect) -> None:
         """Take over an open defect of this stream's units from their previous owner."""
@@ -193,6 +201,68 @@ class StreamRunner:
     def wall_of(self, media_t: float) -> float:
         base = self._wall_of_media0 if self._wall_of_media0 is not None else self.started_wall
         return base + media_t
+
+    def media_of(self, wall: float) -> float:
+        return wall - self.wall_of(0.0)
+
+    @property
+    def has_media(self) -> bool:
+        """Analysed a frame of picture or sound (a warmed-up runner can take over)."""
+        return self.last_frame_wall is not None
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the analyser thread, between two inputs (within 0.25 s when the
+        source is quiet): the detectors' state is touched only there."""
+        self._calls.put(fn)
+
+    def on_analyser(self, fn: Callable[[], Any], timeout: float = 0.5) -> Any:
+        """``fn()`` run on the analyser thread; None if it did not run within ``timeout``
+        (the thread ended, or is stuck in a detector)."""
+        done = threading.Event()
+        out: list[Any] = []
+
+        def call() -> None:
+            out.append(fn())
+            done.set()
+
+        if not any(t.is_alive() for t in self._threads if t.name.startswith("analyse-")):
+            return fn()  # no analyser (not started, or ended): nothing races with us
+        self.call_soon(call)
+        done.wait(timeout)
+        return out[0] if out else None
+
+    def pending_runs(self) -> list[tuple[str, str, float]]:
+        """(detector, key, wall clock start) of the runs on here not raised yet: handed to
+        the unit's next runner (call it on the analyser thread, or once it ended)."""
+        return [(n, k, self.wall_of(t)) for n, k, t in self.analyzer.lifecycle.pending()]
+
+    def take_over(
+        self,
+        committed: list[Defect],
+        ended: dict[tuple[str, str], float],
+        handed: list[tuple[str, str, float]],
+    ) -> None:
+        """On the analyser thread: this runner, warmed up while another ran the units,
+        becomes theirs (see ``Lifecycle.take_over``); emits what that decides."""
+        now = self._media_end
+        life = self.analyzer.lifecycle
+        for name, key, start_wall in handed:
+            life.hand(name, key, self.media_of(start_wall))
+        signal = [d for d in committed if d.type == "no_signal"]
+        events = life.take_over([d for d in committed if d.type != "no_signal"], ended, now)
+        self.open_defects = {(d.type, d.key): d for d in life.open_defects()}
+        mine = self._no_signal
+        for defect in signal:
+            if mine is not None and defect.group == mine.group:
+                self._no_signal, mine = defect, None  # the same outage, still on
+                self.open_defects[("no_signal", "")] = defect
+            else:
+                events.append(DefectEvent("close", defect, now))
+                defect.end = max(now, defect.start)
+        if mine is not None:
+            events.append(DefectEvent("open", mine, now))
+        for ev in events:
+            self._emit(ev)
 
     # ------------------------------------------------------------------ reader thread
     def _read_loop(self) -> None:
@@ -332,6 +402,12 @@ class StreamRunner:
             defect.end = max(0.0, defect.start)
             self.on_event(self, DefectEvent("close", defect, 0.0), None)
         while True:
+            while not self._calls.empty():
+                self._calls.get()()
+            warm = self.on_warm
+            if warm is not None and (self.has_media or time.monotonic() > self.warm_deadline):
+                self.on_warm = None
+                warm()
             try:
                 item = self._queue.get(timeout=0.25)
             except queue.Empty:
@@ -376,6 +452,9 @@ class StreamRunner:
             end = item.end if isinstance(item, AudioFrame) else item.t
             if self._wall_of_media0 is None:
                 self._wall_of_media0 = now - item.t
+                for name, key, start_wall in self._handed:
+                    self.analyzer.lifecycle.hand(name, key, self.media_of(start_wall))
+                self._handed = []
             self.stats.lag_s = max(0.0, now - self.wall_of(end))
             if now - self._lag_at >= LAG_METRIC_EVERY_S:  # a gauge: a few times a second
                 self._lag_at = now

@@ -138,9 +138,10 @@ def test_a_close_held_through_an_empty_restart_commits_before_its_unit_is_handed
     client: redis.Redis,
 ) -> None:
     """Redis comes back empty; in one tick the owner claims its units again and (a second
-    member being there) hands one over. The close it held for that unit must commit
-    before the release, under its lease: after it, the fence refuses it for good and the
-    receiver's defect stays open (found by the chaos soak, seed 1)."""
+    member being there) starts handing one over, released on m2's answer. The close it
+    held for that unit must commit before the release, under its lease: after it, the
+    fence refuses it for good and the receiver's defect stays open (found by the chaos
+    soak, seed 1)."""
     for sid in ("s1", "s2"):
         client.hset(keys.STREAMS, sid, json.dumps({"name": sid, "groups": ["video"]}))
     client.incr(keys.REGISTRY_VERSION)
@@ -160,9 +161,14 @@ def test_a_close_held_through_an_empty_restart_commits_before_its_unit_is_handed
         record.ended_at, record.end = time.time(), 2.0
         assert not store.put(record, kind="close")  # held: no lease yet
     _member(client, "m2")  # m2 is back (and ready) before m1's next tick
+    coordinator.tick()  # claims both again, asks m2 to warm up for one
+    asked = client.hgetall(keys.WARM)
+    assert len(asked) == 1, asked
+    for field, value in asked.items():  # m2 answers as a member does: it has media
+        client.hset(keys.WARMED, field, value)
     coordinator.tick()
     handed = [sid for sid in records if coordinator.epoch_of(sid, "video") is None]
-    assert len(handed) == 1, handed  # one unit went to m2 in that same tick
+    assert len(handed) == 1, handed  # one unit went to m2
     assert store.pending == 0 and store.rejected == 0
     for record in records.values():
         stored = store.get(record.id)

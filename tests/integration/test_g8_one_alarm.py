@@ -242,3 +242,70 @@ def test_g8_redis_restarted_empty_then_the_owner_leaves(
 
     per_stream = _scenario(cluster, source, ["m1", "m2"], 1, fault)
     assert all(_handed_over(per_stream, sid) for sid in per_stream)
+
+
+# A black run only a little longer than d = 2 s, repeating every SHORT_CLIP_S, that ends
+# just before a keyframe (every 2 s): cut by a graceful handoff before it is raised, it is
+# raised all the same (make-before-break).
+SHORT_FROM, SHORT_TO, SHORT_CLIP_S = 1.8, 3.9, 8.0
+HEAD_START_S = 0.5  # the sender sends this far ahead of its clock (service.demo.send_udp)
+
+
+def test_g8_a_short_run_cut_by_sigterm_is_raised_once(
+    tmp_path: Path, redis_server: RedisServer, make_clip: ClipFactory
+) -> None:
+    """The owner leaves (SIGTERM) 1.3 s into a 2.1 s black run, before it is raised.
+    Without warm-up the old owner stops at once and its successor first sees a frame at
+    the next keyframe (4.0 s), after the run's end: the alarm is lost (the runs handed
+    over cannot help). With it, the old owner analyses until the successor has media."""
+    clip, _ = make_clip(f"black@{SHORT_FROM:g}-{SHORT_TO:g}", duration=SHORT_CLIP_S, size="320x180")
+    source = LiveHttpSource(clip)
+    cluster = Cluster(tmp_path, redis_server, Path("unused"), units=0)
+    try:
+        cluster.add("m1")
+        cluster.add("m2")
+        ids = _register(cluster, source, 4)
+        member = cluster.members["m1"]
+
+        def all_running() -> bool:
+            status, streams = member.request("GET", "/api/v1/streams")
+            return status == 200 and all(u["running"] for s in streams for u in s["units"])
+
+        assert wait_for(lambda: len(cluster.owners()) == 4 and all_running(), 20)
+        # The next loop whose black run starts at least 2 s from now: cut it 1.3 s in.
+        period = SHORT_CLIP_S
+        k = int((time.time() + 2.0 - source.started - SHORT_FROM + HEAD_START_S) // period) + 1
+        run_start = source.started + k * period + SHORT_FROM - HEAD_START_S
+        time.sleep(max(0.0, run_start + 1.3 - time.time()))
+        owners = cluster.owners()
+        leaving = cluster.members[owners[(ids[0], "video")]]
+        leaving.signal(signal.SIGTERM)
+        leaving.proc.wait(10)
+
+        def this_run(d: dict[str, Any]) -> bool:  # runners date it within ~1.5 s
+            return d["type"] == "black" and abs(_wall(d["started_at"]) - run_start) < 2.5
+
+        def reported() -> set[str]:
+            events = cluster.hooks.events()
+            return {
+                e["defect"]["stream_id"]
+                for e in events
+                if e["kind"] == "close" and this_run(e["defect"])
+            }
+
+        wait_for(lambda: reported() >= set(ids), 25)
+        time.sleep(1.5)  # anything duplicated would arrive by now
+        per_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for _, event in cluster.hooks.verified(HOOK_SECRET):
+            if this_run(event["defect"]):
+                per_stream[event["defect"]["stream_id"]].append(event)
+        for sid in ids:
+            kinds = [e["kind"] for e in per_stream[sid]]
+            assert kinds == ["open", "close"], (sid, owners[(sid, "video")], per_stream[sid])
+            opened, closed = per_stream[sid][0]["defect"], per_stream[sid][1]["defect"]
+            assert opened["id"] == closed["id"]
+            lasted = _wall(closed["ended_at"]) - _wall(closed["started_at"])
+            assert abs(lasted - (SHORT_TO - SHORT_FROM)) < 0.6, (sid, closed)
+    finally:
+        cluster.stop()
+        source.close()
