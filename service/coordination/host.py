@@ -65,9 +65,11 @@ class ClusterHost(UnitHost):
         groups = sorted(epochs)
         entry = self.supervisor.get(stream_id)
         if not groups or not spec:
-            self.epochs.pop(stream_id, None)
             if entry is not None:
-                self.supervisor.remove(stream_id, forget=False)
+                # Deleted (no spec): its open defects close under the epochs still held
+                # (the leases go after this); handed over: the successor's to continue.
+                self.supervisor.remove(stream_id, forget=False, deleted=not spec)
+            self.epochs.pop(stream_id, None)
             return
         self.epochs[stream_id] = dict(epochs)
         if entry is not None and sorted(entry.spec.groups) == groups:

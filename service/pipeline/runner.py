@@ -231,6 +231,16 @@ class StreamRunner:
         done.wait(timeout)
         return out[0] if out else None
 
+    def close_open(self, reason: str) -> None:
+        """On the analyser thread: close every open defect now, saying why (the stream
+        was deleted: receivers must not be left with alarms that never end)."""
+        now = self._media_end
+        self._no_signal = None
+        for defect in list(self.open_defects.values()):
+            defect.end = max(now, defect.start)
+            defect.details["closed_because"] = reason
+            self._emit(DefectEvent("close", defect, now))
+
     def pending_runs(self) -> list[tuple[str, str, float]]:
         """(detector, key, wall clock start) of the runs on here not raised yet: handed to
         the unit's next runner (call it on the analyser thread, or once it ended)."""

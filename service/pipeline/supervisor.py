@@ -282,15 +282,23 @@ class Supervisor:
         for entry in gone:
             entry.runner.stop()
 
-    def remove(self, stream_id: str, forget: bool = True) -> bool:
+    def remove(self, stream_id: str, forget: bool = True, deleted: bool = True) -> bool:
+        """Stop monitoring the stream here. ``deleted``: it is gone for good, so its open
+        defects close first (committed, under the unit's lease in cluster mode);
+        otherwise they are its next owner's. ``forget``: drop its records too."""
         with self._lock:
-            entry = self._streams.pop(stream_id, None)
+            entry = self._streams.get(stream_id)
             spares = [t.pop(stream_id, None) for t in (self._warming, self._swapping)]
         for spare in spares:
             if spare is not None:
                 spare.runner.stop()
         if entry is None:
             return False
+        if deleted:  # while it is still the stream's runner: its closes commit
+            entry.runner.on_analyser(lambda: entry.runner.close_open("stream deleted"))
+        with self._lock:
+            if self._streams.get(stream_id) is entry:
+                del self._streams[stream_id]
         entry.runner.quiesce()  # emits nothing more once this returns (then the release)
         with self._lock:  # its open defects are the next owner's (or deleted) now
             for key in [k for k in self._records if k[0] == stream_id]:

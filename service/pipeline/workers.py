@@ -71,7 +71,7 @@ def worker_main(index: int, commands: Any, out: Any, options: dict[str, Any]) ->
                 inherited = [DefectRecord.from_json(doc) for doc in cmd[2]]
                 supervisor.run(StreamSpec(**cmd[1]), inherited)
             elif cmd[0] == "remove":
-                supervisor.remove(cmd[1], forget=False)
+                supervisor.remove(cmd[1], forget=False, deleted=False)  # closed upstream
         report: dict[str, Any] = {}
         for entry in supervisor.all():
             r = entry.runner
@@ -238,6 +238,14 @@ class WorkerPool:
             self.thumbs.pop(stream_id, None)
             self.counters.pop(stream_id, None)
         self.commands[worker].put(("remove", stream_id))
+        # Its open defects close here (the worker's later events for it are dropped):
+        # receivers must not be left with alarms that never end.
+        for record in self.store.query(stream_id, open_=True):
+            record.ended_at = time.time()
+            record.end = record.start + max(0.0, record.ended_at - record.started_at)
+            record.details["closed_because"] = "stream deleted"
+            if self.store.put(record, kind="close"):
+                self.bus.publish(FeedEvent("close", record))
         self.store.delete_stream(stream_id)
         self.store.forget_stream(stream_id)
         metrics.forget_stream(stream_id)
