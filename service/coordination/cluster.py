@@ -54,9 +54,10 @@ log = logging.getLogger(__name__)
 TICK_S = 0.2
 SETTLE_S = 0.5
 MARGIN_S = 0.5
-# How long an owner waits for a successor to have media before releasing anyway: inside
-# G2's 3 s for a process to exit after SIGTERM.
-WARM_WAIT_S = 2.0
+# How long an owner waits for a successor to have media before releasing anyway: a
+# connect plus a 2 s GOP (a decoder's first picture is the next keyframe). G2's 3 s for a
+# process to exit after SIGTERM holds when successors have media within about 2.5 s.
+WARM_WAIT_S = 2.5
 
 HEARTBEAT = """
 local t = redis.call('TIME')
@@ -141,7 +142,7 @@ class Coordinator:
         self._heartbeat = client.register_script(HEARTBEAT)
         self._claim = client.register_script(CLAIM)
         self._renew = client.register_script(RENEW)
-        self._release = client.register_script(RELEASE)
+        self._release_script = client.register_script(RELEASE)
         self._purge = client.register_script(PURGE_STREAM)
         self.owned: dict[Unit, Owned] = {}
         self.registry: dict[str, dict[str, Any]] = {}
@@ -198,8 +199,7 @@ class Coordinator:
         except redis.RedisError:
             log.warning("could not leave the member set (Redis unreachable)")
         successors = self._successors_after_me()
-        for unit in sorted(self.owned):
-            self._drop(unit, release=True, successor=successors.get(unit))
+        self._hand_off([(unit, successors.get(unit)) for unit in sorted(self.owned)])
         with contextlib.suppress(redis.RedisError):
             self.r.publish(keys.HANDOFF, self.pod)
 
@@ -424,6 +424,11 @@ class Coordinator:
             # An expired lease still belongs to a live owner: it will renew it.
             if expires > server_ms or owner in self.members:
                 current[unit] = owner
+        for unit, (heir, _) in self.handing.items():
+            # Being handed over: already the successor's for this member's plans, or a
+            # changed snapshot would have it shed other units on top (and move too many).
+            if unit in current and heir in self.members:
+                current[unit] = heir
         metrics.UNITS_UNOWNED.set(sum(1 for u in units if u not in current))
         caps = {self.pod: self.max_units}
         target = assign(units, ready, current, caps)
@@ -483,7 +488,7 @@ class Coordinator:
     def _finish_handoffs(self, now: float) -> None:
         """Release the units whose successor is warm (or has had long enough); call off
         those whose successor left."""
-        released = False
+        ready: list[tuple[Unit, str | None]] = []
         for unit, (successor, give_up) in list(self.handing.items()):
             field = keys.unit_field(unit.stream_id, unit.group)
             if unit not in self.owned:
@@ -492,28 +497,24 @@ class Coordinator:
                 if self.warm_ready.get(unit) != successor:
                     log.warning("%s: %s not warm in time: releasing", unit, successor)
                 del self.handing[unit]
-                self._drop(unit, release=True, successor=successor)
-                metrics.REBALANCES.inc()
-                released = True
+                ready.append((unit, successor))
             elif not self.members.get(successor, {}).get("ready"):
                 del self.handing[unit]  # it left: the next assignment picks another
             else:
                 continue
             self.r.hdel(keys.WARM, field)
             self.r.hdel(keys.WARMED, field)
-        if released:
+        if ready:
+            self._hand_off(ready)
+            metrics.REBALANCES.inc(len(ready))
             self.r.publish(keys.HANDOFF, self.pod)
 
     def _hand_over_all(self, now: float, server_ms: int) -> None:
         """Leaving: every unit to its successor, warmed up first where there is one."""
         successors = self._successors_after_me()
-        for unit in sorted(self.owned):
-            if unit in self.handing:
-                continue
-            if unit in successors:
-                self._hand_over(unit, successors[unit], now, server_ms)
-            else:
-                self._drop(unit, release=True)
+        for unit in sorted(u for u in self.owned if u not in self.handing and u in successors):
+            self._hand_over(unit, successors[unit], now, server_ms)
+        self._hand_off([(u, None) for u in sorted(self.owned) if u not in successors])
 
     def _warm_up(self, server_ms: int) -> None:
         """Successor side: analyse the streams whose units are coming here, and say so
@@ -572,15 +573,37 @@ class Coordinator:
         """Stop a unit here, then (fenced) release its lease, reserved for ``successor``
         if one is named -- or, for a deleted stream, purge its defects with the lease,
         so cleanup also carries the epoch."""
-        own = self.owned.pop(unit, None)
-        if own is None:
+        if not release or purge:
+            own = self.owned.pop(unit, None)
+            if own is None:
+                return
+            self._republish(unit.stream_id)  # stop locally before anyone else can start
+            self._log("stop", unit, own.epoch)
+            if purge:
+                self._release(unit, own, None, [], purge=True)
             return
-        # The runs it saw begin (read while it still runs), for the successor to continue.
-        runs = self.host.handed_out(unit) if release and successor else []
-        self._republish(unit.stream_id)  # stop locally before anyone else can start
-        self._log("stop", unit, own.epoch)
-        if not release:
-            return
+        self._hand_off([(unit, successor)])
+
+    def _hand_off(self, units: list[tuple[Unit, str | None]]) -> None:
+        """Stop these units here -- each stream's runner changed once, not once per unit
+        -- then release them, each reserved for its successor (if named) with the runs
+        it saw begin."""
+        stopped = []
+        for unit, successor in units:
+            own = self.owned.pop(unit, None)
+            if own is not None:
+                # The runs it saw begin (read while it still runs), for the successor.
+                runs = self.host.handed_out(unit) if successor else []
+                stopped.append((unit, own, successor, runs))
+        for stream_id in sorted({unit.stream_id for unit, *_ in stopped}):
+            self._republish(stream_id)  # stop locally before anyone else can start
+        for unit, own, successor, runs in stopped:
+            self._log("stop", unit, own.epoch)
+            self._release(unit, own, successor, runs)
+
+    def _release(
+        self, unit: Unit, own: Owned, successor: str | None, runs: list[Any], purge: bool = False
+    ) -> None:
         # What this member queued for the unit (a close held through an outage) commits
         # now, under its lease: once released, the fence would refuse it for good.
         self.host.commit_queued()
@@ -602,7 +625,7 @@ class Coordinator:
                     args=[self.pod, field, own.epoch],
                 )
             else:
-                self._release(
+                self._release_script(
                     keys=[keys.LEASES, keys.RESERVED],
                     args=[self.pod, field, own.epoch, successor or "", self.ttl_ms],
                 )

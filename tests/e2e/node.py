@@ -70,7 +70,7 @@ class Node:
             '  sandbox_image = "localhost/avmon-pause:e2e"\n'
             "  restrict_oom_score_adj = true\n"
             '  [plugins."io.containerd.grpc.v1.cri".containerd]\n'
-            '    snapshotter = "native"\n'
+            '    snapshotter = "overlayfs"\n'
             '  [plugins."io.containerd.grpc.v1.cri".cni]\n'
             '    bin_dir = "/usr/lib/cni"\n'
             f'    conf_dir = "{cni / "net.d"}"\n'
@@ -78,7 +78,7 @@ class Node:
         procs.start("containerd", ["containerd", "--config", str(folder / "containerd.toml")])
         self._wait(self.sock.exists, 30, "containerd socket")
         for archive in images:
-            self.ctr("images", "import", "--snapshotter", "native", str(archive))
+            self.ctr("images", "import", "--snapshotter", "overlayfs", str(archive))
         self._kubelet(tool("kubelet"), dns)
 
     # ------------------------------------------------------------------ set-up

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -30,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from service.coordination.cluster import WARM_WAIT_S
 from tests.conftest import ClipFactory
 from tests.e2e.apiserver import ROOT, tool
 from tests.e2e.cluster import HOST_IP, Cluster
@@ -195,6 +197,15 @@ def monitor_pods(kube: Cluster) -> list[Any]:
     return [p for p in pods.items if p.metadata.deletion_timestamp is None]
 
 
+def pod_logs(kube: Cluster, pattern: str = "WARNING|ERROR|handing") -> dict[str, list[str]]:
+    """What the monitor pods logged of their handoffs and troubles (for a failure)."""
+    out = {}
+    for pod in monitor_pods(kube):
+        log = run(kube, tool("kubectl"), "-n", NS, "logs", pod.metadata.name).stdout
+        out[pod.metadata.name] = [ln for ln in log.splitlines() if re.search(pattern, ln)][-40:]
+    return out
+
+
 def register(api: Api, feed: LiveHttpSource, first: int, count: int) -> list[str]:
     ids = []
     for i in range(first, first + count):
@@ -316,15 +327,18 @@ def test_deleting_a_pod_hands_its_units_over(kube: Cluster, release: Api) -> Non
         lambda pod: run(kube, tool("kubectl"), "-n", NS, "delete", "pod", pod.metadata.name,
                         "--wait=false"),
     )  # fmt: skip
-    # The chart's preStop sleeps 5 s (endpoints drop the pod) before SIGTERM; the
-    # handoff on SIGTERM itself is what G2 bounds (1.5 s).
+    # The chart's preStop sleeps 5 s (endpoints drop the pod) before SIGTERM. On SIGTERM
+    # the pod asks its successors to warm up and keeps analysing until they have media
+    # (at most WARM_WAIT_S), then releases: without the handoff the units would wait
+    # for their leases to expire (claimed after ~8.2 s).
     figure("pod_delete_to_units_claimed_elsewhere_s", claimed and round(claimed, 2))
     figure("pod_delete_to_units_running_elsewhere_s", round(seconds, 2))
     assert where == "other pods"
-    # The handoff on SIGTERM (G2: 1.5 s) after the preStop; without it the units would
-    # wait for their leases to expire (3 s more).
-    assert claimed is not None and claimed < 5 + 1.5
-    assert seconds < 5 + 1.5 + 4.0
+    assert claimed is not None and claimed < 5 + WARM_WAIT_S + 0.8
+    # Warmed up before the claim, the successors are running when they take over (their
+    # status, published every 0.4 s, says so a moment later).
+    figure("pod_delete_claimed_to_running_s", round(seconds - claimed, 2))
+    assert seconds < 5 + WARM_WAIT_S + 3.0
     wait_until("the Deployment back at 2 ready pods",
                lambda: len([p for p in monitor_pods(kube) if _ready(p)]) == 2, 90)  # fmt: skip
 
@@ -425,7 +439,8 @@ def test_hpa_adds_a_pod_on_cpu_and_the_new_pod_takes_only_the_excess(
     after = release.units()
     moved = [k for k in before if k in after and after[k][0] != before[k][0]]
     figure("units_moved_on_scale_out", f"{len(moved)} of {len(after)}")
-    assert moved and all(after[k][0] == new for k in moved), (before, after)
+    moves = {f"{k[0]}|{k[1]}": f"{before[k][0]} -> {after[k][0]}" for k in moved}
+    assert moved and all(after[k][0] == new for k in moved), (moves, pod_logs(kube))
     assert len(moved) <= -(-len(after) // 3) + 1  # only the new pod's share
 
 
@@ -441,20 +456,23 @@ def _costs(kube: Cluster) -> dict[str, int]:
 def test_scale_in_removes_the_lowest_deletion_cost_pod_and_no_alarm_is_lost_or_doubled(
     kube: Cluster, release: Api, hooks: Hooks, feed: LiveHttpSource
 ) -> None:
-    # Four three-unit streams and two one-unit streams left: 14 units over 3 pods, at
-    # best 5 + 5 + 4, so one pod is the least loaded and its cost says so.
+    # Three three-unit streams and two one-unit streams left: 11 units over 3 pods, at
+    # best 4 + 4 + 3, so one pod is the least loaded and its cost says so. (Four streams
+    # left the pods' CPU at about the scale-in threshold: the HPA did not always act.)
     singles = []
     for i in range(2):
         body = {"name": f"black-only-{i}", "url": feed.url, "detectors": ["black"]}
         singles.append(release.call("POST", "/api/v1/streams", body)["id"])
-    keep, drop = STREAMS[:4] + singles, STREAMS[4:]
+    keep, drop = STREAMS[:3] + singles, STREAMS[3:]
     for sid in drop:
         delete_stream(release, sid)
     window_from = datetime.now().astimezone()
     costs = _costs(kube)
     started = time.monotonic()
     while len(costs) == 3:
-        assert time.monotonic() - started < 240, "no scale-in"
+        assert time.monotonic() - started < 240, (
+            f"no scale-in: CPU {_utilization(kube):.0f}% of requests, costs {costs}"
+        )
         time.sleep(0.5)
         now = _costs(kube)
         if len(now) < 3:
