@@ -166,7 +166,10 @@ class Lifecycle:
 
     def pending(self) -> list[tuple[str, str, float]]:
         """(detector, key, start) of the runs not raised yet."""
-        return [(n, k, r.start) for (n, k), r in self._runs.items() if r.defect is None]
+        # A snapshot (one C-level copy under the GIL): safe from another thread, so a
+        # member handing a unit over need not wait for a busy analyser.
+        runs = list(self._runs.items())
+        return [(n, k, r.start) for (n, k), r in runs if r.defect is None]
 
     def take_over(
         self, committed: list[Defect], ended: dict[tuple[str, str], float], now: float

@@ -243,7 +243,7 @@ class StreamRunner:
 
     def pending_runs(self) -> list[tuple[str, str, float]]:
         """(detector, key, wall clock start) of the runs on here not raised yet: handed to
-        the unit's next runner (call it on the analyser thread, or once it ended)."""
+        the unit's next runner (a snapshot: any thread)."""
         return [(n, k, self.wall_of(t)) for n, k, t in self.analyzer.lifecycle.pending()]
 
     def take_over(

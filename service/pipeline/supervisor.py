@@ -213,7 +213,7 @@ class Supervisor:
         maybe queued) and its pending runs (into ``handed``) go to its successor."""
         old.runner.quiesce()  # nothing more from it once this returns
         groups = set(spec.groups)
-        pending = old.runner.on_analyser(old.runner.pending_runs) or []
+        pending = old.runner.pending_runs()
         handed += [p for p in pending if registry.DETECTORS[p[0]].group in groups]
         records: dict[str, DefectRecord] = {}
         with self._lock:
@@ -314,7 +314,7 @@ class Supervisor:
         entry = self.get(stream_id)
         if entry is None:
             return []
-        pending = entry.runner.on_analyser(entry.runner.pending_runs) or []
+        pending = entry.runner.pending_runs()  # not via a busy analyser's queue: no wait
         return [p for p in pending if registry.DETECTORS[p[0]].group == group]
 
     def open_records(self, stream_id: str, group: str) -> list[DefectRecord]:

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,12 @@ class Cluster:
             raise RuntimeError(f"a cluster is already up ({self.folder}); run down first")
         for name in BINARIES:
             tool(name)
-        images = image_archives()
         started = time.monotonic()
         self.folder.mkdir(parents=True, exist_ok=True)
+        # The images build (buildah, tens of seconds after a code change) while the
+        # control plane starts: the node needs them only to import.
+        builder = ThreadPoolExecutor(1, thread_name_prefix="images")
+        building = builder.submit(image_archives)
         try:
             self._network()
             self.cp = ControlPlane(self.folder, self.procs, NODE_IP)
@@ -95,14 +99,18 @@ class Cluster:
                  "--bind-address=127.0.0.1"],
             )  # fmt: skip
             self._dns()
+            images = building.result()
             node = Node(self.cp, self.procs, self.folder / "node", NODE_IP, NODE_IP, images)
             del node  # down() tears the node down from its folder alone
             self._kube_proxy(admin)
             self._metrics_server(auth)
             self._wait_usable()
         except BaseException:
+            building.cancel()
+            builder.shutdown(wait=True)
             self.down()
             raise
+        builder.shutdown()
         (self.folder / "up_seconds").write_text(f"{time.monotonic() - started:.1f}\n")
         return self
 

@@ -3,11 +3,11 @@ fault reaches the webhook receiver as exactly one open and one close, with one d
 in the API, closed, and nothing left open -- for SIGTERM, SIGKILL, a rebalance on
 scale-out, one member cut off from Redis for 15 s, and Redis restarted empty.
 
-Real processes throughout: a real sender plays a clip (black from 2 s to 18 s) as a live
-MPEG-TS feed that members read over HTTP, so the picture goes on whatever happens to the
-members; real `avmon serve` members; a real redis-server; a real proxy for the cut. What
-is checked is what a receiver got (verified with the standardwebhooks library) and what
-the API says."""
+Real processes throughout: a real sender plays a clip (black from 2 s to 11 s, or to
+18 s) as a live MPEG-TS feed that members read over HTTP, so the picture goes on whatever
+happens to the members; real `avmon serve` members; a real redis-server; a real proxy
+for the cut. What is checked is what a receiver got (verified with the standardwebhooks
+library) and what the API says."""
 
 from __future__ import annotations
 
@@ -28,14 +28,27 @@ from tests.integration.live_http import LiveHttpSource
 from tests.integration.netproxy import CutProxy
 from tests.integration.service_proc import wait_for
 
-BLACK_FROM, BLACK_TO, CLIP_S = 2.0, 18.0, 26.0
+# (black from, black to, clip length): long enough for each fault to happen mid-black;
+# the 15 s cut and the outage followed by a SIGTERM need the long one.
+BLACK = (2.0, 11.0, 18.0)
+LONG_BLACK = (2.0, 18.0, 26.0)
 TTL = 3.0
+long_black = pytest.mark.long_black
+
+
+class Feed(LiveHttpSource):
+    black_from: float
+    black_to: float
 
 
 @pytest.fixture
-def source(make_clip: ClipFactory) -> Iterator[LiveHttpSource]:
-    clip, _ = make_clip(f"black@{BLACK_FROM:g}-{BLACK_TO:g}", duration=CLIP_S, size="320x180")
-    live = LiveHttpSource(clip)
+def source(make_clip: ClipFactory, request: pytest.FixtureRequest) -> Iterator[Feed]:
+    black_from, black_to, clip_s = (
+        LONG_BLACK if request.node.get_closest_marker("long_black") else BLACK
+    )
+    clip, _ = make_clip(f"black@{black_from:g}-{black_to:g}", duration=clip_s, size="320x180")
+    live = Feed(clip)
+    live.black_from, live.black_to = black_from, black_to
     yield live
     live.close()
 
@@ -71,7 +84,7 @@ def _opens(cluster: Cluster, ids: list[str]) -> dict[str, dict[str, Any]]:
 
 def _scenario(
     cluster: Cluster,
-    source: LiveHttpSource,
+    source: Feed,
     names: list[str],
     streams: int,
     fault: Callable[[Cluster, dict[str, str]], None],
@@ -80,10 +93,10 @@ def _scenario(
         cluster.add(name)
     ids = _register(cluster, source, streams)
     assert wait_for(lambda: len(_opens(cluster, ids)) == streams, 20), cluster.hooks.events()
-    time.sleep(1.0)  # well inside the black: it lasts 16 s, raised after 2
+    time.sleep(1.0)  # well inside the black: it lasts 9 s (or 16), raised after 2
     owners = {sid: cluster.owners()[(sid, "video")] for sid in ids}
     fault(cluster, owners)
-    end_wall = source.started + BLACK_TO + 0.5
+    end_wall = source.started + source.black_to + 0.5
 
     def closed() -> bool:
         return all(_kinds(cluster, sid).get("close") for sid in ids)
@@ -102,11 +115,11 @@ def _kinds(cluster: Cluster, sid: str) -> dict[str, int]:
 
 
 def _check_one_alarm(
-    cluster: Cluster, source: LiveHttpSource, ids: list[str]
+    cluster: Cluster, source: Feed, ids: list[str]
 ) -> dict[str, list[dict[str, Any]]]:
     """Exactly one open and one close per stream's black run, as a receiver verifies
     them; one id; the API shows it closed; nothing of it left open."""
-    before = source.started + BLACK_TO + 4.0  # the next loop's black is not this run's
+    before = source.started + source.black_to + 4.0  # the next loop's black is not this run's
     per_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for _, event in cluster.hooks.verified(HOOK_SECRET):
         d = event["defect"]
@@ -122,10 +135,12 @@ def _check_one_alarm(
         (record,) = [d for d in listed if d["id"] == opened["id"]]
         assert status == 200 and record["state"] == "closed", record
         lasted = _wall(record["ended_at"]) - _wall(record["started_at"])
-        assert BLACK_TO - BLACK_FROM - 3.0 < lasted < BLACK_TO - BLACK_FROM + 3.0, record
+        length = source.black_to - source.black_from
+        assert length - 3.0 < lasted < length + 3.0, record
         assert closed["end"] is not None and closed["end"] > opened["start"]
     still_open = member.request("GET", "/api/v1/defects?open=true")[1]
-    assert [d for d in still_open if d["stream_id"] in ids and d["type"] == "black"] == []
+    this_run = [d for d in still_open if d["stream_id"] in ids and d["type"] == "black"]
+    assert [d for d in this_run if _wall(d["started_at"]) < before] == []  # not the next
     return per_stream
 
 
@@ -171,6 +186,7 @@ def test_g8_rebalance_on_scale_out(cluster: Cluster, source: LiveHttpSource) -> 
     assert len(moved) == 1 and _handed_over(per_stream, moved[0])
 
 
+@long_black
 def test_g8_one_member_cut_off_from_redis_for_15_s(
     cluster: Cluster, source: LiveHttpSource
 ) -> None:
@@ -214,7 +230,7 @@ def test_g8_redis_restarted_empty_mid_defect(cluster: Cluster, source: LiveHttpS
 
     def fault(c: Cluster, owners: dict[str, str]) -> None:
         c.server.stop()
-        time.sleep(max(2 * TTL, source.started + BLACK_TO + 1.0 - time.time()))
+        time.sleep(max(2 * TTL, source.started + source.black_to + 1.0 - time.time()))
         c.server.start()
         c.redis = redis.Redis(port=c.server.port)
         assert wait_for(lambda: len(c.owners()) == 1, 10)
@@ -223,6 +239,7 @@ def test_g8_redis_restarted_empty_mid_defect(cluster: Cluster, source: LiveHttpS
     assert all(_handed_over(per_stream, sid) for sid in per_stream)
 
 
+@long_black
 def test_g8_redis_restarted_empty_then_the_owner_leaves(
     cluster: Cluster, source: LiveHttpSource
 ) -> None:
@@ -238,7 +255,7 @@ def test_g8_redis_restarted_empty_then_the_owner_leaves(
         owner = c.members[c.owners()[(next(iter(owners)), "video")]]
         owner.signal(signal.SIGTERM)
         owner.proc.wait(10)
-        assert time.time() < source.started + BLACK_TO - 2.0, "too slow: the black is over"
+        assert time.time() < source.started + source.black_to - 2.0, "too slow: the black is over"
 
     per_stream = _scenario(cluster, source, ["m1", "m2"], 1, fault)
     assert all(_handed_over(per_stream, sid) for sid in per_stream)
@@ -247,14 +264,15 @@ def test_g8_redis_restarted_empty_then_the_owner_leaves(
 # A black run only a little longer than d = 2 s, repeating every SHORT_CLIP_S, that ends
 # just before a keyframe (every 2 s): cut by a graceful handoff before it is raised, it is
 # raised all the same (make-before-break).
-SHORT_FROM, SHORT_TO, SHORT_CLIP_S = 1.8, 3.9, 8.0
+SHORT_FROM, SHORT_TO, SHORT_CLIP_S = 1.5, 3.9, 8.0
 HEAD_START_S = 0.5  # the sender sends this far ahead of its clock (service.demo.send_udp)
 
 
 def test_g8_a_short_run_cut_by_sigterm_is_raised_once(
     tmp_path: Path, redis_server: RedisServer, make_clip: ClipFactory
 ) -> None:
-    """The owner leaves (SIGTERM) 1.3 s into a 2.1 s black run, before it is raised.
+    """The owner leaves (SIGTERM) 1.3 s into a 2.4 s black run, before it is raised
+    (0.4 s over d: frames dropped at its edges on a busy member must not sink it).
     Without warm-up the old owner stops at once and its successor first sees a frame at
     the next keyframe (4.0 s), after the run's end: the alarm is lost (the runs handed
     over cannot help). With it, the old owner analyses until the successor has media."""
@@ -301,11 +319,18 @@ def test_g8_a_short_run_cut_by_sigterm_is_raised_once(
                 per_stream[event["defect"]["stream_id"]].append(event)
         for sid in ids:
             kinds = [e["kind"] for e in per_stream[sid]]
-            assert kinds == ["open", "close"], (sid, owners[(sid, "video")], per_stream[sid])
+            seen = [
+                (e["kind"], round(_wall(e["defect"]["started_at"]) - run_start, 2))
+                for e in cluster.hooks.events()
+                if e["defect"]["stream_id"] == sid
+            ]
+            assert kinds == ["open", "close"], (sid, owners[(sid, "video")], seen)
             opened, closed = per_stream[sid][0]["defect"], per_stream[sid][1]["defect"]
             assert opened["id"] == closed["id"]
             lasted = _wall(closed["ended_at"]) - _wall(closed["started_at"])
-            assert abs(lasted - (SHORT_TO - SHORT_FROM)) < 0.6, (sid, closed)
+            # Closed by the successor, it is dated across two runners' wall clocks (each
+            # maps media time to the wall at its own first frame): G8's +-3 s.
+            assert abs(lasted - (SHORT_TO - SHORT_FROM)) < 3.0, (sid, lasted, closed)
     finally:
         cluster.stop()
         source.close()
