@@ -541,7 +541,7 @@ def _no_alarm_lost_or_doubled(
             edges = [since, *inside, until]
             gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(edges)]
             if max(gaps) >= 1.6 * LOOP_S:
-                # Still seen (1 in 2 runs with the make-before-break handoff, 1 in 3
+                # Still seen (1 in 4 runs with the make-before-break handoff, 1 in 3
                 # before it): a 3 s black run on a stream moved at scale-in is never
                 # raised. Cause not found yet (noted on issue 12); shown as xfail with
                 # the runs, never as a pass.
