@@ -7,24 +7,19 @@ defect id, saying why; nothing of the stream is left open in the API."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ClipFactory
 from tests.integration.cluster import HOOK_SECRET, Cluster, RedisServer
 from tests.integration.live_http import LiveHttpSource
 from tests.integration.service_proc import Hooks, Service, wait_for
 
 
 @pytest.fixture
-def source(make_clip: ClipFactory) -> Iterator[LiveHttpSource]:
-    clip, _ = make_clip("black@2-18", duration=26.0, size="320x180")
-    live = LiveHttpSource(clip)
-    yield live
-    live.close()
+def source(black_feed: LiveHttpSource) -> LiveHttpSource:
+    return black_feed
 
 
 def _delete_mid_alarm(api: Any, hooks: Hooks, source: LiveHttpSource) -> None:

@@ -9,12 +9,10 @@ close, and the API of the new process shows that one defect, closed."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ClipFactory
 from tests.integration.live_http import LiveHttpSource
 from tests.integration.service_proc import Hooks, Service, wait_for
 
@@ -22,11 +20,8 @@ SECRET = "embedded-hook-secret"
 
 
 @pytest.fixture
-def source(make_clip: ClipFactory) -> Iterator[LiveHttpSource]:
-    clip, _ = make_clip("black@2-18", duration=26.0, size="320x180")
-    live = LiveHttpSource(clip)
-    yield live
-    live.close()
+def source(black_feed: LiveHttpSource) -> LiveHttpSource:
+    return black_feed
 
 
 def test_a_restarted_embedded_service_continues_its_streams_and_open_defects(
