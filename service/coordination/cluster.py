@@ -456,9 +456,27 @@ class Coordinator:
             to_claim.append(unit)
         if to_claim:
             self._claim_units(to_claim, now)
+        self._release_orphaned(target)
         if settled:
             for unit in [u for u in self.owned if target.get(u) not in (self.pod, None)]:
                 self._hand_over(unit, target[unit], now, server_ms)
+
+    def _release_orphaned(self, target: dict[Unit, str]) -> None:
+        """Leases under my name that this process does not hold (its previous
+        incarnation's: a container restarted under its pod's name) and that my
+        assignment gives to another member: release them to it. Nobody else would, as
+        an owner that is live renews its expired leases (after a Redis pause)."""
+        for unit, (owner, epoch, _) in self.leases.items():
+            heir = target.get(unit)
+            if owner != self.pod or unit in self.owned or heir in (None, self.pod):
+                continue
+            log.info("releasing %s, held by my previous process, to %s", unit, heir)
+            field = keys.unit_field(unit.stream_id, unit.group)
+            with contextlib.suppress(redis.RedisError):
+                self._release_script(
+                    keys=[keys.LEASES, keys.RESERVED],
+                    args=[self.pod, field, epoch, heir, self.ttl_ms],
+                )
 
     # ------------------------------------------------------------------ handoff
     def _unexpired(self, key: str, raw: dict[Any, Any], server_ms: int) -> dict[Unit, str]:
