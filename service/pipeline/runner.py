@@ -128,6 +128,7 @@ class StreamRunner:
         self._no_signal_since = 0.0  # wall clock when the open no_signal was raised
         self.thumbnail: bytes | None = None
         self.open_defects: dict[tuple[str, str], Defect] = {}
+        self._closed_for_good = False  # close_open ran: emit nothing more
         self.last_error: str | None = None
         self._queue: queue.Queue[MediaItem | None] = queue.Queue()
         self._video_queued = 0
@@ -240,6 +241,9 @@ class StreamRunner:
             defect.end = max(now, defect.start)
             defect.details["closed_because"] = reason
             self._emit(DefectEvent("close", defect, now))
+        # Its last word: frames analysed until the runner stops (a moment later) would
+        # close the same defects again when their condition ends.
+        self._closed_for_good = True
 
     def pending_runs(self) -> list[tuple[str, str, float]]:
         """(detector, key, wall clock start) of the runs on here not raised yet: handed to
@@ -271,6 +275,11 @@ class StreamRunner:
                 defect.end = max(now, defect.start)
         if mine is not None:
             events.append(DefectEvent("open", mine, now))
+        log.info(
+            "%s: took over %s at %.2f (committed open %d, handed %d): %s",
+            self.spec.id, ",".join(self.spec.groups), now, len(committed), len(handed),
+            [(ev.kind, ev.defect.type, round(ev.defect.start, 2)) for ev in events],
+        )  # fmt: skip
         for ev in events:
             self._emit(ev)
 
@@ -497,6 +506,8 @@ class StreamRunner:
                 self._exported[name] = total
 
     def _emit(self, ev: DefectEvent) -> None:
+        if self._closed_for_good:
+            return
         key = (ev.defect.type, ev.defect.key)
         evidence = None
         if ev.kind == "open":
