@@ -617,6 +617,8 @@ class Coordinator:
             self._republish(stream_id)  # stop locally before anyone else can start
         for unit, own, successor, runs in stopped:
             self._log("stop", unit, own.epoch)
+            if successor:
+                log.info("released %s to %s with pending runs %s", unit, successor, runs)
             self._release(unit, own, successor, runs)
 
     def _release(

@@ -269,6 +269,7 @@ class Supervisor:
             return entry.runner.has_media or waited
         if entry is not None:
             entry.runner.stop()
+        log.info("%s: warming up for %s", spec.id, ",".join(spec.groups))
         runner = self._new_runner(spec, [], [])
         with self._lock:
             self._warming[spec.id] = StreamEntry(spec, runner, time.time())
