@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     max_streams: int = Field(200, ge=1, le=100_000, description="streams per process (429)")
     max_body_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024, description="413 above")
     max_sse_subscribers: int = Field(100, ge=1, le=10_000, description="429 above")
+    # The container's log; handoffs are logged at info (rare, and what operators ask after).
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
 
     def address_policy(self) -> AddressPolicy:
         """Who sources may contact (the allowlist opts back in to any denied address)."""

@@ -340,4 +340,10 @@ def _redis_handlers(app: FastAPI) -> None:
 
 def create_app_from_env() -> FastAPI:
     """Entry point for ``uvicorn --factory service.api.app:create_app_from_env``."""
-    return create_app(Settings())
+    settings = Settings()
+    # uvicorn configures only its own loggers: without this, avmon's warnings reach the
+    # container log unformatted and its info (handoffs) not at all.
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    return create_app(settings)
