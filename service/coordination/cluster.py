@@ -475,7 +475,7 @@ class Coordinator:
             with contextlib.suppress(redis.RedisError):
                 self._release_script(
                     keys=[keys.LEASES, keys.RESERVED],
-                    args=[self.pod, field, epoch, heir, self.ttl_ms],
+                    args=[self.pod, self.ttl_ms, field, epoch, heir],
                 )
 
     # ------------------------------------------------------------------ handoff
@@ -547,11 +547,14 @@ class Coordinator:
             if not self.host.warm(sid, self.registry[sid], sorted(groups | mine)):
                 continue
             until = server_ms + int(WARM_WAIT_S * 1000) + self.ttl_ms
-            for group in groups:
-                if self.warm_ready.get(Unit(sid, group)) != self.pod:
-                    field = keys.unit_field(sid, group)
-                    self.r.hset(keys.WARMED, field, f"{self.pod}|{until}")
-                    answered = True
+            fields: dict[Any, Any] = {  # (redis-py types mappings invariantly)
+                keys.unit_field(sid, group): f"{self.pod}|{until}"
+                for group in groups
+                if self.warm_ready.get(Unit(sid, group)) != self.pod
+            }
+            if fields:  # one write per stream: the giver sees all of its units warm, or none
+                self.r.hset(keys.WARMED, mapping=fields)
+                answered = True
         # Keep what was released to me meanwhile: the claim (later in this tick) uses it.
         claiming = {u.stream_id for u, (who, _) in self.reserved.items() if who == self.pod}
         self.host.cool(set(coming) | claiming)
@@ -598,7 +601,7 @@ class Coordinator:
             self._republish(unit.stream_id)  # stop locally before anyone else can start
             self._log("stop", unit, own.epoch)
             if purge:
-                self._release(unit, own, None, [], purge=True)
+                self._purge_unit(unit, own)
             return
         self._hand_off([(unit, successor)])
 
@@ -615,40 +618,42 @@ class Coordinator:
                 stopped.append((unit, own, successor, runs))
         for stream_id in sorted({unit.stream_id for unit, *_ in stopped}):
             self._republish(stream_id)  # stop locally before anyone else can start
-        for unit, own, successor, runs in stopped:
-            self._log("stop", unit, own.epoch)
-            if successor:
-                log.info("released %s to %s with pending runs %s", unit, successor, runs)
-            self._release(unit, own, successor, runs)
-
-    def _release(
-        self, unit: Unit, own: Owned, successor: str | None, runs: list[Any], purge: bool = False
-    ) -> None:
-        # What this member queued for the unit (a close held through an outage) commits
-        # now, under its lease: once released, the fence would refuse it for good.
+        if not stopped:
+            return
+        # What this member queued for the units (a close held through an outage) commits
+        # now, under its leases: once released, the fence would refuse it for good.
         self.host.commit_queued()
-        field = keys.unit_field(unit.stream_id, unit.group)
+        args: list[Any] = [self.pod, self.ttl_ms]
         try:
-            if runs:
-                key = keys.handed(unit.stream_id, unit.group)
-                self.r.set(key, json.dumps(runs), px=2 * self.ttl_ms)
-            if purge:
-                self._purge(
-                    keys=[
-                        keys.LEASES,
-                        keys.DEFECTS,
-                        keys.DEFECTS_BY_TIME,
-                        keys.stream_defects(unit.stream_id),
-                        keys.OPEN,
-                        keys.LAST,
-                    ],
-                    args=[self.pod, field, own.epoch],
-                )
-            else:
-                self._release_script(
-                    keys=[keys.LEASES, keys.RESERVED],
-                    args=[self.pod, field, own.epoch, successor or "", self.ttl_ms],
-                )
+            pipe = self.r.pipeline(transaction=False)
+            for unit, own, successor, runs in stopped:
+                self._log("stop", unit, own.epoch)
+                if successor:
+                    log.info("releasing %s to %s with pending runs %s", unit, successor, runs)
+                if runs:  # before the release: the successor reads them when it claims
+                    key = keys.handed(unit.stream_id, unit.group)
+                    pipe.set(key, json.dumps(runs), px=2 * self.ttl_ms)
+                args += [keys.unit_field(unit.stream_id, unit.group), own.epoch, successor or ""]
+            pipe.execute()
+            self._release_script(keys=[keys.LEASES, keys.RESERVED], args=args)
+        except redis.RedisError:
+            log.warning("could not release %d units (they will expire)", len(stopped))
+
+    def _purge_unit(self, unit: Unit, own: Owned) -> None:
+        """A deleted stream's unit: its lease and its defects go in one fenced call."""
+        self.host.commit_queued()
+        try:
+            self._purge(
+                keys=[
+                    keys.LEASES,
+                    keys.DEFECTS,
+                    keys.DEFECTS_BY_TIME,
+                    keys.stream_defects(unit.stream_id),
+                    keys.OPEN,
+                    keys.LAST,
+                ],
+                args=[self.pod, keys.unit_field(unit.stream_id, unit.group), own.epoch],
+            )
         except redis.RedisError:
             log.warning("could not release %s (it will expire)", unit)
 

@@ -126,21 +126,36 @@ return out
 """
 )
 
-# KEYS: leases, reservations. ARGV: me, unit, epoch[, successor, reserve_ms].
-# Drops my lease (fenced); 1 if released. With a successor, only that member may claim
-# the unit for reserve_ms: the giver's choice stands, so members acting on snapshots a
-# tick apart cannot race the successor for it (an old member taking a handed-over unit
-# on a scale-out). If the successor never claims, anyone may once the reservation ends.
+# KEYS: leases, reservations. ARGV: me, reserve_ms, then per unit: unit, epoch, successor
+# ('' for none). Drops each of my leases (fenced); per unit 1 if released. With a
+# successor, only that member may claim the unit for reserve_ms: the giver's choice
+# stands, so members acting on snapshots a tick apart cannot race the successor for it
+# (an old member taking a handed-over unit on a scale-out). If the successor never
+# claims, anyone may once the reservation ends. One call for all the units a member hands
+# over at once: a successor never sees part of a stream released (it would start that
+# part cold, its warmed-up runner being for the whole).
 RELEASE = (
     _PRELUDE
     + """
-if not fenced() then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[2])
-if ARGV[4] and ARGV[4] ~= '' then
-  local until_ms = string.format('%d', now_ms() + tonumber(ARGV[5]))
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[4] .. '|' .. until_ms)
+local out = {}
+for i = 3, #ARGV, 3 do
+  local unit, heir = ARGV[i], ARGV[i + 2]
+  local cur = redis.call('HGET', KEYS[1], unit)
+  local done = 0
+  if cur then
+    local owner, e = parse(cur)
+    if owner == ARGV[1] and e == tonumber(ARGV[i + 1]) then
+      redis.call('HDEL', KEYS[1], unit)
+      if heir ~= '' then
+        local until_ms = string.format('%d', now_ms() + tonumber(ARGV[2]))
+        redis.call('HSET', KEYS[2], unit, heir .. '|' .. until_ms)
+      end
+      done = 1
+    end
+  end
+  out[#out + 1] = done
 end
-return 1
+return out
 """
 )
 

@@ -30,8 +30,8 @@ def _claim(r: redis.Redis, who: str) -> int:
 
 
 def _release(r: redis.Redis, who: str, epoch: int, successor: str, reserve_ms: int) -> int:
-    args = [who, UNIT, epoch, successor, reserve_ms]
-    return int(r.register_script(RELEASE)(keys=[keys.LEASES, keys.RESERVED], args=args))
+    args = [who, reserve_ms, UNIT, epoch, successor]
+    return int(r.register_script(RELEASE)(keys=[keys.LEASES, keys.RESERVED], args=args)[0])
 
 
 def test_only_the_successor_claims_a_handed_over_unit(client: redis.Redis) -> None:
