@@ -254,7 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stop()
             if sender is not None:
-                sender.stop()
+                sender.stop(wait=1.0)  # a Redis read blocks for at most 0.5 s
 
     app = FastAPI(
         title="avmon",

@@ -69,10 +69,16 @@ class Dispatcher:
             self._threads.append(t)
 
     def stop(self, wait: float = 0.0) -> None:
+        """Stop delivering; give up each receiver whose deliverer ended within ``wait``,
+        so another process carries on at once (one still in a POST keeps its hold until
+        it runs out: releasing under it could deliver an event twice)."""
         self._stop.set()
         deadline = time.monotonic() + wait
-        for t in self._threads:
+        for t, url in zip(self._threads, self.urls, strict=False):
             t.join(max(0.0, deadline - time.monotonic()))
+            if not t.is_alive():
+                with contextlib.suppress(*self.errors):
+                    self.log.release(webhook_receiver(url), self.who)
 
     def _run(self, index: str, url: str) -> None:
         receiver = webhook_receiver(url)

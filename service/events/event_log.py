@@ -52,6 +52,11 @@ class EventLog(Protocol):
         so a receiver sees events in commit order)."""
         ...
 
+    def release(self, receiver: str, who: str) -> None:
+        """Give up ``receiver`` if ``who`` holds it (stopping): another process takes it
+        at once rather than when the hold runs out."""
+        ...
+
     def cursor(self, receiver: str) -> Cursor | None: ...
 
     def advance(self, receiver: str, who: str, to: Cursor) -> bool:
@@ -79,6 +84,11 @@ end
 return 0
 """
 
+RELEASE_HOLD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
 ADVANCE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
@@ -92,6 +102,7 @@ class RedisEventLog:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
         self._hold = client.register_script(HOLD)
+        self._release_hold = client.register_script(RELEASE_HOLD)
         self._advance = client.register_script(ADVANCE)
         self._settle = client.register_script(SETTLE_RECOVERED)
 
@@ -116,6 +127,9 @@ class RedisEventLog:
 
     def hold(self, receiver: str, who: str, ttl_s: float) -> bool:
         return bool(self._hold(keys=[keys.webhook_holder(receiver)], args=[who, int(ttl_s * 1000)]))
+
+    def release(self, receiver: str, who: str) -> None:
+        self._release_hold(keys=[keys.webhook_holder(receiver)], args=[who])
 
     def cursor(self, receiver: str) -> Cursor | None:
         raw = self.r.hget(keys.WEBHOOK_CURSORS, receiver)

@@ -235,6 +235,9 @@ class SqliteStore:
     def hold(self, receiver: str, who: str, ttl_s: float) -> bool:
         return True  # one process delivers
 
+    def release(self, receiver: str, who: str) -> None:
+        pass
+
     def cursor(self, receiver: str) -> Cursor | None:
         with self._lock:
             row = self.db.execute(

@@ -125,3 +125,35 @@ def test_g10_redis_restarted_empty_loses_no_undelivered_event(cluster: Cluster) 
         "restarted empty, "
         f"{len(after_restart)} committed after: all delivered once, in order per defect"
     )
+
+
+def test_g10_a_holder_that_leaves_hands_its_receiver_over_at_once(cluster: Cluster) -> None:
+    """The member delivering to a receiver gets SIGTERM: it gives the receiver up as it
+    exits, so what the others commit next reaches the receiver seconds after its commit,
+    not once the old hold runs out (15 s)."""
+    members = {m.name: m for m in (cluster.add("m1"), cluster.add("m2"))}
+    cluster.register(2)  # an open or a close every ~2 s
+    assert wait_for(lambda: len(cluster.hooks.bodies) >= 2, 30)
+    holder_key = keys.webhook_holder(keys.webhook_receiver(cluster.hooks.url))
+    holder = cluster.redis.get(holder_key)
+    assert holder is not None
+    members[holder.decode()].stop()  # SIGTERM, then its exit
+    left = time.time()
+    delivered_at: dict[str, float] = {}
+
+    def first_after_leaving() -> float | None:
+        now = time.time()
+        for wid in _delivered(cluster):
+            delivered_at.setdefault(wid, now)
+        after = [
+            (int(eid.split("-")[0]) / 1000, delivered_at[eid])
+            for eid in _committed(cluster)
+            if eid in delivered_at and int(eid.split("-")[0]) / 1000 > left
+        ]
+        return min(after)[1] - min(after)[0] if after else None
+
+    lag = wait_for(first_after_leaving, 30, interval=0.05)
+    assert lag is not None, "nothing committed after the holder left was delivered"
+    print(f"first event committed after the holder left delivered {lag:.2f} s after its commit")
+    assert lag < 4.0  # the other member holds it within a second, then reads the log
+    _assert_once_in_order(cluster)
