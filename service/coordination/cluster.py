@@ -165,6 +165,7 @@ class Coordinator:
         self._pubsub_thread: threading.Thread | None = None
         self.generation: int | None = None
         self._unsettled: set[str] = set()  # streams whose runner change failed
+        self._let_go: set[Unit] = set()  # units this process stopped during this tick
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -283,6 +284,7 @@ class Coordinator:
 
     def _sync(self, now: float) -> None:
         t0 = time.perf_counter()
+        self._let_go.clear()
         info = json.dumps(
             {"ready": not self.leaving, "units": len(self.owned), "load": self.host.load()}
         )
@@ -470,6 +472,8 @@ class Coordinator:
             heir = target.get(unit)
             if owner != self.pod or unit in self.owned or heir in (None, self.pod):
                 continue
+            if unit in self._let_go:
+                continue  # this process held it until this tick (the snapshot predates that)
             log.info("releasing %s, held by my previous process, to %s", unit, heir)
             field = keys.unit_field(unit.stream_id, unit.group)
             with contextlib.suppress(redis.RedisError):
@@ -598,6 +602,7 @@ class Coordinator:
             own = self.owned.pop(unit, None)
             if own is None:
                 return
+            self._let_go.add(unit)
             self._republish(unit.stream_id)  # stop locally before anyone else can start
             self._log("stop", unit, own.epoch)
             if purge:
@@ -613,6 +618,7 @@ class Coordinator:
         for unit, successor in units:
             own = self.owned.pop(unit, None)
             if own is not None:
+                self._let_go.add(unit)
                 # The runs it saw begin (read while it still runs), for the successor.
                 runs = self.host.handed_out(unit) if successor else []
                 stopped.append((unit, own, successor, runs))

@@ -234,7 +234,8 @@ class PodLogs:
     def grep(self, pattern: str, last: int = 40) -> dict[str, list[str]]:
         out = {}
         for path in sorted(self.folder.glob("*.log")):
-            lines = path.read_text(errors="replace").splitlines()
+            # A follow started again repeats the log so far: each (timestamped) line once.
+            lines = list(dict.fromkeys(path.read_text(errors="replace").splitlines()))
             out[path.stem] = [ln for ln in lines if re.search(pattern, ln)][-last:]
         return out
 
