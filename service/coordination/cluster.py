@@ -165,7 +165,8 @@ class Coordinator:
         self._pubsub_thread: threading.Thread | None = None
         self.generation: int | None = None
         self._unsettled: set[str] = set()  # streams whose runner change failed
-        self._let_go: set[Unit] = set()  # units this process stopped during this tick
+        # Units this process stopped during this tick -> their successor (None: free).
+        self._let_go: dict[Unit, str | None] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -431,6 +432,13 @@ class Coordinator:
             # changed snapshot would have it shed other units on top (and move too many).
             if unit in current and heir in self.members:
                 current[unit] = heir
+        for unit, gone_to in self._let_go.items():
+            # Released during this tick, after the snapshot was read: the same holds (it
+            # made a member shed a stream more than its excess: 8 of 18 units moved).
+            if gone_to in self.members:
+                current[unit] = gone_to
+            else:
+                current.pop(unit, None)
         metrics.UNITS_UNOWNED.set(sum(1 for u in units if u not in current))
         caps = {self.pod: self.max_units}
         target = assign(units, ready, current, caps)
@@ -602,7 +610,7 @@ class Coordinator:
             own = self.owned.pop(unit, None)
             if own is None:
                 return
-            self._let_go.add(unit)
+            self._let_go[unit] = None
             self._republish(unit.stream_id)  # stop locally before anyone else can start
             self._log("stop", unit, own.epoch)
             if purge:
@@ -618,7 +626,7 @@ class Coordinator:
         for unit, successor in units:
             own = self.owned.pop(unit, None)
             if own is not None:
-                self._let_go.add(unit)
+                self._let_go[unit] = successor
                 # The runs it saw begin (read while it still runs), for the successor.
                 runs = self.host.handed_out(unit) if successor else []
                 stopped.append((unit, own, successor, runs))
