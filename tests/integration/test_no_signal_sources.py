@@ -7,7 +7,9 @@ flows again. Real `avmon serve`, real sender processes muxing with FFmpeg:
 - HLS (FFmpeg's live ``hls`` muxer writing 2 s segments, served over HTTP): media flows
   again only when the next segment is complete and the playlist lists it;
 - a file stuck mid-read (a named pipe whose writer stops writing without closing it, as a
-  hung network mount does).
+  hung network mount does);
+- RTSP (GStreamer's gst-rtsp-server, ``rtsp_server.py``: H.264 over RTP, interleaved in
+  the RTSP connection as avmon asks), the server process frozen: a camera that hangs.
 
 UDP and a refusing HTTP source are in test_live_service.py.
 """
@@ -66,6 +68,19 @@ class Sender:
         self.proc.wait()
 
 
+class RtspServer(Sender):
+    """The RTSP server process (system Python: it has gi), a live test picture."""
+
+    def __init__(self, port: int) -> None:
+        script = Path(__file__).with_name("rtsp_server.py")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", str(script), str(port)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "ready", "the RTSP server did not start"
+        self.started = time.time()
+
+
 class Folder:
     """Serves a directory over HTTP (the HLS playlist and its segments)."""
 
@@ -94,6 +109,9 @@ def _start(kind: str, clip: Path, tmp: Path) -> tuple[str, Sender, list[Any]]:
             Sender(clip, f"rtp://127.0.0.1:{port}?pkt_size=1316", "rtp_mpegts"),
             [],
         )
+    if kind == "rtsp":
+        port = free_port()
+        return f"rtsp://127.0.0.1:{port}/live", RtspServer(port), []
     if kind == "hls":
         root = tmp / "hls"
         root.mkdir()
@@ -106,7 +124,7 @@ def _start(kind: str, clip: Path, tmp: Path) -> tuple[str, Sender, list[Any]]:
     return str(pipe), Sender(clip, str(pipe), "mpegts"), []
 
 
-@pytest.mark.parametrize("kind", ["rtp", "hls", "pipe"])
+@pytest.mark.parametrize("kind", ["rtp", "hls", "pipe", "rtsp"])
 def test_no_signal_when_a_source_stalls_and_cleared_when_it_resumes(
     make_clip: ClipFactory, tmp_path: Path, kind: str
 ) -> None:
