@@ -519,8 +519,8 @@ class Coordinator:
         """Release the units whose successor is warm (or has had long enough); call off
         those whose successor left."""
         ready: list[tuple[Unit, str | None]] = []
+        done: list[str] = []
         for unit, (successor, give_up) in list(self.handing.items()):
-            field = keys.unit_field(unit.stream_id, unit.group)
             if unit not in self.owned:
                 del self.handing[unit]
             elif self.warm_ready.get(unit) == successor or now > give_up:
@@ -532,11 +532,19 @@ class Coordinator:
                 del self.handing[unit]  # it left: the next assignment picks another
             else:
                 continue
-            self.r.hdel(keys.WARM, field)
-            self.r.hdel(keys.WARMED, field)
+            done.append(keys.unit_field(unit.stream_id, unit.group))
         if ready:
             self._hand_off(ready)
             metrics.REBALANCES.inc(len(ready))
+        if done:
+            # Only now, all at once: a successor that saw some of a stream's asks gone
+            # before the release would warm up again for the rest, dropping the runner
+            # it had warmed for the whole (then start cold at the claim).
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hdel(keys.WARM, *done)
+            pipe.hdel(keys.WARMED, *done)
+            pipe.execute()
+        if ready:
             self.r.publish(keys.HANDOFF, self.pod)
 
     def _hand_over_all(self, now: float, server_ms: int) -> None:
