@@ -4,24 +4,13 @@ successor can be claimed by that successor only, until the reservation ends."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import redis
 
 from service.coordination import keys
 from service.coordination.scripts import CLAIM, RELEASE
-from tests.integration.cluster import RedisServer
 
 UNIT = "s1|video"
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = RedisServer(tmp_path)
-    yield redis.Redis(port=server.port)
-    server.stop()
 
 
 def _claim(r: redis.Redis, who: str) -> int:

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from service.coordination import keys
@@ -23,15 +20,8 @@ from service.events.event_log import RedisEventLog
 from service.events.kept import EventKeeper
 from service.events.model import DefectRecord
 from service.events.redis_store import RedisDefectStore
-from tests.integration.cluster import HOOK_SECRET, RedisServer
+from tests.integration.cluster import HOOK_SECRET
 from tests.integration.service_proc import Hooks, wait_for
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = RedisServer(tmp_path)
-    yield redis.Redis(port=server.port)
-    server.stop()
 
 
 def _record(epoch: int) -> DefectRecord:

@@ -10,23 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from service.coordination import keys
 from service.coordination.cluster import Coordinator, UnitHost
-from tests.integration.cluster import RedisServer
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = RedisServer(tmp_path)
-    yield redis.Redis(port=server.port)
-    server.stop()
 
 
 class Host(UnitHost):

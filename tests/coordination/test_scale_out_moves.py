@@ -10,8 +10,6 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -19,16 +17,8 @@ import redis
 from service.coordination import keys
 from service.coordination.cluster import SETTLE_S, Coordinator
 from tests.coordination.test_restarted_member import Host
-from tests.integration.cluster import RedisServer
 
 GROUPS = ["video", "audio", "sync"]
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = RedisServer(tmp_path)
-    yield redis.Redis(port=server.port)
-    server.stop()
 
 
 def _owners(client: redis.Redis) -> dict[str, str]:
