@@ -172,6 +172,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         err = exc.errors()[0]
         field = "AVMON_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
         return _fail(f"{field}: {err['msg']}", EXIT_USAGE)
+    if not args.verbose:  # AVMON_LOG_LEVEL, as under `uvicorn --factory` (the pods)
+        logging.getLogger().setLevel(settings.log_level.upper())
     # One worker per process: metrics stay per pod, the HPA scales pods. SIGTERM starts
     # the cluster handoff at once (see service.api.app); open event-feed connections get
     # one second to close.

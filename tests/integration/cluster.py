@@ -227,6 +227,17 @@ class Cluster:
     def log(self) -> UnitLog:
         return UnitLog.read(self.log_path)
 
+    def logs_about(self, text: str) -> str:
+        """Every member's log lines that mention ``text`` (a stream id): printed with a
+        failure, they tell which member did what with the stream, and when."""
+        lines = [
+            f"{name}: {line}"
+            for name, m in self.members.items()
+            for line in m.log.read_text(errors="replace").splitlines()
+            if text in line
+        ]
+        return "\n".join(sorted(lines, key=lambda x: x.partition(": ")[2]))
+
     def stop(self) -> None:
         for m in self.members.values():
             if m.proc.poll() is None:
