@@ -21,11 +21,12 @@ Failure rules (DESIGN.md section 6):
   tick apart; without this, another old member could take a unit meant for a newcomer.
 - Make-before-break: before releasing a unit (excess or SIGTERM), the owner asks its
   successor to warm up (``WARM``): the successor analyses the stream without committing
-  and answers (``WARMED``) once it has media; only then does the owner stop the unit and
-  release it, with the runs it saw begin (``handed``). The successor's runner then takes
-  the unit over with its state already built, so no input goes unwatched and a short
-  defect straddling the handoff is still raised once. An owner that gets no answer
-  within ``WARM_WAIT_S`` releases anyway (a blind window, as without warming).
+  and answers (``WARMED``) once it has media, saying from when; only once its own runner
+  has analysed up to then does the owner stop the unit and release it, with the runs it
+  saw begin (``handed``). The successor's runner then takes the unit over with its state
+  already built, so no input goes unwatched and a short defect straddling the handoff is
+  still raised once. An owner that gets no answer (or cannot catch up) within
+  ``WARM_WAIT_S`` releases anyway (a blind window, as without warming).
 - SIGTERM: ``leave()`` marks the member not ready, hands each unit over as above (waiting
   at most ``WARM_WAIT_S``), releases what is left and wakes the others through pub/sub.
 """
@@ -106,9 +107,14 @@ class UnitHost:
         """Commit the writes queued during an outage, while this member still holds
         the units they belong to (called before it releases one)."""
 
-    def warm(self, stream_id: str, spec: dict[str, Any], groups: list[str]) -> bool:
+    def warm(self, stream_id: str, spec: dict[str, Any], groups: list[str]) -> float | None:
         """Analyse the stream for ``groups`` without committing, ahead of a handoff to
-        this member; True once it has media."""
+        this member; once it has media, the wall clock its media starts at (0: none
+        to wait for), None until then."""
+        return 0.0
+
+    def analysed_to(self, unit: Unit, wall: float) -> bool:
+        """Has the unit's runner here analysed the media that arrived by ``wall``?"""
         return True
 
     def cool(self, keep: set[str]) -> None:
@@ -151,7 +157,8 @@ class Coordinator:
         self.leases: dict[Unit, tuple[str, int, int]] = {}  # owner, epoch, expires_ms
         self.reserved: dict[Unit, tuple[str, int]] = {}  # successor, until_ms (Redis clock)
         self.warm_asked: dict[Unit, str] = {}  # unit -> successor asked to warm up
-        self.warm_ready: dict[Unit, str] = {}  # unit -> successor that has media
+        # unit -> (successor that has media, wall clock its media starts at)
+        self.warm_ready: dict[Unit, tuple[str, float]] = {}
         self.handing: dict[Unit, tuple[str, float]] = {}  # mine: successor, give up at
         self.redis_ok = False
         self._outage_until = 0.0  # after an outage: claim nothing others held until then
@@ -352,7 +359,10 @@ class Coordinator:
         if ended:
             self.r.hdel(keys.RESERVED, *ended)
         self.warm_asked = self._unexpired(keys.WARM, raw_warm, int(server_ms))
-        self.warm_ready = self._unexpired(keys.WARMED, raw_warmed, int(server_ms))
+        self.warm_ready = {
+            u: _who_since(v)
+            for u, v in self._unexpired(keys.WARMED, raw_warmed, int(server_ms)).items()
+        }
         self._renew_all(now)
         for stream_id in list(self._unsettled):
             self._republish(stream_id)
@@ -523,9 +533,11 @@ class Coordinator:
         for unit, (successor, give_up) in list(self.handing.items()):
             if unit not in self.owned:
                 del self.handing[unit]
-            elif self.warm_ready.get(unit) == successor or now > give_up:
-                if self.warm_ready.get(unit) != successor:
-                    log.warning("%s: %s not warm in time: releasing", unit, successor)
+            elif self._ready_for(unit, successor) or now > give_up:
+                if not self._ready_for(unit, successor):
+                    warm = self.warm_ready.get(unit, ("",))[0] == successor
+                    why = "my analysis behind its media" if warm else f"{successor} not warm"
+                    log.warning("%s: %s in time: releasing", unit, why)
                 del self.handing[unit]
                 ready.append((unit, successor))
             elif not self.members.get(successor, {}).get("ready"):
@@ -547,6 +559,14 @@ class Coordinator:
         if ready:
             self.r.publish(keys.HANDOFF, self.pod)
 
+    def _ready_for(self, unit: Unit, successor: str) -> bool:
+        """``successor`` has media, and my runner analysed everything before it: the
+        make-before-break seam. A runner behind the live edge (a busy member) that
+        stopped at the successor's answer would leave unwatched the media in between --
+        a short defect there would be lost."""
+        ready = self.warm_ready.get(unit)
+        return ready is not None and ready[0] == successor and self.host.analysed_to(unit, ready[1])
+
     def _hand_over_all(self, now: float, server_ms: int) -> None:
         """Leaving: every unit to its successor, warmed up first where there is one."""
         successors = self._successors_after_me()
@@ -564,13 +584,14 @@ class Coordinator:
         answered = False
         for sid, groups in coming.items():
             mine = {u.group for u in self.owned if u.stream_id == sid}
-            if not self.host.warm(sid, self.registry[sid], sorted(groups | mine)):
+            since = self.host.warm(sid, self.registry[sid], sorted(groups | mine))
+            if since is None:
                 continue
             until = server_ms + int(WARM_WAIT_S * 1000) + self.ttl_ms
             fields: dict[Any, Any] = {  # (redis-py types mappings invariantly)
-                keys.unit_field(sid, group): f"{self.pod}|{until}"
+                keys.unit_field(sid, group): f"{self.pod}|{int(since * 1000)}|{until}"
                 for group in groups
-                if self.warm_ready.get(Unit(sid, group)) != self.pod
+                if self.warm_ready.get(Unit(sid, group), ("",))[0] != self.pod
             }
             if fields:  # one write per stream: the giver sees all of its units warm, or none
                 self.r.hset(keys.WARMED, mapping=fields)
@@ -703,6 +724,12 @@ class Coordinator:
         line = f"{time.monotonic_ns()} {self.pod} {what} {unit.stream_id} {unit.group} {epoch}\n"
         with self.unit_log.open("a") as f:
             f.write(line)
+
+
+def _who_since(entry: str) -> tuple[str, float]:
+    """A warm-up answer, ``member|since_ms``: who has media, from when (wall clock)."""
+    who, _, since = entry.partition("|")
+    return who, int(since) / 1000 if since.isdigit() else 0.0
 
 
 def _s(value: Any) -> str:

@@ -94,12 +94,15 @@ class ClusterHost(UnitHost):
                 log.warning("malformed handed runs of %s skipped", stream_id)
         return [r for r in out if r[0] in DETECTORS]
 
-    def warm(self, stream_id: str, spec: dict[str, Any], groups: list[str]) -> bool:
+    def warm(self, stream_id: str, spec: dict[str, Any], groups: list[str]) -> float | None:
         try:
             return self.supervisor.warm(spec_from_registry(stream_id, spec, groups))
         except Exception:  # a bad entry must not stop the coordinator: no warm-up then
             log.exception("could not warm up %s", stream_id)
-            return True
+            return 0.0
+
+    def analysed_to(self, unit: Unit, wall: float) -> bool:
+        return self.supervisor.analysed_to(unit.stream_id, wall)
 
     def cool(self, keep: set[str]) -> None:
         self.supervisor.cool(keep)

@@ -121,6 +121,7 @@ class StreamRunner:
         self.stats = RunnerStats()
         self.last_frame_wall: float | None = None  # wall clock of the newest frame analysed
         self.last_packet_wall: float | None = None  # ... of the newest packet (the signal)
+        self.media_since_wall: float | None = None  # ... of the first media analysed
         self._reader: MediaReader | None = None  # the open source, while one is
         self.readings: dict[str, float] = {}  # the detectors' measurements, by name
         self._readings_at = 0.0
@@ -210,6 +211,14 @@ class StreamRunner:
     def has_media(self) -> bool:
         """Analysed a frame of picture or sound (a warmed-up runner can take over)."""
         return self.last_frame_wall is not None
+
+    def analysed_to(self, wall: float) -> bool:
+        """Has this runner analysed the media that arrived by ``wall`` (its own media
+        timeline mapped to the wall clock)? A runner handing its unit over stops only
+        then: a successor that has media from ``wall`` on sees everything after it."""
+        if not self.running or not self.has_media:
+            return True  # nothing here that it could still analyse
+        return self.wall_of(self._media_end) >= wall
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the analyser thread, between two inputs (within 0.25 s when the
@@ -471,6 +480,7 @@ class StreamRunner:
             end = item.end if isinstance(item, AudioFrame) else item.t
             if self._wall_of_media0 is None:
                 self._wall_of_media0 = now - item.t
+                self.media_since_wall = now
                 for name, key, start_wall in self._handed:
                     self.analyzer.lifecycle.hand(name, key, self.media_of(start_wall))
                 self._handed = []

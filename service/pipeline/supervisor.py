@@ -258,15 +258,19 @@ class Supervisor:
                 ended[(r.type, r.key)] = max(end, ended.get((r.type, r.key), end))
         return ended
 
-    def warm(self, spec: StreamSpec) -> bool:
+    def warm(self, spec: StreamSpec) -> float | None:
         """Cluster mode, before a handoff: run ``spec`` here without committing anything,
         so that when its units arrive (``run``) the runner already has the picture.
-        True once it has media (or its source gave none within the timeout)."""
+        Once it has media: the wall clock its media starts at (0 when its source gave
+        none within the timeout); None until then."""
         with self._lock:
             entry = self._warming.get(spec.id)
         if entry is not None and entry.spec == spec:
+            since = entry.runner.media_since_wall
+            if since is not None:
+                return since
             waited = time.time() - entry.created > self.timeout_s + WARM_SLACK_S
-            return entry.runner.has_media or waited
+            return 0.0 if waited else None
         if entry is not None:
             entry.runner.stop()
         log.info("%s: warming up for %s", spec.id, ",".join(spec.groups))
@@ -274,7 +278,12 @@ class Supervisor:
         with self._lock:
             self._warming[spec.id] = StreamEntry(spec, runner, time.time())
         runner.start()
-        return False
+        return None
+
+    def analysed_to(self, stream_id: str, wall: float) -> bool:
+        """Has the stream's runner here analysed the media that arrived by ``wall``?"""
+        entry = self.get(stream_id)
+        return entry is None or entry.runner.analysed_to(wall)
 
     def cool(self, keep: set[str]) -> None:
         """Stop the runners warming up for streams not in ``keep`` (handoff called off)."""

@@ -23,6 +23,7 @@ import redis
 
 from service.coordination import keys
 from tests.conftest import ClipFactory
+from tests.integration import cpu_quota
 from tests.integration.cluster import HOOK_SECRET, Cluster, RedisServer, now_ns
 from tests.integration.live_http import LiveHttpSource
 from tests.integration.netproxy import CutProxy
@@ -266,19 +267,31 @@ def test_g8_redis_restarted_empty_then_the_owner_leaves(
 # raised all the same (make-before-break).
 SHORT_FROM, SHORT_TO, SHORT_CLIP_S = 1.5, 3.9, 8.0
 HEAD_START_S = 0.5  # the sender sends this far ahead of its clock (service.demo.send_udp)
+# The starved owner: this share of one CPU from this long before the run until this long
+# after its SIGTERM (its successor has media by then, about 1 s after).
+STARVED_SHARE, STARVE_BEFORE_S, STARVE_AFTER_S = 0.05, 1.5, 1.5
 
 
+@pytest.mark.parametrize("starved", [False, True], ids=["idle", "starved"])
 def test_g8_a_short_run_cut_by_sigterm_is_raised_once(
-    tmp_path: Path, redis_server: RedisServer, make_clip: ClipFactory
+    tmp_path: Path, redis_server: RedisServer, make_clip: ClipFactory, starved: bool
 ) -> None:
     """The owner leaves (SIGTERM) 1.3 s into a 2.4 s black run, before it is raised
     (0.4 s over d: frames dropped at its edges on a busy member must not sink it).
     Without warm-up the old owner stops at once and its successor first sees a frame at
     the next keyframe (4.0 s), after the run's end: the alarm is lost (the runs handed
-    over cannot help). With it, the old owner analyses until the successor has media."""
+    over cannot help). With it, the old owner analyses until the successor has media.
+
+    ``starved``: the owner is short of CPU (a cgroup quota) from before the run until
+    after its successor has media, so its analysis lags the live edge; it must analyse
+    up to where the successor's media starts before it stops, or the end of the run
+    falls between the two."""
+    if starved and not cpu_quota.available():
+        pytest.skip("no writable cgroup CPU controller to starve a process with")
     clip, _ = make_clip(f"black@{SHORT_FROM:g}-{SHORT_TO:g}", duration=SHORT_CLIP_S, size="320x180")
     source = LiveHttpSource(clip)
     cluster = Cluster(tmp_path, redis_server, Path("unused"), units=0)
+    quota = None
     try:
         cluster.add("m1")
         cluster.add("m2")
@@ -294,10 +307,17 @@ def test_g8_a_short_run_cut_by_sigterm_is_raised_once(
         period = SHORT_CLIP_S
         k = int((time.time() + 2.0 - source.started - SHORT_FROM + HEAD_START_S) // period) + 1
         run_start = source.started + k * period + SHORT_FROM - HEAD_START_S
-        time.sleep(max(0.0, run_start + 1.3 - time.time()))
         owners = cluster.owners()
         leaving = cluster.members[owners[(ids[0], "video")]]
+        if starved:
+            time.sleep(max(0.0, run_start - STARVE_BEFORE_S - time.time()))
+            quota = cpu_quota.CpuQuota(leaving.proc.pid, STARVED_SHARE)
+        time.sleep(max(0.0, run_start + 1.3 - time.time()))
+        assert cluster.owners() == owners
         leaving.signal(signal.SIGTERM)
+        if quota is not None:
+            time.sleep(STARVE_AFTER_S)
+            quota.close()
         leaving.proc.wait(10)
 
         def this_run(d: dict[str, Any]) -> bool:  # runners date it within ~1.5 s
@@ -324,7 +344,7 @@ def test_g8_a_short_run_cut_by_sigterm_is_raised_once(
                 for e in cluster.hooks.events()
                 if e["defect"]["stream_id"] == sid
             ]
-            assert kinds == ["open", "close"], (sid, owners[(sid, "video")], seen)
+            assert kinds == ["open", "close"], (sid, owners, seen, cluster.logs_about(sid))
             opened, closed = per_stream[sid][0]["defect"], per_stream[sid][1]["defect"]
             assert opened["id"] == closed["id"]
             lasted = _wall(closed["ended_at"]) - _wall(closed["started_at"])
@@ -332,5 +352,7 @@ def test_g8_a_short_run_cut_by_sigterm_is_raised_once(
             # maps media time to the wall at its own first frame): G8's +-3 s.
             assert abs(lasted - (SHORT_TO - SHORT_FROM)) < 3.0, (sid, lasted, closed)
     finally:
+        if quota is not None:
+            quota.close()
         cluster.stop()
         source.close()
