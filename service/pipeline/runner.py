@@ -142,6 +142,7 @@ class StreamRunner:
         # Media timeline bookkeeping, shared by the two threads.
         self._media_end = 0.0  # end of the newest media fed to the analyser
         self._wall_of_media0: float | None = None  # wall clock of media time 0
+        self._real_time = False  # the input comes at the pace of its clock (live, paced)
         self._no_signal: Defect | None = None
         self._exported: dict[str, float] = {}  # detector CPU seconds already in metrics
         self.analyzer = Analyzer(registry.build(spec.detectors, spec.thresholds))
@@ -367,6 +368,7 @@ class StreamRunner:
         return f"source unavailable (no audio/video within {self.timeout_s:g} s)"
 
     def _pump(self, reader: MediaReader, offset: float, paced: bool) -> None:
+        self._real_time = paced or reader.spec.is_network
         wall0: float | None = None
         t0 = 0.0
         cpu = time.thread_time()
@@ -484,6 +486,12 @@ class StreamRunner:
                 for name, key, start_wall in self._handed:
                     self.analyzer.lifecycle.hand(name, key, self.media_of(start_wall))
                 self._handed = []
+            elif self._real_time and now - item.t < self._wall_of_media0:
+                # Media time on the wall clock: as the item with the least delay says.
+                # The first one waited for the source to be probed (a second or two on
+                # a busy member), so a runner dated everything that much late -- and a
+                # defect two runners date (a handoff) came out that much too long.
+                self._wall_of_media0 = now - item.t
             self.stats.lag_s = max(0.0, now - self.wall_of(end))
             if now - self._lag_at >= LAG_METRIC_EVERY_S:  # a gauge: a few times a second
                 self._lag_at = now

@@ -417,14 +417,15 @@ class Supervisor:
                 return
             record = found
             end = ev.defect.end if ev.defect.end is not None else ev.defect.start
-            record.ended_at = runner.wall_of(end)
             if record.id in self._foreign:
                 # Its start is on the previous owner's media timeline: extend it by the
                 # wall time between the two.
                 self._foreign.discard(record.id)
+                record.ended_at = runner.wall_of(end)
                 record.end = record.start + max(0.0, record.ended_at - record.started_at)
-            else:
+            else:  # as long on the wall as in the media (the runner's mapping settles)
                 record.end = end
+                record.ended_at = record.started_at + max(0.0, end - record.start)
             record.details = dict(ev.defect.details) or record.details
             record.epoch = self.epoch_of(spec.id, record.group)
             committed = self.store.put(record, kind="close")

@@ -1,0 +1,72 @@
+"""A runner on a live source dates what it finds by when its media arrived, as the media
+that reached it with the least delay says -- not by its first frame, which waited for
+the source to be probed or, on HLS, came in a burst of the segments already listed (the
+whole timeline was then dated seconds in the future). Two runners on the same feed (an
+owner and its successor) then agree, and a defect one opens and the other closes lasts
+as long on the wall as in the media. Real sender processes (MPEG-TS over HTTP; FFmpeg's
+hls muxer, 1 s segments, six listed), real PyAV."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.pipeline.lifecycle import DefectEvent
+from service.pipeline.runner import StreamRunner, StreamSpec
+from tests.conftest import ClipFactory
+from tests.integration.live_http import LiveHttpSource
+from tests.integration.service_proc import wait_for
+from tests.integration.test_no_signal_sources import HLS_OPTIONS, Folder, Sender
+
+HEAD_START_S = 0.5  # the senders send this far ahead of their clock (service.demo.send_udp)
+BLACK_FROM, BLACK_TO, CLIP_S = 3.0, 6.0, 8.0
+# How late a defect may be dated: decoding (and for HLS, a segment completed and fetched).
+LATE_S = {"http": 0.35, "hls": 1.6}
+
+
+def _source(kind: str, clip: Path, tmp: Path) -> tuple[str, float, list[Any]]:
+    """(URL, wall clock of the clip's first media, things to close)."""
+    if kind == "http":
+        live = LiveHttpSource(clip)
+        return live.url, live.started, [live]
+    root = tmp / "hls"
+    root.mkdir()
+    sender = Sender(clip, str(root / "live.m3u8"), "hls", HLS_OPTIONS)
+    folder = Folder(root)
+    return f"http://127.0.0.1:{folder.port}/live.m3u8", sender.started, [folder, sender]
+
+
+@pytest.mark.parametrize("kind", ["http", "hls"])
+def test_a_live_defect_is_dated_when_its_media_arrived(
+    make_clip: ClipFactory, tmp_path: Path, kind: str
+) -> None:
+    clip, _ = make_clip(f"black@{BLACK_FROM:g}-{BLACK_TO:g}", duration=CLIP_S, size="320x180")
+    url, started, closing = _source(kind, clip, tmp_path)
+    seen: list[tuple[float, float]] = []  # (dated, told at) per black run opened
+    runner: StreamRunner | None = None
+
+    def on_event(r: StreamRunner, ev: DefectEvent, _: bytes | None) -> None:
+        if ev.kind == "open":
+            seen.append((r.wall_of(ev.defect.start), time.time()))
+
+    try:
+        # Join mid-GOP; on HLS with six segments listed (a burst of 6 s on joining).
+        time.sleep(max(0.0, started + (6.5 if kind == "hls" else 0.6) - time.time()))
+        spec = StreamSpec(id="s1", name="cam", url=url, detectors=["black"])
+        runner = StreamRunner(spec, on_event)
+        runner.start()
+        # The run of the clip's second loop: the runner has been live for seconds by then.
+        produced = started + CLIP_S + BLACK_FROM - HEAD_START_S
+        assert wait_for(lambda: any(abs(d - produced) < 3.0 for d, _ in seen), 25), seen
+        dated = next(d for d, _ in seen if abs(d - produced) < 3.0)
+        print(f"FIGURE {kind}: dated {dated - produced:+.2f} s from when its media was sent")
+        assert -0.1 < dated - produced < LATE_S[kind], (dated - produced, seen)
+        assert all(d <= t for d, t in seen), seen  # never dated after it was told
+    finally:
+        if runner is not None:
+            runner.stop()
+        for c in closing:
+            c.close()
