@@ -5,10 +5,12 @@ the pictures; ``av_sync`` (a flash can be one picture) keeps a stream on full de
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_avmon
 from tests.lavfi_clips import make_clip
 from tests.test_accuracy import check_json
 
@@ -42,9 +44,12 @@ def test_picture_defects_within_a_tenth_of_a_second(footage: Path, mode: str) ->
         assert doc["video"]["frames"] == FRAMES
 
 
-def test_av_sync_keeps_every_picture(footage: Path) -> None:
-    doc = check_json(footage, "--detectors", "video,sync", "--decode-frames", "reference")
-    assert doc["video"]["frames"] == FRAMES
+def test_av_sync_keeps_every_picture_and_says_so(footage: Path) -> None:
+    proc = run_avmon("check", str(footage), "--json", "--detectors", "video,sync",
+                     "--decode-frames", "reference")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["video"]["frames"] == FRAMES
+    assert "--decode-frames reference not applied: av_sync needs every picture" in proc.stderr
 
 
 def test_serve_decodes_reference_frames_when_configured(footage: Path, tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ class Report:
     ended_by: str | None = None
     udp_drops: int = 0  # datagrams the kernel dropped (udp:// and rtp:// sources)
     detector_seconds: dict[str, float] = field(default_factory=dict)
+    # Asked to decode reference pictures only, but these detectors need every one.
+    every_frame_for: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         v, a = self.info.video, self.info.audio
@@ -60,10 +62,11 @@ def check(
 ) -> Report:
     dets = registry.build(detectors, thresholds)
     analyzer = Analyzer(dets)
+    every_frame_for = [d.name for d in analyzer.video if d.needs_every_frame]
     with MediaReader(
         source,
         threads=threads,
-        reference_only=reference_only and not analyzer.needs_every_frame,
+        reference_only=reference_only and not every_frame_for,
         want_video=analyzer.wants_video,
         want_audio=analyzer.wants_audio,
     ) as reader:
@@ -103,4 +106,5 @@ def check(
             ended_by=reader.ended_by,
             udp_drops=drops or 0,
             detector_seconds=analyzer.detector_seconds,
+            every_frame_for=every_frame_for if reference_only else [],
         )
