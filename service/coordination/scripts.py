@@ -177,6 +177,16 @@ if not fenced() then
   if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return -1 end
   return 0
 end
+-- One open and one close per defect: an open of an open defect or a close of a closed
+-- one (a write retried after a lost reply, two runners racing at a handoff) was
+-- committed before; acknowledged, with no second event.
+if ARGV[12] ~= '1' then
+  local was_open = redis.call('SISMEMBER', KEYS[5], ARGV[4]) == 1
+  if ARGV[7] == '1' and was_open then return 2 end
+  if ARGV[7] == '0' and not was_open and redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then
+    return 2
+  end
+end
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[4])

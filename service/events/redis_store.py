@@ -133,6 +133,15 @@ class RedisDefectStore:
         )
         if ok == -1:
             return None
+        if ok == 2:
+            metrics.DUPLICATE_EVENTS_DROPPED.inc()
+            log.info(
+                "defect %s of %s: %s committed before, no second event",
+                record.id,
+                record.stream_id,
+                kind,
+            )
+            return True
         if not ok:
             self.rejected += 1
             metrics.STALE_WRITES_REJECTED.inc()

@@ -119,6 +119,13 @@ class SqliteStore:
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                row = self.db.execute("SELECT open FROM defects WHERE id = ?", (record.id,))
+                was = row.fetchone()
+                if was is not None and bool(was[0]) == record.open:
+                    # One open and one close per defect (see the Redis adapter).
+                    self.db.execute("COMMIT")
+                    metrics.DUPLICATE_EVENTS_DROPPED.inc()
+                    return True
                 self.db.execute(
                     "INSERT INTO defects (id, stream_id, started_at, ended_at, open, doc)"
                     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"

@@ -105,6 +105,11 @@ def forget_stream(stream_id: str) -> None:
             LOUDNESS.remove(stream_id, window)
 
 
+DUPLICATE_EVENTS_DROPPED = Counter(
+    "avmon_duplicate_defect_events_dropped_total",
+    "A defect's open or close committed a second time (a retried write, a handoff race):"
+    " acknowledged without a second event",
+)
 STALE_WRITES_REJECTED = Counter(
     "avmon_stale_writes_rejected_total", "Writes refused because the unit's epoch was stale"
 )
