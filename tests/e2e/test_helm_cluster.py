@@ -573,7 +573,14 @@ def _no_alarm_lost_or_doubled(
         wait_until("every black defect opened and closed once at the receiver",
                    lambda: not unpaired(), 30, every=1)  # fmt: skip
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: {unpaired()}") from None
+        odd = unpaired()
+        told = [
+            (e["kind"], d["stream_id"], d.get("epoch"), d["started_at"], d.get("ended_at"),
+             d["details"].get("closed_because"))
+            for e in black() if (d := e["defect"])["id"] in odd
+        ]  # fmt: skip
+        streams = "|".join(sorted({t[1] for t in told})) or "-"
+        raise AssertionError(f"{exc}: {odd}; {told}; {pod_logs(streams, last=80)}") from None
     events = black()
     cut = [
         e["defect"]
