@@ -38,6 +38,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -437,6 +438,13 @@ class Coordinator:
             # An expired lease still belongs to a live owner: it will renew it.
             if expires > server_ms or owner in self.members:
                 current[unit] = owner
+        for unit, (heir, _) in self.reserved.items():
+            # Released and reserved for its successor, not claimed yet: the giver's choice
+            # stands in every member's plans too. Planned as an orphan, it went to whoever
+            # ranked first -- the successor claimed it and handed it on (a ping-pong
+            # between the old members after a pod deletion, counted as scale-out moves).
+            if unit not in current and heir in self.members:
+                current[unit] = heir
         for unit, (heir, _) in self.handing.items():
             # Being handed over: already the successor's for this member's plans, or a
             # changed snapshot would have it shed other units on top (and move too many).
@@ -478,7 +486,17 @@ class Coordinator:
             self._claim_units(to_claim, now)
         self._release_orphaned(target)
         if settled:
-            for unit in [u for u in self.owned if target.get(u) not in (self.pod, None)]:
+            excess = [u for u in self.owned if target.get(u) not in (self.pod, None)]
+            if excess and not all(u in self.handing for u in excess):
+                # What this member saw when it chose to shed (a move between old members
+                # on a scale-out is read from here).
+                log.info(
+                    "shedding %d of %d units: held by member %s, assigned %s",
+                    len(excess), len(self.owned),
+                    dict(sorted(Counter(current.values()).items())),
+                    dict(sorted(Counter(target.values()).items())),
+                )  # fmt: skip
+            for unit in excess:
                 self._hand_over(unit, target[unit], now, server_ms)
 
     def _release_orphaned(self, target: dict[Unit, str]) -> None:
