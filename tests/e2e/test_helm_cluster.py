@@ -250,7 +250,7 @@ class PodLogs:
 LOGS: list[PodLogs] = []
 
 
-def pod_logs(pattern: str = "WARNING|ERROR|handing", last: int = 40) -> Any:
+def pod_logs(pattern: str = "WARNING|ERROR|handing|shedding", last: int = 40) -> Any:
     """What the monitor pods (those gone too) logged of their handoffs and troubles."""
     return LOGS[0].grep(pattern, last) if LOGS else {}
 
