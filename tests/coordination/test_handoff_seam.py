@@ -8,7 +8,6 @@ Coordinators, ticks by hand; the hosts stand for the two members' runners."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import redis
@@ -17,6 +16,7 @@ from service.coordination import keys
 from service.coordination.assignment import Unit
 from service.coordination.cluster import SETTLE_S, WARM_WAIT_S, Coordinator
 from tests.coordination.test_restarted_member import Host
+from tests.coordination.ticks import owners, rounds
 
 SINCE = 1_000_000.0  # the successor's media starts here (wall clock)
 
@@ -37,25 +37,13 @@ class Successor(Host):
         return SINCE
 
 
-def _owners(client: redis.Redis) -> dict[str, str]:
-    return {k.decode(): v.decode().split("|")[0] for k, v in client.hgetall(keys.LEASES).items()}
-
-
-def _rounds(members: list[Coordinator], seconds: float) -> None:
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        for m in members:
-            m.tick()
-        time.sleep(0.05)
-
-
 def _two_streams_on_m1(client: redis.Redis, giver: Giver) -> Coordinator:
     for sid in ("s1", "s2"):
         client.hset(keys.STREAMS, sid, json.dumps({"name": sid, "groups": ["video"]}))
     client.incr(keys.REGISTRY_VERSION)
     m1 = Coordinator(client, "m1", giver, lease_ttl=3.0)
-    _rounds([m1], 0.3)
-    assert _owners(client) == {"s1|video": "m1", "s2|video": "m1"}
+    rounds([m1], 0.3)
+    assert owners(client) == {"s1|video": "m1", "s2|video": "m1"}
     return m1
 
 
@@ -65,13 +53,13 @@ def test_the_owner_stops_only_once_it_analysed_up_to_the_successors_media(
     giver = Giver()
     m1 = _two_streams_on_m1(client, giver)
     m2 = Coordinator(client, "m2", Successor(), lease_ttl=3.0)
-    _rounds([m1, m2], SETTLE_S + 1.0)  # m2 is warm: m1 is still behind its media
+    rounds([m1, m2], SETTLE_S + 1.0)  # m2 is warm: m1 is still behind its media
     assert client.hlen(keys.WARMED) == 1
-    assert sorted(_owners(client).values()) == ["m1", "m1"]
+    assert sorted(owners(client).values()) == ["m1", "m1"]
     assert len(giver.running) == 2  # m1 still analyses both streams
     giver.analysed = SINCE  # caught up
-    _rounds([m1, m2], 0.5)
-    assert sorted(_owners(client).values()) == ["m1", "m2"]
+    rounds([m1, m2], 0.5)
+    assert sorted(owners(client).values()) == ["m1", "m2"]
     assert len(giver.running) == 1
 
 
@@ -81,5 +69,5 @@ def test_an_owner_that_never_catches_up_releases_after_the_warm_up_wait(
     giver = Giver()
     m1 = _two_streams_on_m1(client, giver)
     m2 = Coordinator(client, "m2", Successor(), lease_ttl=3.0)
-    _rounds([m1, m2], SETTLE_S + WARM_WAIT_S + 1.0)
-    assert sorted(_owners(client).values()) == ["m1", "m2"]
+    rounds([m1, m2], SETTLE_S + WARM_WAIT_S + 1.0)
+    assert sorted(owners(client).values()) == ["m1", "m2"]

@@ -17,12 +17,9 @@ import redis
 from service.coordination import keys
 from service.coordination.cluster import SETTLE_S, Coordinator
 from tests.coordination.test_restarted_member import Host
+from tests.coordination.ticks import owners
 
 GROUPS = ["video", "audio", "sync"]
-
-
-def _owners(client: redis.Redis) -> dict[str, str]:
-    return {k.decode(): v.decode().split("|")[0] for k, v in client.hgetall(keys.LEASES).items()}
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -39,7 +36,7 @@ def test_a_leaving_members_units_move_once_and_nothing_else_moves(
         for m in members:
             m.tick()
         time.sleep(0.05)
-    before = _owners(client)
+    before = owners(client)
     loads = Counter(before.values()).values()
     assert max(loads) - min(loads) <= 1, before
     leaving = members[seed % 3]
@@ -49,11 +46,11 @@ def test_a_leaving_members_units_move_once_and_nothing_else_moves(
     while time.monotonic() < until:
         for m in members:
             m.tick()
-        for unit, owner in _owners(client).items():
+        for unit, owner in owners(client).items():
             if not history[unit] or history[unit][-1] != owner:
                 history[unit].append(owner)
         time.sleep(0.05)
-    after = _owners(client)
+    after = owners(client)
     assert sorted(after) == sorted(before)
     assert leaving.pod not in after.values()
     moved = {u: h for u, h in history.items() if len(h) > 1}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections import Counter
 
 import pytest
@@ -17,20 +16,9 @@ import redis
 from service.coordination import keys
 from service.coordination.cluster import SETTLE_S, Coordinator
 from tests.coordination.test_restarted_member import Host
+from tests.coordination.ticks import owners, rounds
 
 GROUPS = ["video", "audio", "sync"]
-
-
-def _owners(client: redis.Redis) -> dict[str, str]:
-    return {k.decode(): v.decode().split("|")[0] for k, v in client.hgetall(keys.LEASES).items()}
-
-
-def _rounds(members: list[Coordinator], seconds: float) -> None:
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        for m in members:
-            m.tick()
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("seed", [0, 3, 6, 11])  # 6 and 11 moved 8 without the fix
@@ -38,22 +26,22 @@ def test_a_scale_out_moves_only_the_newcomers_share(client: redis.Redis, seed: i
     # Streams split between the two members in a different way each time (failovers
     # and restarts leave such mixes): 9 units each.
     units = [f"{seed}-s{i}|{g}" for i in range(6) for g in GROUPS]
-    owners = ["m1"] * 9 + ["m2"] * 9
-    random.Random(seed).shuffle(owners)
+    held_by = ["m1"] * 9 + ["m2"] * 9
+    random.Random(seed).shuffle(held_by)
     now_ms = int(client.time()[0]) * 1000
     for i in range(6):
         doc = {"name": f"cam{i}", "groups": GROUPS}
         client.hset(keys.STREAMS, f"{seed}-s{i}", json.dumps(doc))
-    for n, (unit, owner) in enumerate(zip(units, owners, strict=True)):
+    for n, (unit, owner) in enumerate(zip(units, held_by, strict=True)):
         client.hset(keys.LEASES, unit, f"{owner}|{n + 1}|{now_ms + 3000}")
     client.incr(keys.REGISTRY_VERSION)
     old = [Coordinator(client, f"m{i}", Host(), lease_ttl=3.0) for i in (1, 2)]
-    _rounds(old, 1.0)
-    before = _owners(client)
+    rounds(old, 1.0)
+    before = owners(client)
     assert sorted(Counter(before.values()).values()) == [9, 9], before
     newcomer = Coordinator(client, "m3", Host(), lease_ttl=3.0)
-    _rounds([newcomer, *old], SETTLE_S + 2.5)
-    after = _owners(client)
+    rounds([newcomer, *old], SETTLE_S + 2.5)
+    after = owners(client)
     moved = {u: (before[u], after[u]) for u in before if after.get(u) != before[u]}
     assert sorted(Counter(after.values()).values()) == [6, 6, 6], after
     assert len(moved) == 6 and {b for _, b in moved.values()} == {"m3"}, moved
