@@ -241,7 +241,11 @@ class Cluster:
     # ------------------------------------------------------------------ down / status
     def down(self) -> None:
         started = time.monotonic()
-        teardown(self.procs, self.folder / "node")
+        failed: Exception | None = None
+        try:
+            teardown(self.procs, self.folder / "node")
+        except Exception as exc:  # the rest must still go (a CI run left all of it behind)
+            failed = exc
         node_s = time.monotonic() - started
         self.procs.stop()
         # Pod network namespaces containerd made and could not remove once killed.
@@ -264,6 +268,8 @@ class Cluster:
         for sub in ("etcd", "metrics-server"):
             subprocess.run(["rm", "-rf", str(self.folder / sub)], check=False)
         print(f"cluster down in {time.monotonic() - started:.1f} s (node {node_s:.1f} s)")
+        if failed is not None:
+            raise failed
 
     def leftovers(self) -> list[str]:
         """What a cluster could leave on the machine that is still there (after down)."""

@@ -185,6 +185,18 @@ class Node:
             path.unlink(missing_ok=True)
 
 
+def _cgroup_pids(root: Path) -> set[int]:
+    """The processes in the cgroups under ``root``. Containers exit while it walks and
+    runc removes their cgroups: a directory or file gone meanwhile is skipped (a glob
+    over the tree raised FileNotFoundError in a CI run's teardown)."""
+    pids: set[int] = set()
+    for folder, _, files in os.walk(root):  # errors (a folder gone) are ignored
+        if "cgroup.procs" in files:
+            with contextlib.suppress(OSError):
+                pids.update(int(p) for p in Path(folder, "cgroup.procs").read_text().split())
+    return pids
+
+
 def teardown(procs: Procs, folder: Path) -> None:
     """The kubelet first (it would restart what we kill), then every container process
     (found by the cgroups runc made, not one `ctr` call per task: a ct run leaves dozens),
@@ -192,11 +204,7 @@ def teardown(procs: Procs, folder: Path) -> None:
     procs.stop(only="kubelet")
     sock = str(folder / "containerd.sock")
     for _ in range(3):  # a dying process's children may appear once
-        pids = {
-            int(pid)
-            for procs_file in Path("/sys/fs/cgroup/pids").glob("k8s.io/**/cgroup.procs")
-            for pid in procs_file.read_text().split()
-        }
+        pids = _cgroup_pids(Path("/sys/fs/cgroup/pids/k8s.io"))
         for pid in _shims(sock):
             pids.add(pid)
         for pid in pids:
