@@ -551,8 +551,8 @@ class Coordinator:
         for unit, (successor, give_up) in list(self.handing.items()):
             if unit not in self.owned:
                 del self.handing[unit]
-            elif self._ready_for(unit, successor) or now > give_up:
-                if not self._ready_for(unit, successor):
+            elif (seamless := self._ready_for(unit, successor)) or now > give_up:
+                if not seamless:
                     warm = self.warm_ready.get(unit, ("",))[0] == successor
                     why = "my analysis behind its media" if warm else f"{successor} not warm"
                     log.warning("%s: %s in time: releasing", unit, why)

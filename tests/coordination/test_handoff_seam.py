@@ -37,6 +37,13 @@ class Successor(Host):
         return SINCE
 
 
+def _giver_and_successor(client: redis.Redis) -> tuple[Giver, Coordinator, Coordinator]:
+    """m1 (its runner 0.8 s behind) runs both streams; m2, warm at once, has just joined."""
+    giver = Giver()
+    m1 = _two_streams_on_m1(client, giver)
+    return giver, m1, Coordinator(client, "m2", Successor(), lease_ttl=3.0)
+
+
 def _two_streams_on_m1(client: redis.Redis, giver: Giver) -> Coordinator:
     for sid in ("s1", "s2"):
         client.hset(keys.STREAMS, sid, json.dumps({"name": sid, "groups": ["video"]}))
@@ -50,9 +57,7 @@ def _two_streams_on_m1(client: redis.Redis, giver: Giver) -> Coordinator:
 def test_the_owner_stops_only_once_it_analysed_up_to_the_successors_media(
     client: redis.Redis,
 ) -> None:
-    giver = Giver()
-    m1 = _two_streams_on_m1(client, giver)
-    m2 = Coordinator(client, "m2", Successor(), lease_ttl=3.0)
+    giver, m1, m2 = _giver_and_successor(client)
     rounds([m1, m2], SETTLE_S + 1.0)  # m2 is warm: m1 is still behind its media
     assert client.hlen(keys.WARMED) == 1
     assert sorted(owners(client).values()) == ["m1", "m1"]
@@ -66,8 +71,6 @@ def test_the_owner_stops_only_once_it_analysed_up_to_the_successors_media(
 def test_an_owner_that_never_catches_up_releases_after_the_warm_up_wait(
     client: redis.Redis,
 ) -> None:
-    giver = Giver()
-    m1 = _two_streams_on_m1(client, giver)
-    m2 = Coordinator(client, "m2", Successor(), lease_ttl=3.0)
+    _, m1, m2 = _giver_and_successor(client)
     rounds([m1, m2], SETTLE_S + WARM_WAIT_S + 1.0)
     assert sorted(owners(client).values()) == ["m1", "m2"]
