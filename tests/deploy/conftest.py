@@ -69,8 +69,22 @@ def helm_template(helm: Path, *args: str, api_versions: bool = True) -> str:
     return out.stdout
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Refuses a mapping that names a key twice: PyYAML keeps the last, other parsers
+    the first or an error, so a rendered duplicate means different objects to
+    different tools (the helm test pod once carried two ``component`` labels)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            assert key not in seen, f"key {key!r} twice in one mapping, {key_node.start_mark}"
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def docs(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d]
 
 
 def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

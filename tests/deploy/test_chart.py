@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.deploy.conftest import (
     docs,
     helm_template,
     run,
+    venv_tool,
 )
 
 # Newest Kubernetes the installed kubernetes-validate knows, and one >= 3 minors older.
@@ -67,6 +69,34 @@ def test_ci_scenarios_exist() -> None:
         "autoscaling-off-values.yaml",
         "monitoring-on-values.yaml",
     } <= names
+
+
+LINTCONF = CHART.parent / "lintconf.yaml"
+CHART_SCHEMA = CHART.parent / "chart_schema.yaml"
+
+
+def _ct_lint_yaml(chart_yaml: Path) -> subprocess.CompletedProcess[str]:
+    """What chart-testing's `ct lint` runs besides `helm lint`: yamale on Chart.yaml
+    against the chart schema (strict: no unknown fields), yamllint on the chart's own
+    YAML -- the same two tools ct calls."""
+    yamale, yamllint = venv_tool("yamale"), venv_tool("yamllint")
+    assert yamale and yamllint, "pip install -e '.[dev]' (scripts/setup --tests)"
+    checked = run([yamale, "-s", CHART_SCHEMA, chart_yaml])
+    if checked.returncode:
+        return checked
+    files = [chart_yaml, CHART / "values.yaml", *CI_VALUES]
+    return run([yamllint, "--strict", "-c", LINTCONF, *files])
+
+
+def test_ct_lint_yamale_and_yamllint_pass(tmp_path: Path) -> None:
+    out = _ct_lint_yaml(CHART / "Chart.yaml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    # ... and they can fail: a misspelt field, a version that is not SemVer.
+    for good, bad in (("appVersion:", "appversion:"), ("version: ", "version: v")):
+        broken = tmp_path / good.strip(": ") / "Chart.yaml"
+        broken.parent.mkdir()
+        broken.write_text((CHART / "Chart.yaml").read_text().replace(good, bad, 1))
+        assert _ct_lint_yaml(broken).returncode != 0, bad
 
 
 def test_helm_lint_strict(helm: Path) -> None:
@@ -199,6 +229,39 @@ def test_helm_test_hook_calls_readyz(rendered: dict[str, list[dict[str, Any]]]) 
     assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
     script = " ".join(pod["spec"]["containers"][0]["command"])
     assert "http://avmon:8080/readyz" in script
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_only_the_monitor_pods_match_the_monitor_selectors(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The Service, PDB, HPA (the Deployment's selector) and NetworkPolicy select the
+    monitor pods and nothing else: a helm test pod or Redis behind the Service would get
+    API calls; in the HPA's average, skew it."""
+    for name, objs in rendered.items():
+        pods = {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["labels"]
+                for o in by_kind(objs, "Pod")}  # fmt: skip
+        for kind in ("Deployment", "StatefulSet"):
+            for o in by_kind(objs, kind):
+                template = o["spec"]["template"]["metadata"]
+                pods[f"{kind}/{o['metadata']['name']}"] = template["labels"]
+        selectors = [("Deployment", o["spec"]["selector"]["matchLabels"])
+                     for o in by_kind(objs, "Deployment")]  # fmt: skip
+        selectors += [("Service", o["spec"]["selector"]) for o in by_kind(objs, "Service")
+                      if o["metadata"]["name"] == "avmon"]  # fmt: skip
+        selectors += [("PodDisruptionBudget", o["spec"]["selector"]["matchLabels"])
+                      for o in by_kind(objs, "PodDisruptionBudget")]  # fmt: skip
+        selectors += [("NetworkPolicy", o["spec"]["podSelector"]["matchLabels"])
+                      for o in by_kind(objs, "NetworkPolicy")]  # fmt: skip
+        assert any(k == "Pod" for k in (p.split("/")[0] for p in pods)), name
+        for kind, selector in selectors:
+            picked = sorted(p for p, labels in pods.items() if _matches(selector, labels))
+            redis = selector.get("app.kubernetes.io/component") == "redis"  # its own policy
+            want = ["StatefulSet/avmon-redis"] if redis else ["Deployment/avmon"]
+            assert picked == want, (name, kind, selector, picked)
 
 
 def test_autoscaling_without_cpu_request_fails_clearly(helm: Path) -> None:

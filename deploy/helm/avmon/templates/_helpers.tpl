@@ -21,8 +21,15 @@
 {{- end }}
 
 {{- define "avmon.labels" -}}
-helm.sh/chart: {{ include "avmon.chart" . }}
 {{ include "avmon.selectorLabels" . }}
+{{ include "avmon.metaLabels" . }}
+{{- end }}
+
+{{/* The labels that select nothing. The helm test pod takes these plus its own
+component, so that the Service, PDB, HPA and NetworkPolicy (which select on the
+monitor's) never pick it up. */}}
+{{- define "avmon.metaLabels" -}}
+helm.sh/chart: {{ include "avmon.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: avmon
