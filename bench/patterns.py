@@ -9,7 +9,13 @@ other detectors raised), and whether the segment was found with start and end wi
 +-0.5 s.
 
     python bench/patterns.py [--duration 60] [--sizes 640x360,1280x720,1920x1080]
-                             [--sources testsrc2,smptebars,...] [--keep DIR]
+                             [--sources testsrc2,smptebars,...] [--keep DIR] [--separation]
+                             [--threshold DET.PARAM=VALUE ...]
+
+``--separation`` also says, per clip, whether the QP-51 frames stand apart from the clean
+ones at all, by avmon's per-frame grid score and by FFmpeg's ``blockdetect`` on the same
+decoded frames: the median inside the segment against the 99th percentile outside it.
+A segment neither score separates leaves no grid artefact to find.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ TOL = 0.5
 SEGMENT_S = 2.0
 
 
-def analyse(path: Path) -> dict[str, Any]:
+def analyse(path: Path, thresholds: list[str]) -> dict[str, Any]:
+    tuned = [arg for t in thresholds for arg in ("--threshold", t)]
     proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", "check", str(path), "--json"],
+        [sys.executable, "-m", "service.cli", "check", str(path), "--json", *tuned],
         capture_output=True,
         text=True,
         check=True,
@@ -60,12 +67,49 @@ def judge(defects: list[dict[str, Any]], seg: tuple[float, float]) -> tuple[str,
     return found, false_alarms
 
 
+def separation(path: Path, seg: tuple[float, float]) -> str:
+    """avmon's grid score and FFmpeg's blockdetect per frame: inside median / outside p99."""
+    import av
+    import av.filter
+    import numpy as np
+
+    from service.detectors.blockiness import grid_score
+    from service.media.decoder import _luma_view
+
+    ours: tuple[list[float], list[float]] = ([], [])
+    theirs: tuple[list[float], list[float]] = ([], [])
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        graph = av.filter.Graph()
+        src = graph.add_buffer(template=stream)
+        detect, sink = graph.add("blockdetect"), graph.add("buffersink")
+        src.link_to(detect)
+        detect.link_to(sink)
+        graph.configure()
+        for i, frame in enumerate(container.decode(stream)):
+            inside = int(seg[0] <= i / 30 < seg[1])
+            score = grid_score(_luma_view(frame)[0])
+            if score is not None:
+                (ours[0], ours[1])[inside].append(score)
+            graph.push(frame)
+            out = graph.pull()
+            (theirs[0], theirs[1])[inside].append(float(out.metadata["lavfi.block"]))
+
+    def verdict(outside: list[float], inside: list[float]) -> str:
+        med, p99 = float(np.median(inside)), float(np.percentile(outside, 99))
+        return f"{med:.3f}/{p99:.3f} {'apart' if med > p99 else 'MIXED'}"
+
+    return f"avmon {verdict(*ours)}; blockdetect {verdict(*theirs)}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--sizes", default="640x360,1280x720,1920x1080")
     ap.add_argument("--sources", default=",".join(SOURCES + FOOTAGE))
     ap.add_argument("--keep", type=Path, help="keep (and reuse) the clips here")
+    ap.add_argument("--separation", action="store_true", help="score separation per clip")
+    ap.add_argument("--threshold", action="append", default=[], help="DET.PARAM=VALUE")
     args = ap.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="avmon-patterns-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,12 +123,14 @@ def main() -> None:
             if not clip.exists():
                 make_clip(clip, source, size, args.duration, blocky=seg)
             t0 = time.monotonic()
-            doc = analyse(clip)
+            doc = analyse(clip, args.threshold)
             found, false_alarms = judge(doc["defects"], seg)
             rows.append((source, size, found, false_alarms))
             spent = time.monotonic() - t0
             alarms = ", ".join(false_alarms) or "0"
             print(f"{source:<22} {size:<10} {found:<6} {alarms}  ({spent:.0f} s)")
+            if args.separation:
+                print(f"{'':<22} {'':<10} inside median / outside p99: {separation(clip, seg)}")
     missed = sum(1 for r in rows if r[2] != "yes")
     blockiness_false = sum(1 for r in rows for a in r[3] if a.startswith("blockiness"))
     print(
