@@ -143,6 +143,7 @@ class StreamRunner:
         self._media_end = 0.0  # end of the newest media fed to the analyser
         self._wall_of_media0: float | None = None  # wall clock of media time 0
         self._real_time = False  # the input comes at the pace of its clock (live, paced)
+        self.first_media0: float | None = None  # the mapping its first frame gave (logs)
         self._no_signal: Defect | None = None
         self._exported: dict[str, float] = {}  # detector CPU seconds already in metrics
         self.analyzer = Analyzer(registry.build(spec.detectors, spec.thresholds))
@@ -481,8 +482,12 @@ class StreamRunner:
         if isinstance(item, VideoFrame | AudioFrame):
             end = item.end if isinstance(item, AudioFrame) else item.t
             if self._wall_of_media0 is None:
-                self._wall_of_media0 = now - item.t
+                self._wall_of_media0 = self.first_media0 = now - item.t
                 self.media_since_wall = now
+                log.info(
+                    "stream %s: first media %.2f s after its runner started (media %.3f)",
+                    self.spec.id, now - self.started_wall, item.t,
+                )  # fmt: skip
                 for name, key, start_wall in self._handed:
                     self.analyzer.lifecycle.hand(name, key, self.media_of(start_wall))
                 self._handed = []

@@ -423,6 +423,13 @@ class Supervisor:
                 self._foreign.discard(record.id)
                 record.ended_at = runner.wall_of(end)
                 record.end = record.start + max(0.0, record.ended_at - record.started_at)
+                log.info(
+                    "%s: closing %s %s raised before this runner: media %.2f = wall %.2f, "
+                    "%.2f s after its first media (its clock moved %.3f s since)", spec.id,
+                    record.type, record.id, end, record.ended_at,
+                    record.ended_at - (runner.media_since_wall or 0.0),
+                    runner.wall_of(0.0) - (runner.first_media0 or runner.wall_of(0.0)),
+                )  # fmt: skip
             else:  # as long on the wall as in the media (the runner's mapping settles)
                 record.end = end
                 record.ended_at = record.started_at + max(0.0, end - record.start)

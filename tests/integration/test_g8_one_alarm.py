@@ -151,7 +151,11 @@ def _check_one_alarm(
         started, ended = _wall(record["started_at"]), _wall(record["ended_at"])
         print(f"FIGURE dated: start {started - sent_from:+.2f} s, end {ended - sent_to:+.2f} s")
         assert sent_from - 1.0 < started < sent_to, (started - sent_from, record)
-        assert abs(ended - sent_to) < END_TOLERANCE_S, (ended - sent_to, record)
+        assert abs(ended - sent_to) < END_TOLERANCE_S, (
+            ended - sent_to,
+            record,
+            cluster.logs_about(sid),  # who dated it, from what
+        )
         assert closed["end"] is not None and closed["end"] > opened["start"]
     still_open = member.request("GET", "/api/v1/defects?open=true")[1]
     this_run = [d for d in still_open if d["stream_id"] in ids and d["type"] == "black"]
@@ -182,6 +186,10 @@ def test_g8_sigterm(cluster: Cluster, source: LiveHttpSource) -> None:
     assert all(_handed_over(per_stream, sid) for sid in per_stream)
 
 
+# The successor sees nothing for a lease TTL (3 s) and its first picture ~1 s after (2-3
+# s on a loaded machine): with the 9 s black, a busy run's successor joined after it had
+# ended and could only date its end by its first good picture (+3.3 s).
+@long_black
 def test_g8_sigkill(cluster: Cluster, source: LiveHttpSource) -> None:
     def fault(c: Cluster, owners: dict[str, str]) -> None:
         c.members[next(iter(owners.values()))].kill()
