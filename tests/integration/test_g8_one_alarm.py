@@ -38,7 +38,8 @@ LONGEST_BLACK = (2.0, 22.0, 30.0)
 TTL = 3.0
 HEAD_START_S = 0.5  # the sender sends this far ahead of its clock (service.demo.send_udp)
 # How far from when the media was sent a runner may date the end (G8 allows 3 s): a
-# warmed-up successor dates it +0.2 s, one that started cold (SIGKILL) +1.2-1.4 s.
+# warmed-up successor dates it +0.2 s, a cold one (SIGKILL) too if the black is still on
+# at its first picture; one that ended before then is dated by that picture.
 END_TOLERANCE_S = 2.5
 long_black = pytest.mark.long_black
 
