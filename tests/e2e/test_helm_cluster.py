@@ -613,13 +613,13 @@ def _no_alarm_lost_or_doubled(
             inside = [s for s, _ in runs if since <= s <= until]
             edges = [since, *inside, until]
             gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(edges)]
-            if max(gaps) >= 1.6 * LOOP_S:
-                # Still seen (1 in 4 runs with the make-before-break handoff, 1 in 3
-                # before it): a 3 s black run on a stream moved at scale-in is never
-                # raised. Cause not found yet (noted on issue 12); shown as xfail with
-                # the runs, never as a pass.
-                trail = pod_logs(f"{sid}|handing|warm|WARNING", last=60)
-                pytest.xfail(f"a black run lost on {sid} across the scale-in: {runs}; {trail}")
+            # A black run every loop. One was lost in 1 of 3-4 runs before the handoff
+            # seam; the likely cause, a busy owner releasing its units before analysing
+            # up to where its successor's media began, is what the loopback G8 short run
+            # reproduced (starved of CPU) and the seam fixed. Not seen in any e2e run
+            # since, so a loss fails the test again.
+            trail = "" if max(gaps) < 1.6 * LOOP_S else pod_logs(f"{sid}|handing|warm", last=60)
+            assert max(gaps) < 1.6 * LOOP_S, f"a black run lost on {sid}: {runs}; {trail}"
 
 
 # ---------------------------------------------------------------------- 6: chart CI
