@@ -4,6 +4,9 @@ Each channel is tracked like FFmpeg's silencedetect in per-channel mode (m=1). A
 channel's run is reported once it has lasted ``d`` while at least one other channel is
 *not* in a run of that length -- when every channel is silent, that is ``silence``.
 ``details.channel`` is the 0-based channel index.
+
+The LFE channel of a 5.1 or 7.1 layout is left out unless ``lfe`` is set: most programmes
+leave it silent (it carries effects only), so it would be raised on nearly every one.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from service.media.frames import AudioFrame
 class ChannelSilenceParams(Params):
     d: float = Field(2.0, ge=0.0, le=3600.0)
     noise_db: float = Field(-60.0, ge=-140.0, le=0.0)
+    lfe: bool = Field(False, description="watch the LFE channel too (5.1, 7.1...)")
 
 
 class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
@@ -41,6 +45,7 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
         channels = frame.channels
         if channels < 2:
             return []
+        skip = frame.lfe if not self.params.lfe else None
         if len(self.run_start) != channels:  # first frame, or the layout changed
             self.run_start = [None] * channels
             self.reported = [False] * channels
@@ -63,11 +68,12 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
         now = frame.end
         d = self.params.d
         long_runs = [s is not None and now - s >= d for s in self.run_start]
-        for c in range(channels):
+        watched = [c for c in range(channels) if c != skip]
+        for c in watched:
             start = self.run_start[c]
             if start is None or self.reported[c] or not long_runs[c]:
                 continue
-            if not all(long_runs[o] for o in range(channels) if o != c):
+            if not all(long_runs[o] for o in watched if o != c):
                 self.reported[c] = True
                 out.append(Change(start, True, key=str(c), details={"channel": c}))
         return sorted(out, key=lambda ch: ch.t)

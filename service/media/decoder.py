@@ -340,7 +340,7 @@ class MediaReader:
             rate = frame.sample_rate or 48000
             t = self._atrack.place(frame.pts, samples.shape[1] / rate, self.origin)
             if t + samples.shape[1] / rate > 0:
-                yield AudioFrame(t=t, samples=samples, sample_rate=rate)
+                yield AudioFrame(t=t, samples=samples, sample_rate=rate, lfe=_lfe(frame.layout))
 
     def _adopt_size(self, frame: Any) -> None:
         """The probe may end before it saw a keyframe's parameters (a live join mid-GOP):
@@ -352,6 +352,12 @@ class MediaReader:
 
 def _seconds(pts: int | None, time_base: Any) -> float:
     return float(pts * time_base) if pts is not None and time_base else 0.0
+
+
+def _lfe(layout: Any) -> int | None:
+    """Index of the layout's LFE channel (FFmpeg's order: 5.1 is FL FR FC LFE BL BR)."""
+    names = [channel.name for channel in layout.channels]
+    return names.index("LFE") if "LFE" in names else None
 
 
 def _audio_array(frame: Any) -> np.ndarray:

@@ -80,6 +80,7 @@ class AudioFrame:
     t: float  # media time of the first sample
     samples: npt.NDArray[np.float32]
     sample_rate: int
+    lfe: int | None = None  # the low-frequency effects channel's index (5.1, 7.1...), if any
     _magnitude: npt.NDArray[np.float32] | None = field(default=None, repr=False)
     _peak: npt.NDArray[np.float32] | None = field(default=None, repr=False)
 

@@ -75,7 +75,8 @@ class Analyzer:
         if len(frames) == 1:
             return frames[0]
         samples = np.concatenate([f.samples for f in frames], axis=1)
-        return AudioFrame(t=frames[0].t, samples=samples, sample_rate=frames[0].sample_rate)
+        first = frames[0]
+        return AudioFrame(t=first.t, samples=samples, sample_rate=first.sample_rate, lfe=first.lfe)
 
     def _analyse(self, item: MediaItem) -> list[DefectEvent]:
         events: list[DefectEvent] = []
