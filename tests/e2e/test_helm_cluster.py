@@ -297,7 +297,7 @@ def test_streams_through_the_service_raise_defects_in_api_webhook_and_metrics(
     kube: Cluster, release: Api, feed: LiveHttpSource, hooks: Hooks
 ) -> None:
     # Two streams (six units): four already put the two pods over the HPA's target on a
-    # busy machine (a CI run scaled out here, its new pod not yet given an address).
+    # busy machine (a CI run met a pod with no address here: most likely an early scale-out).
     STREAMS.extend(register(release, feed, 0, 2))
     wait_until("units running", lambda: settled(release, STREAMS), 60)
     owners = {release.units()[(sid, g)][0] for sid, g in release.units() if sid in STREAMS}
