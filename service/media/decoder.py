@@ -354,10 +354,17 @@ def _seconds(pts: int | None, time_base: Any) -> float:
     return float(pts * time_base) if pts is not None and time_base else 0.0
 
 
+_LFE: dict[str, int | None] = {}  # layout name -> its LFE channel's index
+
+
 def _lfe(layout: Any) -> int | None:
-    """Index of the layout's LFE channel (FFmpeg's order: 5.1 is FL FR FC LFE BL BR)."""
-    names = [channel.name for channel in layout.channels]
-    return names.index("LFE") if "LFE" in names else None
+    """Index of the layout's LFE channel (FFmpeg's order: 5.1 is FL FR FC LFE BL BR),
+    worked out once per layout rather than per audio frame."""
+    name = layout.name
+    if name not in _LFE:
+        names = [channel.name for channel in layout.channels]
+        _LFE[name] = names.index("LFE") if "LFE" in names else None
+    return _LFE[name]
 
 
 def _audio_array(frame: Any) -> np.ndarray:

@@ -8,7 +8,6 @@ redis-server, real Coordinators, ticks by hand; warm-ups answer at once."""
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter, defaultdict
 
 import pytest
@@ -17,7 +16,7 @@ import redis
 from service.coordination import keys
 from service.coordination.cluster import SETTLE_S, Coordinator
 from tests.coordination.test_restarted_member import Host
-from tests.coordination.ticks import owners
+from tests.coordination.ticks import owners, rounds
 
 GROUPS = ["video", "audio", "sync"]
 
@@ -31,25 +30,20 @@ def test_a_leaving_members_units_move_once_and_nothing_else_moves(
         client.hset(keys.STREAMS, f"{seed}-s{i}", json.dumps(doc))
     client.incr(keys.REGISTRY_VERSION)
     members = [Coordinator(client, f"m{i}", Host(), lease_ttl=3.0) for i in range(1, 4)]
-    until = time.monotonic() + SETTLE_S + 3.0
-    while time.monotonic() < until:
-        for m in members:
-            m.tick()
-        time.sleep(0.05)
+    rounds(members, SETTLE_S + 3.0)
     before = owners(client)
     loads = Counter(before.values()).values()
     assert max(loads) - min(loads) <= 1, before
     leaving = members[seed % 3]
     leaving.leaving = True
     history: dict[str, list[str]] = defaultdict(list)
-    until = time.monotonic() + SETTLE_S + 4.0
-    while time.monotonic() < until:
-        for m in members:
-            m.tick()
+
+    def record() -> None:
         for unit, owner in owners(client).items():
             if not history[unit] or history[unit][-1] != owner:
                 history[unit].append(owner)
-        time.sleep(0.05)
+
+    rounds(members, SETTLE_S + 4.0, after=record)
     after = owners(client)
     assert sorted(after) == sorted(before)
     assert leaving.pod not in after.values()

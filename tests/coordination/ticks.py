@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -15,10 +16,15 @@ def owners(client: redis.Redis) -> dict[str, str]:
     return {k.decode(): v.decode().split("|")[0] for k, v in client.hgetall(keys.LEASES).items()}
 
 
-def rounds(members: list[Coordinator], seconds: float) -> None:
-    """Tick every member in turn, 20 times a second, for ``seconds``."""
+def rounds(
+    members: list[Coordinator], seconds: float, after: Callable[[], None] | None = None
+) -> None:
+    """Tick every member in turn, 20 times a second, for ``seconds``; ``after`` is called
+    after each round (to watch what changed)."""
     until = time.monotonic() + seconds
     while time.monotonic() < until:
         for m in members:
             m.tick()
+        if after is not None:
+            after()
         time.sleep(0.05)
