@@ -245,8 +245,9 @@ def run_reference(path: str | Path, d: float = 2.0) -> Reference:
     )
 
 
-def ebur128(samples: Any, rate: int, block: int = 1024) -> dict[str, float]:
-    """FFmpeg's ``ebur128=peak=true:metadata=1`` over stereo float samples (2, n): the
+def ebur128(samples: Any, rate: int, block: int = 1024, layout: str = "stereo") -> dict[str, float]:
+    """FFmpeg's ``ebur128=peak=true:metadata=1`` over float samples (channels, n) in the
+    named channel ``layout`` (stereo unless said): the
     final integrated loudness ``I`` and loudness range ``LRA`` (LU), and the highest
     true peak ``true_peak`` (dBTP), as its frame metadata says at the end."""
     import math
@@ -254,9 +255,11 @@ def ebur128(samples: Any, rate: int, block: int = 1024) -> dict[str, float]:
 
     import numpy as np
 
+    # PyAV 18 fails to fill a planar frame of 8 channels (7.1): those go in interleaved.
+    fmt = "fltp" if samples.shape[0] < 8 else "flt"
     graph = av.filter.Graph()
     src = graph.add_abuffer(
-        sample_rate=rate, format="fltp", layout="stereo", time_base=Fraction(1, rate)
+        sample_rate=rate, format=fmt, layout=layout, time_base=Fraction(1, rate)
     )
     meter = graph.add("ebur128", "peak=true:metadata=1")
     sink = graph.add("abuffersink")
@@ -279,7 +282,9 @@ def ebur128(samples: Any, rate: int, block: int = 1024) -> dict[str, float]:
 
     for i in range(0, samples.shape[1], block):
         chunk = np.ascontiguousarray(samples[:, i : i + block], dtype=np.float32)
-        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+        if fmt == "flt":
+            chunk = np.ascontiguousarray(chunk.T).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(chunk, format=fmt, layout=layout)
         frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
         src.push(frame)
         drain()

@@ -116,8 +116,20 @@ class KWeightingFilter:
         return self._spectra[m]
 
 
-def channel_weights(channels: int) -> np.ndarray:
-    """BS.1770 weights in FFmpeg's default channel order (L R C LFE Ls Rs ...)."""
+# BS.1770 weights by channel, as FFmpeg's ebur128 gives them: the LFE channels count
+# for nothing, the surrounds (back, side, surround-direct) 1.41, every other channel
+# (front, centre, height) 1.0.
+_SURROUND = frozenset({"BL", "BC", "BR", "SL", "SR", "SDL", "SDR"})
+_LOW_FREQUENCY = frozenset({"LFE", "LFE2"})
+
+
+def channel_weights(channels: int, names: tuple[str, ...] | None = None) -> np.ndarray:
+    """BS.1770 weights of each channel, by its name when the layout is known; without
+    names, FFmpeg's default order for the count is assumed (L R C LFE Ls Rs ...)."""
+    if names is not None and len(names) == channels:
+        return np.array(
+            [0.0 if n in _LOW_FREQUENCY else 1.41 if n in _SURROUND else 1.0 for n in names]
+        )
     if channels <= 3:
         return np.ones(channels)
     w = np.ones(channels)
@@ -145,11 +157,18 @@ class LoudnessMeter:
     SHORT_TERM = 120  # sub-blocks per 3 s
     LRA_STEP, LRA_BINS = 0.01, 10_000
 
-    def __init__(self, rate: int, channels: int, history_s: float = 8.0) -> None:
+    def __init__(
+        self,
+        rate: int,
+        channels: int,
+        history_s: float = 8.0,
+        layout: tuple[str, ...] | None = None,
+    ) -> None:
         self.rate = rate
         self.channels = channels
+        self.layout = layout
         self.k_filter = KWeightingFilter(rate, channels)
-        self.weights = channel_weights(channels)[:, None]
+        self.weights = channel_weights(channels, layout)[:, None]
         self.block = max(1, round(self.BLOCK_S * rate))
         self.block_s = self.block / rate
         self.pending = np.zeros(0)

@@ -60,8 +60,13 @@ class LoudnessDetector(Detector[LoudnessParams]):
 
     def on_audio(self, frame: AudioFrame) -> list[Change]:
         m = self.meter
-        if m is None or m.rate != frame.sample_rate or m.channels != frame.channels:
-            m = self.meter = LoudnessMeter(frame.sample_rate, frame.channels)
+        if (
+            m is None
+            or m.rate != frame.sample_rate
+            or m.channels != frame.channels
+            or m.layout != frame.layout
+        ):
+            m = self.meter = LoudnessMeter(frame.sample_rate, frame.channels, layout=frame.layout)
             self.t0 = frame.t
             self.blocks_since_eval = 0
         self._true_peak(frame.samples)

@@ -340,7 +340,9 @@ class MediaReader:
             rate = frame.sample_rate or 48000
             t = self._atrack.place(frame.pts, samples.shape[1] / rate, self.origin)
             if t + samples.shape[1] / rate > 0:
-                yield AudioFrame(t=t, samples=samples, sample_rate=rate, lfe=_lfe(frame.layout))
+                yield AudioFrame(
+                    t=t, samples=samples, sample_rate=rate, layout=_names(frame.layout)
+                )
 
     def _adopt_size(self, frame: Any) -> None:
         """The probe may end before it saw a keyframe's parameters (a live join mid-GOP):
@@ -354,17 +356,25 @@ def _seconds(pts: int | None, time_base: Any) -> float:
     return float(pts * time_base) if pts is not None and time_base else 0.0
 
 
-_LFE: dict[str, int | None] = {}  # layout name -> its LFE channel's index
+_NAMES: dict[str, tuple[str, ...] | None] = {}  # layout name -> its channels' names
+# FFmpeg's names of positioned channels (an unspecified order names none of these).
+# fmt: off
+_STANDARD = frozenset((
+    "FL", "FR", "FC", "LFE", "BL", "BR", "FLC", "FRC", "BC", "SL", "SR", "TC", "TFL", "TFC",
+    "TFR", "TBL", "TBC", "TBR", "DL", "DR", "WL", "WR", "SDL", "SDR", "LFE2", "TSL", "TSR",
+    "BFC", "BFL", "BFR",
+))
+# fmt: on
 
 
-def _lfe(layout: Any) -> int | None:
-    """Index of the layout's LFE channel (FFmpeg's order: 5.1 is FL FR FC LFE BL BR),
-    worked out once per layout rather than per audio frame."""
+def _names(layout: Any) -> tuple[str, ...] | None:
+    """The layout's channel names in order (5.1 is FL FR FC LFE BL BR), worked out once
+    per layout rather than per audio frame; None for an unspecified order."""
     name = layout.name
-    if name not in _LFE:
-        names = [channel.name for channel in layout.channels]
-        _LFE[name] = names.index("LFE") if "LFE" in names else None
-    return _LFE[name]
+    if name not in _NAMES:
+        names = tuple(channel.name for channel in layout.channels)
+        _NAMES[name] = names if all(n in _STANDARD for n in names) else None
+    return _NAMES[name]
 
 
 def _audio_array(frame: Any) -> np.ndarray:

@@ -80,7 +80,9 @@ class AudioFrame:
     t: float  # media time of the first sample
     samples: npt.NDArray[np.float32]
     sample_rate: int
-    lfe: int | None = None  # the low-frequency effects channel's index (5.1, 7.1...), if any
+    # FFmpeg's channel names in order ("FL", "FR", "FC", "LFE", ...), when the decoder
+    # knows the layout: loudness weights channels by name, channel_silence finds the LFE.
+    layout: tuple[str, ...] | None = None
     _magnitude: npt.NDArray[np.float32] | None = field(default=None, repr=False)
     _peak: npt.NDArray[np.float32] | None = field(default=None, repr=False)
 
@@ -99,6 +101,12 @@ class AudioFrame:
     @property
     def channels(self) -> int:
         return int(self.samples.shape[0])
+
+    @property
+    def lfe(self) -> int | None:
+        """The low-frequency effects channel's index (5.1, 7.1...), if there is one."""
+        layout = self.layout
+        return layout.index("LFE") if layout is not None and "LFE" in layout else None
 
     @property
     def duration(self) -> float:

@@ -59,6 +59,7 @@ class Analyzer:
                 abs(item.t - pending[-1].end) > 1.5 / item.sample_rate
                 or item.sample_rate != pending[0].sample_rate
                 or item.channels != pending[0].channels
+                or item.layout != pending[0].layout
             ):
                 events = self._analyse(self._take_audio())
             else:
@@ -76,7 +77,9 @@ class Analyzer:
             return frames[0]
         samples = np.concatenate([f.samples for f in frames], axis=1)
         first = frames[0]
-        return AudioFrame(t=first.t, samples=samples, sample_rate=first.sample_rate, lfe=first.lfe)
+        return AudioFrame(
+            t=first.t, samples=samples, sample_rate=first.sample_rate, layout=first.layout
+        )
 
     def _analyse(self, item: MediaItem) -> list[DefectEvent]:
         events: list[DefectEvent] = []

@@ -88,3 +88,22 @@ def test_integrated_loudness_and_range_match_ffmpeg_within_0_1_lu(kind: str) -> 
     ref = ebur128(x, RATE)
     assert meter.integrated() == pytest.approx(ref["I"], abs=0.1)
     assert meter.loudness_range() == pytest.approx(ref["LRA"], abs=0.1)
+
+
+@pytest.mark.parametrize("layout", ["quad", "2.1", "5.1", "5.1(side)", "7.1", "6.1", "4.0"])
+def test_loudness_weights_channels_by_name_as_ffmpeg_does(layout: str) -> None:
+    """Surrounds (back, side) weigh 1.41 and the LFE nothing wherever the layout puts
+    them: quad's back pair is channels 2-3, 2.1's LFE is channel 2, 7.1's sides 6-7. Each
+    channel at its own level, so a weight on the wrong channel moves the result."""
+    import av
+
+    names = tuple(c.name for c in av.AudioLayout(layout).channels)
+    t = np.arange(RATE * 12) / RATE
+    levels = 0.02 + 0.3 * np.arange(len(names)) / len(names)  # every channel different
+    x = np.stack(
+        [lv * np.sin(2 * np.pi * (200 + 150 * i) * t) for i, lv in enumerate(levels)]
+    ).astype(np.float32)
+    meter = LoudnessMeter(RATE, len(names), layout=names)
+    for i in range(0, x.shape[1], BLOCK):
+        meter.push(x[:, i : i + BLOCK])
+    assert meter.integrated() == pytest.approx(ebur128(x, RATE, layout=layout)["I"], abs=0.1)
