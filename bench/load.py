@@ -4,9 +4,12 @@ Starts a real `avmon serve` pinned to one CPU (taskset), registers N looping fil
 streams paced at real time (`pace: live`, like a live feed), lets them run, and reads
 dropped frames and analysis lag from the API, CPU from /proc and memory (RSS). N grows
 until frames are dropped or the lag passes 1 s; the last clean N is the answer. Next to
-it, in the same run and pinned to the same CPUs: the physical floor, how many streams
-of the same clip PyAV alone could decode per core with one thread each (media seconds
-per CPU second of `service.benchmark.run_decode`).
+it, in the same run, pinned to the same CPUs and grown the same way: the decode-only
+floor at live rate, N threads of PyAV alone decoding the same looping clip at real time
+(bench/live_decode.py) -- what watching N live streams costs before any frame is looked
+at. Also printed: the tight-loop figure, media seconds per CPU second of one stream
+decoded as fast as possible (`service.benchmark.run_decode`), which leaves out what N
+concurrent decoders cost each other.
 
     python bench/load.py [--sizes 1280x720,1920x1080] [--seconds 20] [--max 24]
 """
@@ -14,6 +17,7 @@ per CPU second of `service.benchmark.run_decode`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -115,6 +119,44 @@ def trial(clip: Path, n: int, seconds: float, cores: str, workers: int) -> dict[
         proc.wait(15)
 
 
+def floor_trial(clip: Path, n: int, seconds: float, cores: str) -> dict[str, float]:
+    """The decode-only floor at live rate, N streams (bench/live_decode.py)."""
+    cmd = [sys.executable, str(Path(__file__).with_name("live_decode.py")), str(clip), str(n)]
+    cmd.append(str(seconds))
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", cores, *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(out), dropped=0)
+
+
+def grow(
+    name: str, run: Any, start: int, step: int, most: int
+) -> tuple[dict[str, float] | None, dict[int, dict[str, float]]]:
+    """Grow N until the trial saturates; (the last clean trial, every trial by N)."""
+    best = None
+    seen: dict[int, dict[str, float]] = {}
+    n = start
+    while n <= most:
+        r = seen[n] = run(n)
+        ok = r["dropped"] == 0 and r["max_lag_s"] < 1.0
+        extra = (
+            f", RSS {r['rss_mb']:.0f} MB ({r['rss_per_stream_mb']:.1f} MB/stream)"
+            if "rss_mb" in r
+            else ""
+        )
+        print(
+            f"  {name} {n:3d} streams: frames {r['frames']:.0f}/{r['expected_frames']}, dropped "
+            f"{r['dropped']}, max lag {r['max_lag_s']:.2f} s, CPU/stream "
+            f"{100 * r['cpu_per_stream']:.1f}% of a core{extra} {'ok' if ok else 'SATURATED'}",
+            flush=True,
+        )
+        if not ok:
+            break
+        best = r
+        n = n * 2 if n < 4 else n + step
+    return best, seen
+
+
 _FLOOR_CODE = (
     "import sys, time; from service.benchmark import run_decode; best = 1e9\n"
     "for _ in range(2):\n"
@@ -149,36 +191,36 @@ def main() -> None:
             clip = Path(tmp) / f"{size}.ts"
             synthesize(SynthSpec(out=clip, duration=20.0, width=w, height=h, audio="speech"))
             print(f"\n{size} 30 fps, every default detector, CPUs {args.cores}:")
-            best = None
-            n = args.start
-            while n <= args.max:
-                r = trial(clip, n, args.seconds, args.cores, args.workers)
-                ok = r["dropped"] == 0 and r["max_lag_s"] < 1.0
-                print(
-                    f"  {n:3d} streams: frames {r['frames']}/{r['expected_frames']}, dropped "
-                    f"{r['dropped']}, max lag {r['max_lag_s']:.2f} s, CPU/stream "
-                    f"{100 * r['cpu_per_stream']:.1f}% of a core, RSS {r['rss_mb']:.0f} MB "
-                    f"({r['rss_per_stream_mb']:.1f} MB/stream) {'ok' if ok else 'SATURATED'}",
-                    flush=True,
-                )
-                if not ok:
-                    break
-                best = r
-                n = n * 2 if n < 4 else n + args.step
             ncores = len(_cpu_list(args.cores))
-            floor = decode_floor(clip, args.cores, 20.0)
-            print(
-                f"  decode only (PyAV, 1 thread, same CPUs): {floor:.1f} streams per core "
-                "(the physical floor)"
+            span = (args.start, args.step, args.max)
+            ours_run = functools.partial(
+                trial, clip, seconds=args.seconds, cores=args.cores, workers=args.workers
             )
-            if best:
-                n = best["streams"]
-                print(f"  => CPUs {args.cores} sustain {n} streams of {size} at 30 fps, live rate")
-                per_core = n / ncores
+            best, ours = grow("avmon      ", ours_run, *span)
+            theirs_run = functools.partial(
+                floor_trial, clip, seconds=args.seconds, cores=args.cores
+            )
+            floor, theirs = grow("decode only", theirs_run, *span)
+            tight = decode_floor(clip, args.cores, 20.0)
+            print(
+                f"  tight loop (one stream, PyAV, 1 thread, as fast as it goes): {tight:.1f} "
+                "streams per core"
+            )
+            if best and floor:
+                n, m = best["streams"], floor["streams"]
                 print(
-                    f"  => {per_core:.1f} streams per core = {per_core / floor:.2f} x decode-only "
-                    "(target >= 0.85)"
+                    f"  => {n / ncores:.1f} streams per core at live rate, decode only "
+                    f"{m / ncores:.1f}: {n / m:.2f} x decode-only (target >= 0.85); "
+                    f"{n / ncores / tight:.2f} x the tight loop"
                 )
+                both = [k for k in ours if k in theirs and k <= min(n, m)]
+                if both:
+                    k = max(both)
+                    a, b = ours[k]["cpu_per_stream"], theirs[k]["cpu_per_stream"]
+                    print(
+                        f"  => CPU per stream at {k} streams: avmon {100 * a:.2f}%, decode only "
+                        f"{100 * b:.2f}% of a core: decode-only / avmon = {b / a:.2f}"
+                    )
 
 
 def _cpu_list(spec: str) -> list[int]:
