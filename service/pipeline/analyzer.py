@@ -12,7 +12,10 @@ from service.media.decoder import MediaItem
 from service.media.frames import AudioFrame, DecodeError, VideoFrame
 from service.pipeline.lifecycle import Defect, DefectEvent, Lifecycle
 
-AUDIO_BATCH_SAMPLES = 4096
+# ~170 ms at 48 kHz: per-call costs dominate the audio detectors, and batching 8192
+# samples instead of 4096 cut their CPU by ~25% (20 s 720p clip, one run, 3 sizes
+# tried); their times are per sample, so only an alarm's wall-clock delay grows.
+AUDIO_BATCH_SAMPLES = 8192
 
 
 class Analyzer:
@@ -53,7 +56,7 @@ class Analyzer:
     def feed(self, item: MediaItem) -> list[DefectEvent]:
         if isinstance(item, AudioFrame):
             # Audio arrives in small codec frames (~21 ms); detectors cost mostly per
-            # call, so contiguous frames are batched to ~85 ms before analysis.
+            # call, so contiguous frames are batched (AUDIO_BATCH_SAMPLES) first.
             pending = self._audio_pending
             if pending and (
                 abs(item.t - pending[-1].end) > 1.5 / item.sample_rate
