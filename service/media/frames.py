@@ -39,6 +39,9 @@ class VideoFrame:
     key: bool
     index: int  # 0-based count of decoded video frames
     chroma: tuple[Pixels, Pixels] | None = None  # zero-copy U and V planes (planar YUV)
+    # Wall clock when the reader had it (its packet read): live dating uses this, not
+    # when the analyser got to it, which a starved machine delays (0: not stamped).
+    arrived: float = 0.0
     _grid: Pixels | None = field(default=None, repr=False)
     _chroma_grids: tuple[Pixels, Pixels] | None = field(default=None, repr=False)
 
@@ -83,6 +86,7 @@ class AudioFrame:
     # FFmpeg's channel names in order ("FL", "FR", "FC", "LFE", ...), when the decoder
     # knows the layout: loudness weights channels by name, channel_silence finds the LFE.
     layout: tuple[str, ...] | None = None
+    arrived: float = 0.0  # as VideoFrame.arrived
     _magnitude: npt.NDArray[np.float32] | None = field(default=None, repr=False)
     _peak: npt.NDArray[np.float32] | None = field(default=None, repr=False)
 

@@ -384,6 +384,8 @@ class StreamRunner:
                 seen_drops = self._count_kernel_drops(port, seen_drops)
             item.t += offset
             self.last_packet_wall = reader.last_packet_wall
+            if isinstance(item, VideoFrame | AudioFrame):
+                item.arrived = self.last_packet_wall or time.time()
             if isinstance(item, VideoFrame):
                 now_cpu = time.thread_time()
                 metrics.FRAME_DECODE_SECONDS.observe(now_cpu - cpu)
@@ -481,8 +483,9 @@ class StreamRunner:
             self.on_stats(self, "decode_error", 1)
         if isinstance(item, VideoFrame | AudioFrame):
             end = item.end if isinstance(item, AudioFrame) else item.t
+            arrived = item.arrived or now
             if self._wall_of_media0 is None:
-                self._wall_of_media0 = self.first_media0 = now - item.t
+                self._wall_of_media0 = self.first_media0 = arrived - item.t
                 self.media_since_wall = now
                 log.info(
                     "stream %s: first media %.2f s after its runner started (media %.3f)",
@@ -491,12 +494,14 @@ class StreamRunner:
                 for name, key, start_wall in self._handed:
                     self.analyzer.lifecycle.hand(name, key, self.media_of(start_wall))
                 self._handed = []
-            elif self._real_time and now - item.t < self._wall_of_media0:
+            elif self._real_time and arrived - item.t < self._wall_of_media0:
                 # Media time on the wall clock: as the item with the least delay says.
                 # The first one waited for the source to be probed (a second or two on
                 # a busy member), so a runner dated everything that much late -- and a
                 # defect two runners date (a handoff) came out that much too long.
-                self._wall_of_media0 = now - item.t
+                # By when the reader had it: time queued for a starved analyser is not
+                # the media's delay.
+                self._wall_of_media0 = arrived - item.t
             self.stats.lag_s = max(0.0, now - self.wall_of(end))
             if now - self._lag_at >= LAG_METRIC_EVERY_S:  # a gauge: a few times a second
                 self._lag_at = now
