@@ -290,6 +290,9 @@ class TruePeakMeter:
         # float32 like decoded audio: one single-precision product (error ~1e-7 of full scale).
         self.phases_reversed = np.ascontiguousarray(phases[:, ::-1].T, dtype=np.float32)
         self.history = np.zeros((channels, 2 * _REACH), np.float32)
+        # The most the interpolator can lift the largest sample in its reach (+7.4 dB:
+        # every tap's sign matched; programme audio overshoots by under ~3 dB).
+        self.gain = float(np.abs(self.phases_reversed).sum(axis=0).max())
 
     @property
     def lag(self) -> int:
@@ -315,6 +318,13 @@ class TruePeakMeter:
         """The highest true peak (linear) among what ``feed`` would return."""
         up = self._interpolate(x)
         return max(float(up.max()), -float(up.min()))
+
+    def bound(self, sample_peak: float) -> float:
+        """No true peak ``feed`` measures for a block whose largest magnitude is
+        ``sample_peak`` can exceed this: its windows reach only that block and the
+        history. A block whose bound is under what matters need not be oversampled."""
+        history = max(float(self.history.max()), -float(self.history.min()))
+        return self.gain * max(sample_peak, history)
 
     def skip(self, x: np.ndarray) -> None:
         """Keep continuity without measuring (a block far below any limit)."""

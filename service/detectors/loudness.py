@@ -105,9 +105,8 @@ class LoudnessDetector(Detector[LoudnessParams]):
     def _true_peak(self, x: np.ndarray) -> None:
         if self.peak_meter is None or self.peak_meter.history.shape[0] != x.shape[0]:
             self.peak_meter = TruePeakMeter(x.shape[0])
-        # Oversampling costs: skip blocks that cannot beat the highest so far (a true
-        # peak is at most ~3 dB above the block's sample peak at 4x).
-        if max(float(x.max()), -float(x.min())) * 2.0 < self.true_peak:
+        # Oversampling costs: skip blocks that cannot beat the highest so far.
+        if self.peak_meter.bound(max(float(x.max()), -float(x.min()))) < self.true_peak:
             self.peak_meter.skip(x)
         else:
             self.true_peak = max(self.true_peak, self.peak_meter.feed_max(x))

@@ -2,12 +2,13 @@
 ``max_dbtp`` (-1 dBTP by default, R128's limit for delivery).
 
 Sample peaks miss inter-sample peaks -- the level a DAC or a lossy encoder will
-reconstruct between samples, up to ~3 dB above the highest sample -- so a programme
+reconstruct between samples, on programme audio up to ~3 dB above the highest sample
+(an adversarial sequence, up to 7.4 dB with this interpolator) -- so a programme
 peaking at -0.5 dBFS sample peak may overshoot 0 dBTP. Overshoots closer together than
 ``gap_s`` are one episode, raised once it has lasted ``d`` (0: at once); it starts at the
 first overshoot and ends after the last. Its highest true peak is in the details (at the
-open: so far; at the close: the episode's). Blocks far below the limit (sample peak 6 dB
-under it) are not oversampled.
+open: so far; at the close: the episode's). Blocks that cannot reach the limit (sample
+peak more than the interpolator's largest lift, 7.4 dB, under it) are not oversampled.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class TruePeakDetector(Detector[TruePeakParams]):
         if self.meter is None:
             self.meter = TruePeakMeter(x.shape[0])
         out: list[Change] = []
-        if float(frame.peak().max()) < self.limit / 2:
+        if self.meter.bound(float(frame.peak().max())) < self.limit:
             self.meter.skip(x)
             return self._maybe_end(frame.end, out)
         peaks = self.meter.feed(x)

@@ -10,6 +10,7 @@ import pytest
 from scipy import signal
 
 from service.detectors.bs1770 import LoudnessMeter, TruePeakMeter, dbtp
+from service.detectors.loudness import LoudnessDetector, LoudnessParams
 from tests.detectors.helpers import audio_frames, run
 from tests.ffmpeg_ref import ebur128
 
@@ -107,3 +108,37 @@ def test_loudness_weights_channels_by_name_as_ffmpeg_does(layout: str) -> None:
     for i in range(0, x.shape[1], BLOCK):
         meter.push(x[:, i : i + BLOCK])
     assert meter.integrated() == pytest.approx(ebur128(x, RATE, layout=layout)["I"], abs=0.1)
+
+
+def _worst_case(amplitude: float, seconds: float = 1.0) -> np.ndarray:
+    """Near silence with one burst shaped to the interpolator: every sample in one
+    output's reach at +-amplitude, signed like that phase's taps, so the true peak is
+    amplitude x the interpolator's largest lift (7.4 dB), far past any programme's."""
+    meter = TruePeakMeter(2)
+    taps = meter.phases_reversed[:, int(np.abs(meter.phases_reversed).sum(axis=0).argmax())]
+    x = np.full((2, int(seconds * RATE)), 1e-4, np.float32)
+    at = RATE // 2
+    x[:, at : at + taps.size] = amplitude * np.sign(taps)
+    return x
+
+
+def test_skipping_quiet_blocks_never_changes_the_true_peak_reading() -> None:
+    # A tone peaking at 0.5, then blocks whose samples stay under 0.5 / 2.2 (6.8 dB below)
+    # but whose true peak passes 0.5: a skip that assumed a ~3-6 dB lift missed it.
+    tone = _signal("997 Hz -3 dBFS", 1.0) * np.float32(0.5 / 10 ** (-3 / 20))
+    x = np.concatenate([tone, _worst_case(0.5 / 2.2)], axis=1)
+    every = TruePeakMeter(2)
+    want = max(every.feed_max(x[:, i : i + BLOCK]) for i in range(0, x.shape[1], BLOCK))
+    assert want > 0.53  # the burst's, not the tone's
+    det = LoudnessDetector(LoudnessParams())
+    for frame in audio_frames(x):
+        det.on_audio(frame)
+    assert det.readings()["true_peak_dbtp"] == pytest.approx(dbtp(want), abs=0.01)
+
+
+def test_true_peak_detector_finds_an_overshoot_7_db_above_every_sample() -> None:
+    x = _worst_case(10 ** (-1 / 20) / 2.1)  # samples at -7.4 dBFS, the true peak ~0 dBTP
+    assert float(np.abs(x).max()) < 10 ** (-1 / 20) / 2  # under the old skip's line
+    _, defects = run(["true_peak"], audio_frames(x))
+    assert [d["type"] for d in defects] == ["true_peak"], defects
+    assert defects[0]["details"]["true_peak_dbtp"] > -0.5
