@@ -384,8 +384,6 @@ class StreamRunner:
                 seen_drops = self._count_kernel_drops(port, seen_drops)
             item.t += offset
             self.last_packet_wall = reader.last_packet_wall
-            if isinstance(item, VideoFrame | AudioFrame):
-                item.arrived = self.last_packet_wall or time.time()
             if isinstance(item, VideoFrame):
                 now_cpu = time.thread_time()
                 metrics.FRAME_DECODE_SECONDS.observe(now_cpu - cpu)
@@ -397,6 +395,10 @@ class StreamRunner:
                 # Released in small bursts (a wake-up per 10 ms, not per item).
                 if ahead > PACE_SLACK_S and self._stop.wait(ahead):
                     return
+            if isinstance(item, VideoFrame | AudioFrame):
+                # A paced file's media "arrives" when released; a live source's when
+                # its packet was read.
+                item.arrived = time.time() if paced else self.last_packet_wall or time.time()
             self._enqueue(item, live=paced or reader.spec.is_network)
 
     def _count_kernel_drops(self, port: int, seen: int) -> int:
