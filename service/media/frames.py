@@ -39,8 +39,9 @@ class VideoFrame:
     key: bool
     index: int  # 0-based count of decoded video frames
     chroma: tuple[Pixels, Pixels] | None = None  # zero-copy U and V planes (planar YUV)
-    # Wall clock when the reader had it (its packet read): live dating uses this, not
-    # when the analyser got to it, which a starved machine delays (0: not stamped).
+    # Wall clock when the reader had it (a live source: its packet read; a paced file:
+    # released): live dating uses this, not when the analyser got to it, which a starved
+    # machine delays (0: not stamped).
     arrived: float = 0.0
     _grid: Pixels | None = field(default=None, repr=False)
     _chroma_grids: tuple[Pixels, Pixels] | None = field(default=None, repr=False)
