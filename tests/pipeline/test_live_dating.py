@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from service.media.decoder import MediaItem
+from service.media.frames import VideoFrame
 from service.pipeline.lifecycle import DefectEvent
 from service.pipeline.runner import StreamRunner, StreamSpec
 from tests.conftest import ClipFactory
@@ -30,6 +32,9 @@ BLACK_FROM, BLACK_TO, CLIP_S = 3.0, 6.0, 8.0
 # least-delayed media a runner sees is that late. Quiet: +1.2-1.3 s; on one core
 # beside two busy loops, 3 of 10 runs +1.63 to +2.12 s (the sender's listings on time).
 TARGET_DURATION_S = 2.0
+# A frame's analysis when starved: slower than 30 fps, so frames queue. Dated by when
+# the analyser got to them, the run came out +0.70 s late; by when read, +0.21 s.
+STARVED_FRAME_S = 0.04
 LATE_S = {"http": 0.35, "hls": TARGET_DURATION_S + 0.35}
 
 
@@ -45,11 +50,32 @@ def _source(kind: str, clip: Path, tmp: Path) -> tuple[str, float, list[Any]]:
     return f"http://127.0.0.1:{folder.port}/live.m3u8", sender.started, [folder, sender]
 
 
-@pytest.mark.parametrize("kind", ["http", "hls"])
+def _starve(runner: StreamRunner) -> None:
+    """Make the analyser slower than the frame rate from the first frame on, as on a
+    starved core: every frame it gets has waited in the full queue (~0.4 s) and the
+    newest are dropped. (Starved only later, the prompt early frames set the mapping.)"""
+    feed = runner.analyzer.feed
+
+    def hold() -> None:  # the analyser's first task: wait until the reader has media
+        wait_for(lambda: runner.last_packet_wall is not None, 10)
+        time.sleep(STARVED_FRAME_S * 12)
+
+    def slow_feed(item: MediaItem) -> list[DefectEvent]:
+        if isinstance(item, VideoFrame):
+            time.sleep(STARVED_FRAME_S)
+        return feed(item)
+
+    runner.analyzer.feed = slow_feed  # type: ignore[method-assign]
+    runner.call_soon(hold)
+
+
+@pytest.mark.parametrize("kind", ["http", "hls", "http, analyser starved"])
 def test_a_live_defect_is_dated_when_its_media_arrived(
     make_clip: ClipFactory, tmp_path: Path, kind: str
 ) -> None:
     clip, _ = make_clip(f"black@{BLACK_FROM:g}-{BLACK_TO:g}", duration=CLIP_S, size="320x180")
+    starved = kind.endswith("starved")
+    kind = kind.split(",", maxsplit=1)[0]
     url, started, closing = _source(kind, clip, tmp_path)
     seen: list[tuple[float, float]] = []  # (dated, told at) per black run opened
     runner: StreamRunner | None = None
@@ -63,6 +89,8 @@ def test_a_live_defect_is_dated_when_its_media_arrived(
         time.sleep(max(0.0, started + (6.5 if kind == "hls" else 0.6) - time.time()))
         spec = StreamSpec(id="s1", name="cam", url=url, detectors=["black"])
         runner = StreamRunner(spec, on_event)
+        if starved:
+            _starve(runner)
         runner.start()
         # The run of the clip's second loop: the runner has been live for seconds by then.
         produced = started + CLIP_S + BLACK_FROM - HEAD_START_S
@@ -71,7 +99,7 @@ def test_a_live_defect_is_dated_when_its_media_arrived(
             playlist = (tmp_path / "hls" / "live.m3u8").read_text()
             assert f"#EXT-X-TARGETDURATION:{TARGET_DURATION_S:g}" in playlist, playlist
         dated = next(d for d, _ in seen if abs(d - produced) < 3.0)
-        print(f"FIGURE {kind}: dated {dated - produced:+.2f} s from when its media was sent")
+        print(f"FIGURE {kind}{' starved' * starved}: dated {dated - produced:+.2f} s after sent")
         assert -0.1 < dated - produced < LATE_S[kind], (dated - produced, seen)
         assert all(d <= t for d, t in seen), seen  # never dated after it was told
     finally:
