@@ -1,7 +1,8 @@
 """Where a live stream's CPU goes: N stream runners at real time in one process, split
 by thread kind (the reader: demux, decode, frame views; the analyser: detectors and
 bookkeeping) and by detector, next to the decode-only floor (bench/live_decode.py) at
-the same N, each in its own process pinned to one core, interleaved.
+the same N (bench/load.py's floor trial), each in its own process pinned to one core,
+interleaved.
 
 bench/load.py answers how many streams fit; this says what each costs and why. No API
 or server: the same `StreamRunner` `avmon serve` runs, with no-op event callbacks.
@@ -21,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,7 +43,7 @@ def _cpu_by_thread_kind() -> Counter[str]:
     return out
 
 
-def run_runners(clip: str, n: int, seconds: float) -> dict[str, object]:
+def run_runners(clip: str, n: int, seconds: float) -> dict[str, Any]:
     """N looping live runners with every default detector (run in the child process)."""
     from service.detectors import registry
     from service.pipeline.runner import StreamRunner, StreamSpec
@@ -77,11 +79,8 @@ def run_runners(clip: str, n: int, seconds: float) -> dict[str, object]:
     }
 
 
-def _child(kind: str, clip: str, n: int, seconds: float) -> dict[str, object]:
-    cmd = [sys.executable, __file__, "--child", kind, clip, str(n), str(seconds)]
-    if kind == "decode":
-        cmd = [sys.executable, str(Path(__file__).with_name("live_decode.py")), clip, str(n)]
-        cmd.append(str(seconds))
+def _runners_child(clip: str, n: int, seconds: float) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", clip, str(n), str(seconds)]
     env = {**os.environ, "AVMON_DECODE_THREADS": "single"}  # one decoder thread, as the floor
     out = subprocess.run(
         ["taskset", "-c", "0", *cmd], capture_output=True, text=True, env=env, check=True
@@ -95,13 +94,14 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _, clip, n, seconds = args.child
+        clip, n, seconds = args.child
         print(json.dumps(run_runners(clip, int(n), float(seconds))))
         os._exit(0)  # runner threads are daemons mid-decode: do not wait for them
 
+    from bench.load import floor_trial
     from service.synth import SynthSpec, synthesize
 
     w, h = (int(v) for v in args.size.split("x"))
@@ -110,8 +110,8 @@ def main() -> None:
         synthesize(SynthSpec(out=Path(clip), duration=20.0, width=w, height=h, audio="speech"))
         print(f"{args.size} 30 fps, {args.streams} streams, one core, every default detector")
         for _ in range(args.repeat):
-            floor = _child("decode", clip, args.streams, args.seconds)
-            ours = _child("runners", clip, args.streams, args.seconds)
+            floor = floor_trial(Path(clip), args.streams, args.seconds, "0")
+            ours = _runners_child(clip, args.streams, args.seconds)
             threads = {k: v for k, v in ours["cpu_per_stream"].items() if v >= 0.0005}
             total = sum(threads.values())
             print(

@@ -69,7 +69,7 @@ class LoudnessDetector(Detector[LoudnessParams]):
             m = self.meter = LoudnessMeter(frame.sample_rate, frame.channels, layout=frame.layout)
             self.t0 = frame.t
             self.blocks_since_eval = 0
-        self._true_peak(frame.samples)
+        self._true_peak(frame)
         self.blocks_since_eval += m.push(frame.samples)
         every = round(EVAL_EVERY_S / m.block_s)
         if self.blocks_since_eval < every:
@@ -102,11 +102,13 @@ class LoudnessDetector(Detector[LoudnessParams]):
         self.state = state
         return out
 
-    def _true_peak(self, x: np.ndarray) -> None:
+    def _true_peak(self, frame: AudioFrame) -> None:
+        x = frame.samples
         if self.peak_meter is None or self.peak_meter.history.shape[0] != x.shape[0]:
             self.peak_meter = TruePeakMeter(x.shape[0])
-        # Oversampling costs: skip blocks that cannot beat the highest so far.
-        if self.peak_meter.bound(max(float(x.max()), -float(x.min()))) < self.true_peak:
+        # Oversampling costs: skip blocks that cannot beat the highest so far (the
+        # block's sample peak is the one the other audio detectors share).
+        if self.peak_meter.bound(float(frame.peak().max())) < self.true_peak:
             self.peak_meter.skip(x)
         else:
             self.true_peak = max(self.true_peak, self.peak_meter.feed_max(x))

@@ -69,13 +69,15 @@ def _starve(runner: StreamRunner) -> None:
     runner.call_soon(hold)
 
 
-@pytest.mark.parametrize("kind", ["http", "hls", "http, analyser starved"])
+@pytest.mark.parametrize(
+    ("kind", "starved"),
+    [("http", False), ("hls", False), ("http", True)],
+    ids=["http", "hls", "http, analyser starved"],
+)
 def test_a_live_defect_is_dated_when_its_media_arrived(
-    make_clip: ClipFactory, tmp_path: Path, kind: str
+    make_clip: ClipFactory, tmp_path: Path, kind: str, starved: bool
 ) -> None:
     clip, _ = make_clip(f"black@{BLACK_FROM:g}-{BLACK_TO:g}", duration=CLIP_S, size="320x180")
-    starved = kind.endswith("starved")
-    kind = kind.split(",", maxsplit=1)[0]
     url, started, closing = _source(kind, clip, tmp_path)
     seen: list[tuple[float, float]] = []  # (dated, told at) per black run opened
     runner: StreamRunner | None = None
