@@ -71,6 +71,8 @@ def source_frames(source: str, size: str, count: int) -> Iterator[av.VideoFrame]
     args = f"size={size}:rate={RATE}"
     if source == "zoneplate":
         args += ":kt2=2:kx2=256:ky2=256:kt=3"  # a moving plate; the default one is still
+    if source in ("cellauto", "life"):
+        args += ":seed=1"  # random-seeded by default: every clip would differ, run to run
     src = graph.add(source, args)
     scale = graph.add("scale", size.replace("x", ":"))  # cellauto/life ignore some sizes
     fmt = graph.add("format", "yuv420p")
