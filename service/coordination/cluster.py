@@ -252,7 +252,7 @@ class Coordinator:
         """Wake the loop at once when another member hands units over."""
         while not self._stop.is_set():
             try:
-                pubsub = self.r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub = self.r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
                 pubsub.subscribe(keys.HANDOFF)
                 while not self._stop.is_set():
                     msg = pubsub.get_message(timeout=1.0)
