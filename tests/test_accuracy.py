@@ -74,6 +74,19 @@ def test_av_sync_offset_measured_within_a_frame(make_clip: ClipFactory, size: st
     assert_matches(expected, doc["defects"])
 
 
+@pytest.mark.parametrize("seed", [2, 3])
+def test_clipped_speech_is_one_defect_within_its_span(make_clip: ClipFactory, seed: int) -> None:
+    """Overdriven speech clips on its syllables, in bursts split by pauses: one defect,
+    from the first clipped syllable to the last, inside the injected span (where the
+    speech happens to pause at its edges, so the tolerance is a syllable, not 0.05 s).
+    Seeds 2 and 3 clip 1.0-1.3 s of it; seed 1 clips three syllables of 0.1-0.14 s in
+    1.4 s, which is under ``d`` and not raised."""
+    path, _ = make_clip("clipping@8-9.5", duration=14.0, size="320x180", audio="speech", seed=seed)
+    found = check_json(path, "--detectors", "audio")["defects"]
+    assert [d["type"] for d in found] == ["clipping"], found
+    assert 8.0 - 0.05 <= found[0]["start"] <= 8.6 and 9.0 <= found[0]["end"] <= 9.5 + 0.05, found
+
+
 @pytest.mark.parametrize(
     ("content", "audio"),
     [("scene", "tone"), ("noise", "noise"), ("lowlight", "speech"), ("scene", "speech")],

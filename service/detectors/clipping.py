@@ -8,19 +8,35 @@ Two signatures, either one counts:
   an AAC encoder that scales its peaks back (FFmpeg's own turns a plateau at 1.0 into
   one near 0.95). Clean loud tones above ~400 Hz are not flat for 6 samples at 48 kHz.
 
-Clipped runs closer together than ``gap_s`` belong to one episode; an episode is raised
-once it has lasted ``d``. It starts at the first clipped sample and ends after the last.
+Clipped runs closer together than ``gap_s`` form one burst. A clipped tone is one long
+burst, but overdriven speech or music clips only on its syllables and beats, in bursts
+split by pauses of 0.1-0.7 s, each often shorter than ``d``. So bursts also join into one
+episode by *density*: the share of the last ``window_s``'s 100 ms slots that hold a
+clipped run.
+- Bursts that bring the share to >= ``join_share`` (0.4) continue the episodes that
+  ended, not raised, with clipped slots still in the window, dated from the first one's
+  start (a run already pending is re-dated). The lifecycle then raises the whole once it
+  has lasted ``d``: bursts joined in under ``d`` from first to last raise nothing.
+- A raised episode is held open across a pause while the share stays >= ``hold_share``
+  (0.2), so one clipped passage is one alarm. An episode not raised yet is never held:
+  the lifecycle would count the pause as clipping and could raise a burst shorter
+  than ``d``.
+An episode starts at its first clipped sample and ends after its last. Isolated clipped
+peaks (a kick drum on a hot master, two a second) stay under ``join_share``.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import AudioFrame
 
 CARRY = 16  # samples kept from the previous block so runs across blocks are seen
+SLOT_S = 0.1  # the density's time resolution
 
 
 def run_starts(pairs: np.ndarray, length: int) -> np.ndarray:
@@ -43,8 +59,17 @@ class ClippingParams(Params):
     plateau_level: float = Field(0.9, gt=0.0, le=4.0)
     plateau_run: int = Field(6, ge=2, le=CARRY)
     plateau_flatness: float = Field(0.01, ge=0.0, le=1.0, description="max sample step")
-    gap_s: float = Field(0.05, gt=0.0, le=10.0)
+    gap_s: float = Field(0.05, gt=0.0, le=10.0, description="runs this close form one burst")
+    window_s: float = Field(1.0, ge=SLOT_S, le=10.0, description="density window")
+    join_share: float = Field(0.4, gt=0.0, le=1.0, description="share of clipped slots")
+    hold_share: float = Field(0.2, gt=0.0, le=1.0, description="share of clipped slots")
     severity: str = Field("warning", pattern="^(warning|critical)$")
+
+    @model_validator(mode="after")
+    def _hold_below_join(self) -> ClippingParams:
+        if self.hold_share > self.join_share:
+            raise ValueError("hold_share must not exceed join_share")
+        return self
 
 
 class ClippingDetector(Detector[ClippingParams]):
@@ -56,8 +81,15 @@ class ClippingDetector(Detector[ClippingParams]):
     def __init__(self, params: ClippingParams) -> None:
         super().__init__(params)
         self.carry: np.ndarray | None = None
+        self.n_slots = max(1, round(params.window_s / SLOT_S))
+        self.join_slots = max(1, math.ceil(params.join_share * self.n_slots - 1e-9))
+        self.slots: list[int] = []  # indices of recent 100 ms slots holding a clipped run
         self.active = False
+        self.start = 0.0
         self.last_clip = 0.0
+        self.on_until = 0.0  # last input end the lifecycle saw this episode on at
+        # (start, end) of the episodes that ended lately without being raised: joinable.
+        self.recent: list[tuple[float, float]] = []
 
     def on_audio(self, frame: AudioFrame) -> list[Change]:
         p = self.params
@@ -72,7 +104,7 @@ class ClippingDetector(Detector[ClippingParams]):
         if float(frame.peak().max()) < min(p.level, p.plateau_level) and (
             carry is None or float(np.abs(carry).max()) < min(p.level, p.plateau_level)
         ):
-            return self._maybe_end(frame.end, out)
+            return self._end_of_input(frame.end, out)
         mag = np.abs(x)
         hot = mag >= p.level
         full = run_starts(hot[:, :-1] & hot[:, 1:], p.run)
@@ -81,23 +113,74 @@ class ClippingDetector(Detector[ClippingParams]):
         plateau = run_starts(high[:, :-1] & high[:, 1:] & flat, p.plateau_run)
         starts = np.union1d(full, plateau)
         if starts.size:
-            rate = frame.sample_rate
-            t_first = frame.t - n_carry / rate
-            times = t_first + starts / rate
-            span = p.run / rate
-            prev = np.empty_like(times)
-            prev[0] = self.last_clip if self.active else -np.inf
-            prev[1:] = times[:-1] + span
-            for i in np.flatnonzero(times - prev > p.gap_s):
-                if self.active:
-                    out.append(Change(float(prev[i]), False))
-                out.append(Change(float(times[i]), True))
-                self.active = True
-            self.last_clip = max(self.last_clip, float(times[-1]) + span)
-        return self._maybe_end(frame.end, out)
+            times = frame.t + (starts - n_carry) / frame.sample_rate
+            span = p.run / frame.sample_rate
+            # Bursts: split where a run begins more than gap_s after the previous one ended.
+            cuts = np.flatnonzero(np.diff(times) - span > p.gap_s) + 1
+            for burst in np.split(times, cuts):
+                self._burst(float(burst[0]), float(burst[-1]) + span, burst, out)
+        return self._end_of_input(frame.end, out)
+
+    def _end_of_input(self, now: float, out: list[Change]) -> list[Change]:
+        self._maybe_end(now, out)
+        if self.active:
+            self.on_until = now  # the lifecycle ticks the open episode at this input's end
+        return out
+
+    def _raised(self) -> bool:
+        """Whether the lifecycle has raised the open episode: it lasted ``d`` by its last
+        clipped sample or by the end of an input it was still on at."""
+        return max(self.last_clip, self.on_until) - self.start >= self.params.d - 1e-6
+
+    def _burst(self, first: float, last: float, times: np.ndarray, out: list[Change]) -> None:
+        self._maybe_end(first, out)
+        joined: float | None = None
+        for slot in np.unique(np.floor(times / SLOT_S)).astype(int).tolist():
+            # Only the window's slots are kept (and none "ahead" if media time jumps back).
+            self.slots = [s for s in self.slots if slot - self.n_slots < s < slot] + [slot]
+            if self.recent and len(self.slots) >= self.join_slots:
+                # Dense enough: continue the episodes whose clipped slots are in the window.
+                since = (slot - self.n_slots + 1) * SLOT_S
+                starts = [a for a, b in self.recent if b > since]
+                if starts:
+                    joined = min(starts) if joined is None else min(joined, *starts)
+                self.recent = []
+        self.last_clip = max(self.last_clip, last)
+        if not self.active:
+            start = first if joined is None else joined
+            self.active, self.start, self.on_until = True, start, start
+            out.append(Change(start, True))
+        elif joined is not None and joined < self.start and not self._raised():
+            # Re-date the pending run; closing it at zero length never raises it.
+            out += [Change(self.start, False), Change(joined, True)]
+            self.start = self.on_until = joined
+
+    def _share(self, now: float) -> float:
+        """Share of the last window's slots (up to the one holding ``now``) clipped."""
+        newest = int(np.floor(now / SLOT_S))
+        self.slots = [s for s in self.slots if newest - self.n_slots < s <= newest]
+        return len(self.slots) / self.n_slots
 
     def _maybe_end(self, now: float, out: list[Change]) -> list[Change]:
-        if self.active and now - self.last_clip > self.params.gap_s:
-            out.append(Change(self.last_clip, False))
-            self.active = False
+        p = self.params
+        if not self.active:
+            return out
+        if now - self.last_clip <= p.gap_s:
+            return out
+        raised = self._raised()
+        if raised and self._share(now) >= p.hold_share:
+            return out  # a raised episode holds across the pause
+        out.append(Change(self.last_clip, False))
+        self.active = False
+        if raised:
+            self.recent = []  # never date a later episode back into a raised one
+        else:
+            since = self.last_clip - self.params.window_s
+            self.recent = [e for e in self.recent if e[1] > since] + [(self.start, self.last_clip)]
         return out
+
+    def finish(self, t: float) -> list[Change]:
+        if not self.active:
+            return []
+        self.active = False
+        return [Change(self.last_clip, False)]

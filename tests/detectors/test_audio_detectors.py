@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -102,3 +104,79 @@ def test_clipping_needs_d() -> None:
     x = tone(4)
     x[:, RATE : int(1.3 * RATE)] = np.clip(x[:, RATE : int(1.3 * RATE)] * 40, -1, 1)
     assert run(["clipping"], audio_frames(x))[1] == []
+
+
+def clipped_bursts(seconds: float, bursts: list[tuple[float, float]]) -> np.ndarray:
+    """A 1 kHz tone at -23 dBFS, hard-clipped (x40) over each (start, end)."""
+    x = tone(seconds)
+    for a, b in bursts:
+        seg = slice(int(a * RATE), int(b * RATE))
+        x[:, seg] = np.clip(x[:, seg] * 40, -1, 1)
+    return x
+
+
+def spans(defects: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    return [(round(d["start"], 3), round(d["end"], 3)) for d in defects]
+
+
+def test_clipped_syllables_split_by_pauses_are_one_defect() -> None:
+    # Overdriven speech clips on its syllables: bursts shorter than d, pauses up to 0.4 s.
+    x = clipped_bursts(8, [(2.0, 2.3), (2.7, 3.0), (3.2, 3.4)])
+    got = spans(run(["clipping"], audio_frames(x))[1])
+    assert len(got) == 1, got
+    assert got[0][0] == pytest.approx(2.0, abs=0.002) and got[0][1] == pytest.approx(3.4, abs=0.002)
+
+
+def test_a_pending_clipping_run_is_redated_once_the_share_joins_it() -> None:
+    # The burst at 2.75 alone leaves the share at 3 slots of 10; the one from 2.85 brings
+    # it up, so the run that began at 2.75 continues the episode that began at 2.0.
+    x = clipped_bursts(6, [(2.0, 2.15), (2.75, 2.78), (2.85, 3.3)])
+    got = spans(run(["clipping"], audio_frames(x))[1])
+    assert len(got) == 1, got
+    assert got[0][0] == pytest.approx(2.0, abs=0.002) and got[0][1] == pytest.approx(3.3, abs=0.002)
+
+
+def test_a_pending_clipping_run_is_redated_when_a_later_input_joins_it() -> None:
+    # The run from 2.70 is pending when the input ending at 2.73 s (8192-sample batches)
+    # is analysed, at 3 slots of 10; the next input's slot 2.8 brings the share to 4.
+    x = clipped_bursts(6, [(2.0, 2.15), (2.70, 3.3)])
+    got = spans(run(["clipping"], audio_frames(x))[1])
+    assert got == [(2.0, pytest.approx(3.3, abs=0.002))], got
+
+
+def test_a_passage_after_a_raised_episode_is_never_dated_back_into_it() -> None:
+    # With hold_share = join_share the raised episode ends while its last slots are still
+    # in the window, so the next burst finds the share at join_share: it must not continue
+    # (and so duplicate) the raised defect.
+    x = clipped_bursts(8, [(2.0, 3.0), (3.65, 4.3)])
+    got = spans(run(["clipping"], audio_frames(x), {"clipping": {"hold_share": 0.4}})[1])
+    assert got == [(2.0, pytest.approx(3.0, abs=0.002)), (3.65, pytest.approx(4.3, abs=0.002))]
+
+
+def test_joined_bursts_still_need_d_in_all() -> None:
+    x = clipped_bursts(6, [(2.0, 2.2), (2.3, 2.45)])  # dense, but 0.45 s from first to last
+    assert run(["clipping"], audio_frames(x))[1] == []
+
+
+def test_sparse_clipped_peaks_raise_nothing() -> None:
+    # A clipped peak every 0.5 s (a kick drum on a hot master): 2 slots in 10.
+    peaks = [(t, t + 0.002) for t in np.arange(1.0, 11.0, 0.5)]
+    assert run(["clipping"], audio_frames(clipped_bursts(12, peaks)))[1] == []
+    # Short clipped bursts 1.5 s apart never reach the share that joins them.
+    bursts = [(t, t + 0.3) for t in np.arange(1.0, 11.0, 1.5)]
+    assert run(["clipping"], audio_frames(clipped_bursts(12, bursts)))[1] == []
+
+
+def test_a_raised_clipping_episode_holds_across_pauses_then_ends() -> None:
+    # Raised at 2.5; held over the 0.6 s pause; then ends, and the passage 1.5 s later is
+    # a second defect that starts after the first ended (never dated back into it).
+    x = clipped_bursts(10, [(2.0, 3.0), (3.6, 3.9), (5.4, 6.0)])
+    got = spans(run(["clipping"], audio_frames(x))[1])
+    assert len(got) == 2, got
+    assert got[0][0] == pytest.approx(2.0, abs=0.002) and got[0][1] == pytest.approx(3.9, abs=0.002)
+    assert got[1][0] == pytest.approx(5.4, abs=0.002) and got[1][1] == pytest.approx(6.0, abs=0.002)
+
+
+def test_clipping_shares_must_be_ordered() -> None:
+    with pytest.raises(ValueError, match="hold_share"):
+        run(["clipping"], [], {"clipping": {"join_share": 0.2, "hold_share": 0.5}})
