@@ -14,15 +14,16 @@ ARG PIP_FIND_LINKS
 WORKDIR /src
 RUN python -m venv /opt/avmon
 ENV PATH=/opt/avmon/bin:$PATH
-# Dependencies first, in their own layer: rebuilt only when pyproject.toml changes.
-COPY pyproject.toml README.md ./
+# Dependencies first, in their own layer: rebuilt only when pyproject.toml or the pinned
+# versions (constraints.txt, those the test suite passed with) change.
+COPY pyproject.toml constraints.txt README.md ./
 RUN mkdir -p service && touch service/__init__.py \
-    && pip install '.[k8s]' \
+    && pip install -c constraints.txt '.[k8s]' \
     && pip uninstall -y avmon
 # Then the code. The first install's build/ (holding the empty service/__init__.py) goes:
 # setuptools would reuse it, its copy looking newer than the checkout's file.
 COPY service ./service
-RUN rm -rf build ./*.egg-info && pip install --no-deps '.[k8s]'
+RUN rm -rf build ./*.egg-info && pip install --no-deps -c constraints.txt '.[k8s]'
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
