@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from service.demo import DEMO_DEFECTS, DEMO_LENGTH_S
 from tests.conftest import ClipFactory, run_avmon
 
 VIDEO = {"black", "freeze", "blockiness", "block_corruption"}
@@ -72,6 +73,17 @@ def test_av_sync_offset_measured_within_a_frame(make_clip: ClipFactory, size: st
     # +100 ms late is inside BT.1359's detectability window (125 ms late): not a defect.
     expected = [d for d in truth["defects"] if d["details"]["offset_ms"] != 100]
     assert_matches(expected, doc["defects"])
+
+
+def test_the_demo_clip_raises_every_defect_it_injects(make_clip: ClipFactory) -> None:
+    """README's `bash scripts/demo` plays this clip live: each defect it injects is
+    raised once, overlapping its span, and nothing else (speech audio, as the demo's)."""
+    path, truth = make_clip(DEMO_DEFECTS, duration=DEMO_LENGTH_S, audio="speech")
+    found = check_json(path)["defects"]
+    assert sorted(d["type"] for d in found) == sorted(d["type"] for d in truth["defects"]), found
+    for want in truth["defects"]:
+        (got,) = [d for d in found if d["type"] == want["type"]]
+        assert got["start"] < want["end"] and got["end"] > want["start"], (want, got)
 
 
 @pytest.mark.parametrize("seed", [2, 3])
