@@ -81,6 +81,11 @@ class Lifecycle:
         self._inherited: dict[tuple[str, str], Defect] = {}
         self._first: dict[str, float] = {}  # detector -> media time of its first input
         self._handed: dict[tuple[str, str], float] = {}  # pending runs' starts, handed over
+        # End of the last defect closed per (detector, key): a later run never starts
+        # before it, so one condition's defects never overlap (a detector may date a run
+        # back, e.g. clipping joining bursts, past a defect it does not know was raised:
+        # one inherited from the unit's previous owner).
+        self._closed: dict[tuple[str, str], float] = {}
         self._input_t = 0.0  # start of the input being analysed (see ``input``)
 
     def input(self, t: float) -> None:
@@ -109,7 +114,11 @@ class Lifecycle:
             run = self._runs.get(key)
             if ch.active:
                 if run is None:
-                    run = self._runs[key] = _Run(ch.t, dict(ch.details))
+                    start = ch.t
+                    closed = self._closed.get(key, start)
+                    if start < closed <= now:  # (a closed end ahead of now: media time reset)
+                        start = closed
+                    run = self._runs[key] = _Run(start, dict(ch.details))
                     handed = self._handed.pop(key, None)
                     if handed is not None and ch.t <= first + det.resume_s:
                         run.start = min(run.start, handed)
@@ -128,6 +137,7 @@ class Lifecycle:
                 run.defect.end = max(ch.t, run.defect.start)
                 run.defect.details.update(ch.details)  # what is known only at the end
                 events.append(DefectEvent("close", run.defect, now))
+                self._closed[key] = run.defect.end
         events += self.tick(det, now)
         return events
 
