@@ -83,6 +83,7 @@ class ClippingDetector(Detector[ClippingParams]):
         self.carry: np.ndarray | None = None
         self.n_slots = max(1, round(params.window_s / SLOT_S))
         self.join_slots = max(1, math.ceil(params.join_share * self.n_slots - 1e-9))
+        self.hold_slots = max(1, math.ceil(params.hold_share * self.n_slots - 1e-9))
         self.slots: list[int] = []  # indices of recent 100 ms slots holding a clipped run
         self.active = False
         self.start = 0.0
@@ -136,8 +137,9 @@ class ClippingDetector(Detector[ClippingParams]):
         self._maybe_end(first, out)
         joined: float | None = None
         for slot in np.unique(np.floor(times / SLOT_S)).astype(int).tolist():
-            # Only the window's slots are kept (and none "ahead" if media time jumps back).
-            self.slots = [s for s in self.slots if slot - self.n_slots < s < slot] + [slot]
+            self._window(slot)
+            if not self.slots or self.slots[-1] != slot:
+                self.slots.append(slot)
             if self.recent and len(self.slots) >= self.join_slots:
                 # Dense enough: continue the episodes whose clipped slots are in the window.
                 since = (slot - self.n_slots + 1) * SLOT_S
@@ -155,29 +157,27 @@ class ClippingDetector(Detector[ClippingParams]):
             out += [Change(self.start, False), Change(joined, True)]
             self.start = self.on_until = joined
 
-    def _share(self, now: float) -> float:
-        """Share of the last window's slots (up to the one holding ``now``) clipped."""
-        newest = int(np.floor(now / SLOT_S))
+    def _window(self, newest: int) -> None:
+        """Keep only the clipped slots of the window ending at slot ``newest`` (and none
+        "ahead" of it, should media time jump back)."""
         self.slots = [s for s in self.slots if newest - self.n_slots < s <= newest]
-        return len(self.slots) / self.n_slots
 
-    def _maybe_end(self, now: float, out: list[Change]) -> list[Change]:
+    def _maybe_end(self, now: float, out: list[Change]) -> None:
         p = self.params
-        if not self.active:
-            return out
-        if now - self.last_clip <= p.gap_s:
-            return out
+        if not self.active or now - self.last_clip <= p.gap_s:
+            return
         raised = self._raised()
-        if raised and self._share(now) >= p.hold_share:
-            return out  # a raised episode holds across the pause
+        if raised:
+            self._window(math.floor(now / SLOT_S))
+            if len(self.slots) >= self.hold_slots:
+                return  # a raised episode holds across the pause
         out.append(Change(self.last_clip, False))
         self.active = False
         if raised:
             self.recent = []  # never date a later episode back into a raised one
         else:
-            since = self.last_clip - self.params.window_s
+            since = self.last_clip - p.window_s
             self.recent = [e for e in self.recent if e[1] > since] + [(self.start, self.last_clip)]
-        return out
 
     def finish(self, t: float) -> list[Change]:
         if not self.active:
