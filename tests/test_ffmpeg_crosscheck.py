@@ -9,6 +9,12 @@ have found the injected defects, so a broken filter hookup cannot pass vacuously
 Policy difference taken into account (not a tolerance): FFmpeg's freezedetect reports a
 frozen black picture as a freeze; avmon reports it as black only, so FFmpeg freezes whose
 reference frame is black are left out (tests/ffmpeg_ref.py: Reference.windows).
+
+avmon's freeze by default also follows a frozen picture through its re-encoding (the
+``drift`` tolerance, service/detectors/freeze.py); with ``drift`` = ``noise`` it is
+FFmpeg's rule, and that is what the window-by-window comparison runs. With the default,
+each FFmpeg freeze window is matched, starting no later than FFmpeg's and no earlier than
+the injected freeze.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ FRAME = 1.0 / FPS
 EPS = 1e-6  # float noise on times that are whole frames apart
 TOLERANCE = {"black": FRAME + EPS, "freeze": FRAME + EPS, "silence": 0.001}
 TYPES = ("black", "freeze", "silence")
+FFMPEG_RULE = {"freeze": {"drift": 0.001}}  # drift = noise: FFmpeg's freezedetect
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,8 @@ CLIPS: dict[str, Clip] = {
 class Result:
     path: Path
     truth: list[dict[str, Any]]
-    ours: Report
+    ours: Report  # FFMPEG_RULE
+    default: Report  # avmon's defaults
     ffmpeg: Reference
 
 
@@ -123,8 +131,10 @@ def analysed(tmp_path_factory: pytest.TempPathFactory) -> Any:
                     injections=parse_injections(c.inject),
                 )
             )
-            ours = check(str(out), detectors=list(TYPES))
-            cache[name] = Result(out, truth["defects"], ours, run_reference(out, d=D))
+            ours = check(str(out), detectors=list(TYPES), thresholds=FFMPEG_RULE)
+            default = check(str(out), detectors=list(TYPES))
+            ref = run_reference(out, d=D)
+            cache[name] = Result(out, truth["defects"], ours, default, ref)
         return cache[name]
 
     return get
@@ -158,6 +168,25 @@ def test_windows_agree_with_ffmpeg(analysed: Any, name: str, kind: str) -> None:
             f"{a} vs {b}: start {ds * 1000:+.1f} ms, end {de * 1000:+.1f} ms "
             f"(tolerance {tol * 1000:.1f} ms); {where}"
         )
+
+
+@pytest.mark.parametrize("name", list(CLIPS))
+def test_default_freeze_holds_through_reencoding(analysed: Any, name: str) -> None:
+    """The default rule finds the same freezes, from no later than FFmpeg's start (x264
+    refines a still picture for a few frames, which FFmpeg's rule counts as motion) and
+    no earlier than the injection, to FFmpeg's end; black and silence are unchanged."""
+    r: Result = analysed(name)
+    for kind in ("black", "silence"):
+        assert _ours(r.default, kind) == _ours(r.ours, kind)
+    theirs = r.ffmpeg.windows("freeze", D)
+    ours = _ours(r.default, "freeze")
+    where = f"{name}: avmon {_fmt(ours)} | FFmpeg {_fmt(theirs)}"
+    assert len(ours) == len(theirs), where
+    injected = [t for t in r.truth if t["type"] == "freeze"]
+    for a, b in zip(ours, theirs, strict=True):
+        truth = min(injected, key=lambda t: abs(t["start"] - a.start))
+        assert truth["start"] - FRAME - EPS <= a.start <= b.start + FRAME + EPS, where
+        assert abs(a.end - b.end) <= FRAME + EPS, where
 
 
 @pytest.mark.parametrize("name", list(CLIPS))

@@ -71,6 +71,41 @@ def test_freeze_dated_to_reference_frame_and_tolerates_sub_threshold_noise() -> 
     assert [(d["type"], d["start"], d["end"]) for d in defects] == [("freeze", 1.0, 4.0)]
 
 
+def test_small_motion_in_a_still_shot_is_no_freeze() -> None:
+    """A wide still shot where only a small patch moves (a presenter's face): every frame
+    differs from the one before by more than ``noise`` (~0.0015), but never by more than
+    ``drift`` from the first. Not a freeze -- FFmpeg's rule agrees -- however long."""
+    background = moving(0)
+    patches = [RNG.integers(40, 220, (24, 24), dtype=np.uint8) for _ in range(4)]
+    items = []
+    for i in range(150):
+        luma = background.copy()
+        luma[60:84, 100:124] = patches[i % 4]
+        items.append(vframe(i / FPS, luma, index=i, key=i % 25 == 0))
+    assert run(["freeze"], items)[1] == []
+
+
+def test_a_key_frames_step_continues_a_freeze_and_a_plain_frames_ends_it() -> None:
+    """A frozen picture re-encoded at a key frame steps by ~0.003 (more than ``noise``,
+    less than ``drift``), then holds: one freeze. The same step on a frame that is not
+    key (and not the one after) is a change: the freeze ends there."""
+    still = moving(0)
+    stepped = still.copy()
+    stepped[RNG.random(still.shape) < 0.35] += 2  # mean abs diff 0.7 / 256 ~ 0.0027
+
+    def clip(step_is_key: bool) -> list:
+        items = [vframe(i / FPS, moving(i), index=i) for i in range(25)]
+        for i in range(25, 125):
+            luma = still if i < 75 else stepped
+            items.append(vframe(i / FPS, luma, index=i, key=i == 75 and step_is_key))
+        return items + [vframe(i / FPS, moving(i), index=i) for i in range(125, 150)]
+
+    spans = [(d["start"], d["end"]) for d in run(["freeze"], clip(True))[1]]
+    assert spans == [(1.0, 5.0)]
+    spans = [(d["start"], d["end"]) for d in run(["freeze"], clip(False))[1]]
+    assert spans == [(1.0, 3.0), (3.0, 5.0)]
+
+
 def test_freeze_of_black_picture_is_reported_as_black_only() -> None:
     _, defects = run(["black", "freeze"], frames([("moving", 25), ("black", 100), ("moving", 25)]))
     assert [d["type"] for d in defects] == ["black"]

