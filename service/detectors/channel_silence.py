@@ -1,12 +1,19 @@
 """One channel silent while others carry sound (a lost leg of a stereo pair, dead mic).
 
 Each channel is tracked like FFmpeg's silencedetect in per-channel mode (m=1). A
-channel's run is reported once it has lasted ``d`` while at least one other channel is
-*not* in a run of that length -- when every channel is silent, that is ``silence``.
-``details.channel`` is the 0-based channel index.
+channel's run is reported once it has lasted ``d`` while the other channel of its *pair*
+is not in a run of that length (stereo: the other channel) -- when every channel is
+silent, that is ``silence``. ``details.channel`` is the 0-based channel index.
 
-The LFE channel of a 5.1 or 7.1 layout is left out unless ``lfe`` is set: most programmes
-leave it silent (it carries effects only), so it would be raised on nearly every one.
+In layouts of more than two channels only a pair's lost leg is raised (``pairs_only``):
+a pair silent together, or a silent channel with no partner (the centre), is how a
+stereo programme travels in a 5.1 service -- FFmpeg's own stereo-to-5.1 conversion
+leaves centre and surrounds silent -- and a monitor raising those on every such
+programme is switched off. Pairs go by channel name (FL/FR, BL/BR, SL/SR...); channels
+of an unspecified layout pair up in order (1-2, 3-4...: AES pairs). ``pairs_only=false``
+raises any channel while any other carries sound. The LFE channel of a 5.1 or 7.1 layout
+is left out unless ``lfe`` is set: most programmes leave it silent (it carries effects
+only), so it would be raised on nearly every one.
 """
 
 from __future__ import annotations
@@ -23,6 +30,28 @@ class ChannelSilenceParams(Params):
     d: float = Field(2.0, ge=0.0, le=3600.0)
     noise_db: float = Field(-60.0, ge=-140.0, le=0.0)
     lfe: bool = Field(False, description="watch the LFE channel too (5.1, 7.1...)")
+    pairs_only: bool = Field(
+        True,
+        description="beyond stereo, raise a channel only while the other of its pair "
+        "carries sound (false: while any other channel does)",
+    )
+
+
+# Left/right partners by FFmpeg's channel names.
+_PAIRS = (
+    ("FL", "FR"), ("BL", "BR"), ("SL", "SR"), ("FLC", "FRC"), ("TFL", "TFR"), ("TBL", "TBR"),
+    ("DL", "DR"), ("WL", "WR"), ("SDL", "SDR"), ("TSL", "TSR"), ("BFL", "BFR"),
+)  # fmt: skip
+_PARTNER = {a: b for a, b in _PAIRS} | {b: a for a, b in _PAIRS}
+
+
+def partners(channels: int, names: tuple[str, ...] | None) -> list[int | None]:
+    """Each channel's pair partner (index), None for an unpaired one: by name when the
+    layout names its channels, else in order (0-1, 2-3, ...)."""
+    if names is None or len(names) != channels:
+        return [c ^ 1 if (c ^ 1) < channels else None for c in range(channels)]
+    index = {n: i for i, n in enumerate(names)}
+    return [index.get(_PARTNER.get(n, "")) for n in names]
 
 
 class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
@@ -36,6 +65,7 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
         self.level = db_to_amplitude(params.noise_db)
         self.run_start: list[float | None] = []
         self.reported: list[bool] = []
+        self.partner: list[int | None] = []
 
     @property
     def resume_s(self) -> float:
@@ -49,6 +79,7 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
         if len(self.run_start) != channels:  # first frame, or the layout changed
             self.run_start = [None] * channels
             self.reported = [False] * channels
+            self.partner = partners(channels, frame.layout)
         out: list[Change] = []
         rate = frame.sample_rate
         loud = frame.magnitude() >= self.level
@@ -73,7 +104,13 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
             start = self.run_start[c]
             if start is None or self.reported[c] or not long_runs[c]:
                 continue
-            if not all(long_runs[o] for o in watched if o != c):
+            if self._others_sound(c, watched, long_runs):
                 self.reported[c] = True
                 out.append(Change(start, True, key=str(c), details={"channel": c}))
         return sorted(out, key=lambda ch: ch.t)
+
+    def _others_sound(self, c: int, watched: list[int], long_runs: list[bool]) -> bool:
+        if self.params.pairs_only and len(watched) > 2:
+            mate = self.partner[c]
+            return mate is not None and mate in watched and not long_runs[mate]
+        return not all(long_runs[o] for o in watched if o != c)

@@ -9,6 +9,7 @@ import pytest
 
 from service.detectors.bs1770 import LoudnessMeter
 from service.detectors.loudness import change_point
+from service.media.frames import AudioFrame
 from tests.detectors.helpers import audio_frames, run
 
 RATE = 48000
@@ -58,6 +59,49 @@ def test_channel_silence_names_the_channel_and_ignores_full_silence() -> None:
         ("channel_silence", 2.0, 5.0, {"channel": 1}),
         ("silence", 7.0, 10.0, {}),
     ]
+
+
+FIVE_ONE = ("FL", "FR", "FC", "LFE", "BL", "BR")
+
+
+def _named(x: np.ndarray, layout: tuple[str, ...] | None) -> list[AudioFrame]:
+    return [
+        AudioFrame(t=f.t, samples=f.samples, sample_rate=f.sample_rate, layout=layout)
+        for f in audio_frames(x)
+    ]
+
+
+def _channel_runs(frames: list[AudioFrame], **params: object) -> list[tuple]:
+    _, defects = run(["channel_silence"], frames, {"channel_silence": params} if params else None)
+    return [(round(d["start"], 3), round(d["end"], 3), d["details"]["channel"]) for d in defects]
+
+
+def test_stereo_carried_in_5_1_raises_nothing() -> None:
+    """FFmpeg's stereo-to-5.1 conversion: front pair only; centre, LFE and surrounds
+    silent throughout. By design, not a lost channel."""
+    x = np.zeros((6, 10 * RATE))
+    x[:2] = tone(10)
+    assert _channel_runs(_named(x, FIVE_ONE)) == []
+    # Every channel watched: centre and both surrounds raised.
+    raised = {c for _, _, c in _channel_runs(_named(x, FIVE_ONE), pairs_only=False)}
+    assert raised == {2, 4, 5}
+
+
+def test_a_lost_leg_of_a_5_1_pair_is_raised() -> None:
+    x = np.zeros((6, 10 * RATE))
+    x[:2] = tone(10)
+    x[4:] = 0.5 * tone(10)
+    x[5, 2 * RATE : 5 * RATE] = 0  # right surround lost, left surround carries on
+    assert _channel_runs(_named(x, FIVE_ONE)) == [(2.0, 5.0, 5)]
+
+
+def test_unnamed_channels_pair_up_in_order() -> None:
+    """Eight channels of an unspecified layout (four AES pairs): the second pair's
+    second leg lost while its first carries; the last two pairs silent throughout."""
+    x = np.zeros((8, 10 * RATE))
+    x[:4] = np.concatenate([tone(10), tone(10)])
+    x[3, 2 * RATE : 5 * RATE] = 0
+    assert _channel_runs(_named(x, None)) == [(2.0, 5.0, 3)]
 
 
 def test_loudness_change_dated_to_the_level_step() -> None:
