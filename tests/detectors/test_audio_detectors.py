@@ -87,12 +87,18 @@ def test_stereo_carried_in_5_1_raises_nothing() -> None:
     assert raised == {2, 4, 5}
 
 
-def test_a_lost_leg_of_a_5_1_pair_is_raised() -> None:
-    x = np.zeros((6, 10 * RATE))
+@pytest.mark.parametrize(
+    "layout",
+    [FIVE_ONE, ("FL", "FR", "FC", "LFE", "BC", "SL", "SR")],  # 5.1; 6.1: SL/SR not 4-5
+    ids=["5.1", "6.1"],
+)
+def test_a_lost_leg_of_a_surround_pair_is_raised(layout: tuple[str, ...]) -> None:
+    x = np.zeros((len(layout), 10 * RATE))
     x[:2] = tone(10)
-    x[4:] = 0.5 * tone(10)
-    x[5, 2 * RATE : 5 * RATE] = 0  # right surround lost, left surround carries on
-    assert _channel_runs(_named(x, FIVE_ONE)) == [(2.0, 5.0, 5)]
+    x[-2:] = 0.5 * tone(10)
+    right = len(layout) - 1
+    x[right, 2 * RATE : 5 * RATE] = 0  # right surround lost, left surround carries on
+    assert _channel_runs(_named(x, layout)) == [(2.0, 5.0, right)]
 
 
 def test_unnamed_channels_pair_up_in_order() -> None:
