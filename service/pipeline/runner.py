@@ -40,7 +40,11 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 10.0
 # While no_signal is open, a source that refuses is tried again every second at most,
 # so the alarm clears within about a second of the source coming back.
 NO_SIGNAL_RETRY_S = 1.0
-QUEUE_VIDEO_FRAMES = 12  # ~0.4 s of 30 fps: enough slack, small memory
+# Video frames waiting for analysis: 1 s at 30 fps, the lag a live stream may have
+# (12, 0.4 s, dropped frames on a core still 10 % idle: a moment's contention, not
+# overload), bounded in bytes too (each holds its decoded picture: 1080p ~0.5 s, 4K ~4).
+QUEUE_VIDEO_FRAMES = 30
+QUEUE_VIDEO_BYTES = 48 << 20
 QUEUE_MAX_ITEMS = 400  # video + audio items: a bound even if analysis stalls
 THUMBNAIL_EVERY_S = 1.0
 LAG_METRIC_EVERY_S = 0.25
@@ -133,6 +137,7 @@ class StreamRunner:
         self.last_error: str | None = None
         self._queue: queue.Queue[MediaItem | None] = queue.Queue()
         self._video_queued = 0
+        self._video_bytes = 0
         self._queue_lock = threading.Lock()
         self._stop = threading.Event()
         self._fps_window: deque[float] = deque(maxlen=64)
@@ -413,10 +418,15 @@ class StreamRunner:
         """Live: drop the newest video frame when analysis is behind (counted).
         A file read as fast as possible waits instead (backpressure)."""
         if isinstance(item, VideoFrame):
+            size = _picture_bytes(item)
             while True:
                 with self._queue_lock:
-                    if self._video_queued < QUEUE_VIDEO_FRAMES:
+                    if self._video_queued == 0 or (
+                        self._video_queued < QUEUE_VIDEO_FRAMES
+                        and self._video_bytes + size <= QUEUE_VIDEO_BYTES
+                    ):
                         self._video_queued += 1
+                        self._video_bytes += size
                         break
                 if live:
                     self.stats.dropped += 1
@@ -469,6 +479,7 @@ class StreamRunner:
         if isinstance(item, VideoFrame):
             with self._queue_lock:
                 self._video_queued -= 1
+                self._video_bytes -= _picture_bytes(item)
             self._latest_video = item
             self._fps_window.append(time.monotonic())
             if self.first_frame_wall is None:
@@ -593,3 +604,9 @@ class StreamRunner:
         defect, self._no_signal = self._no_signal, None
         defect.end = max(media_t, defect.start)
         self._emit(DefectEvent("close", defect, media_t))
+
+
+def _picture_bytes(frame: VideoFrame) -> int:
+    """What a queued frame holds alive: its decoded planes."""
+    chroma = frame.chroma
+    return frame.luma.nbytes + (chroma[0].nbytes + chroma[1].nbytes if chroma else 0)

@@ -52,13 +52,13 @@ def _source(kind: str, clip: Path, tmp: Path) -> tuple[str, float, list[Any]]:
 
 def _starve(runner: StreamRunner) -> None:
     """Make the analyser slower than the frame rate from the first frame on, as on a
-    starved core: every frame it gets has waited in the full queue (~0.4 s) and the
+    starved core: every frame it gets has waited in the full queue (~1 s) and the
     newest are dropped. (Starved only later, the prompt early frames set the mapping.)"""
     feed = runner.analyzer.feed
 
     def hold() -> None:  # the analyser's first task: wait until the reader has media
         wait_for(lambda: runner.last_packet_wall is not None, 10)
-        time.sleep(STARVED_FRAME_S * 12)
+        time.sleep(STARVED_FRAME_S * 30)
 
     def slow_feed(item: MediaItem) -> list[DefectEvent]:
         if isinstance(item, VideoFrame):
