@@ -5,15 +5,15 @@ channel's run is reported once it has lasted ``d`` while the other channel of it
 is not in a run of that length (stereo: the other channel) -- when every channel is
 silent, that is ``silence``. ``details.channel`` is the 0-based channel index.
 
-In layouts of more than two channels only a pair's lost leg is raised (``pairs_only``):
-a pair silent together, or a silent channel with no partner (the centre), is how a
-stereo programme travels in a 5.1 service -- FFmpeg's own stereo-to-5.1 conversion
-leaves centre and surrounds silent -- and a monitor raising those on every such
-programme is switched off. Pairs go by channel name (FL/FR, BL/BR, SL/SR...); channels
-of an unspecified layout pair up in order (1-2, 3-4...: AES pairs). ``pairs_only=false``
-raises any channel while any other carries sound. The LFE channel of a 5.1 or 7.1 layout
-is left out unless ``lfe`` is set: most programmes leave it silent (it carries effects
-only), so it would be raised on nearly every one.
+In layouts of more than two channels (``pairs_only``) a pair's lost leg is raised, and a
+silent centre while the front pair carries sound (the dialogue is lost). A pair silent
+together (the surrounds of a speech programme, or of a stereo programme carried in 5.1)
+and other unpaired channels are not: a monitor raising those on every such programme is
+switched off. Pairs go by channel name (FL/FR, BL/BR, SL/SR...); channels of an
+unspecified layout pair up in order (1-2, 3-4...: AES pairs). ``pairs_only=false`` raises
+any channel while any other carries sound. The LFE channel of a 5.1 or 7.1 layout is
+left out unless ``lfe`` is set (then watched like the centre): most programmes leave it
+silent (it carries effects only), so it would be raised on nearly every one.
 """
 
 from __future__ import annotations
@@ -45,13 +45,21 @@ _PAIRS = (
 _PARTNER = {a: b for a, b in _PAIRS} | {b: a for a, b in _PAIRS}
 
 
-def partners(channels: int, names: tuple[str, ...] | None) -> list[int | None]:
-    """Each channel's pair partner (index), None for an unpaired one: by name when the
-    layout names its channels, else in order (0-1, 2-3, ...)."""
+def partners(channels: int, names: tuple[str, ...] | None) -> list[list[int]]:
+    """The channels whose sound makes each one's silence a fault: its pair's other leg
+    (the centre and LFE: the front pair), by name when the layout names its channels,
+    else in order (0-1, 2-3, ...); none for other unpaired channels."""
     if names is None or len(names) != channels:
-        return [c ^ 1 if (c ^ 1) < channels else None for c in range(channels)]
+        return [[c ^ 1] if (c ^ 1) < channels else [] for c in range(channels)]
     index = {n: i for i, n in enumerate(names)}
-    return [index.get(_PARTNER.get(n, "")) for n in names]
+    front = [index[n] for n in ("FL", "FR") if n in index]
+    return [
+        front if n in _FRONT_MATES else [index[_PARTNER[n]]] if _PARTNER.get(n) in index else []
+        for n in names
+    ]
+
+
+_FRONT_MATES = frozenset({"FC", "LFE", "LFE2"})  # watched against the front pair
 
 
 class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
@@ -65,7 +73,7 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
         self.level = db_to_amplitude(params.noise_db)
         self.run_start: list[float | None] = []
         self.reported: list[bool] = []
-        self.partner: list[int | None] = []
+        self.partner: list[list[int]] = []
 
     @property
     def resume_s(self) -> float:
@@ -111,6 +119,5 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
 
     def _others_sound(self, c: int, watched: list[int], long_runs: list[bool]) -> bool:
         if self.params.pairs_only and len(watched) > 2:
-            mate = self.partner[c]
-            return mate is not None and mate in watched and not long_runs[mate]
+            return any(m in watched and not long_runs[m] for m in self.partner[c])
         return not all(long_runs[o] for o in watched if o != c)
