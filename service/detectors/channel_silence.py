@@ -33,7 +33,7 @@ class ChannelSilenceParams(Params):
     pairs_only: bool = Field(
         True,
         description="beyond stereo, raise a channel only while the other of its pair "
-        "carries sound (false: while any other channel does)",
+        "carries sound (the centre: the front pair; false: while any other channel does)",
     )
 
 
@@ -43,6 +43,7 @@ _PAIRS = (
     ("DL", "DR"), ("WL", "WR"), ("SDL", "SDR"), ("TSL", "TSR"), ("BFL", "BFR"),
 )  # fmt: skip
 _PARTNER = {a: b for a, b in _PAIRS} | {b: a for a, b in _PAIRS}
+_FRONT_MATES = frozenset({"FC", "LFE", "LFE2"})  # watched against the front pair
 
 
 def partners(channels: int, names: tuple[str, ...] | None) -> list[list[int]]:
@@ -57,9 +58,6 @@ def partners(channels: int, names: tuple[str, ...] | None) -> list[list[int]]:
         front if n in _FRONT_MATES else [index[_PARTNER[n]]] if _PARTNER.get(n) in index else []
         for n in names
     ]
-
-
-_FRONT_MATES = frozenset({"FC", "LFE", "LFE2"})  # watched against the front pair
 
 
 class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
