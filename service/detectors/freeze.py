@@ -153,11 +153,11 @@ class FreezeDetector(Detector[FreezeParams]):
         p, prev = self.params, self.prev
         if mafd > p.drift or prev is None or not self._comparable(prev, frame):
             return False
-        if self._difference(frame, ref, p.drift) > p.drift:
+        # Against the frame before first: a moving picture fails there, at one grid's cost.
+        step = p.drift if self.since_key <= 1 else p.noise
+        if self._difference(frame, prev, step) > step:
             return False
-        if self.since_key <= 1:
-            return self._difference(frame, prev, p.drift) <= p.drift
-        return self._difference(frame, prev, p.noise) <= p.noise
+        return self._difference(frame, ref, p.drift) <= p.drift
 
     def _still_pattern(self, ref: VideoFrame) -> bool:
         if self.params.test_patterns:
