@@ -85,6 +85,19 @@ def test_small_motion_in_a_still_shot_is_no_freeze() -> None:
     assert run(["freeze"], items)[1] == []
 
 
+def test_a_slow_fade_is_no_freeze() -> None:
+    """A fade too slow to pass ``noise`` from one frame to the next (a fifth of the pixels
+    one code value brighter each frame: ~0.0008) passes ``drift`` from where it started
+    within a few frames: not frozen, however still each step looks."""
+    luma = np.clip(moving(0), 40, 180)
+    items = []
+    for i in range(150):
+        if i:
+            luma = luma + (RNG.random(luma.shape) < 0.2).astype(np.uint8)
+        items.append(vframe(i / FPS, luma, index=i, key=i % 25 == 0))
+    assert run(["freeze"], items)[1] == []
+
+
 def test_a_key_frames_step_continues_a_freeze_and_a_plain_frames_ends_it() -> None:
     """A frozen picture re-encoded at a key frame steps by ~0.003 (more than ``noise``,
     less than ``drift``), then holds: one freeze. The same step on a frame that is not
