@@ -72,6 +72,7 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
         self.run_start: list[float | None] = []
         self.reported: list[bool] = []
         self.partner: list[list[int]] = []
+        self.layout: tuple[str, ...] | None = None
 
     @property
     def resume_s(self) -> float:
@@ -85,6 +86,8 @@ class ChannelSilenceDetector(Detector[ChannelSilenceParams]):
         if len(self.run_start) != channels:  # first frame, or the layout changed
             self.run_start = [None] * channels
             self.reported = [False] * channels
+        if frame.layout != self.layout or len(self.partner) != channels:
+            self.layout = frame.layout  # same count, other names (5.1 -> 6.0...)
             self.partner = partners(channels, frame.layout)
         out: list[Change] = []
         rate = frame.sample_rate

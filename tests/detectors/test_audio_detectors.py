@@ -103,6 +103,20 @@ def test_a_lost_leg_of_a_surround_pair_is_raised(layout: tuple[str, ...]) -> Non
     assert _channel_runs(_named(x, layout)) == [(2.0, 5.0, right)]
 
 
+def test_pairs_follow_a_layout_change_of_the_same_channel_count() -> None:
+    """Six channels, 5.1 for 4 s, then hexagonal (FL FR FC BL BR BC): channel 3 is the
+    LFE, then the back left; channel 4 the back right either way. Channel 3 carries sound,
+    4 and 5 never do: in 5.1 the back pair is silent together (nothing), in hexagonal the
+    back right has lost its leg (raised, from when its silence began)."""
+    hexagonal = ("FL", "FR", "FC", "BL", "BR", "BC")
+    x = np.zeros((6, 10 * RATE))
+    x[:4] = np.concatenate([tone(10), tone(10)])
+    frames = _named(x, FIVE_ONE)
+    split = next(i for i, f in enumerate(frames) if f.t >= 4.0)
+    frames = frames[:split] + _named(x, hexagonal)[split:]
+    assert _channel_runs(frames) == [(0.0, 10.0, 4)]
+
+
 def test_unnamed_channels_pair_up_in_order() -> None:
     """Eight channels of an unspecified layout (four AES pairs): the second pair's
     second leg lost while its first carries; the last two pairs silent throughout."""
