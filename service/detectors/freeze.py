@@ -173,17 +173,17 @@ class FreezeDetector(Detector[FreezeParams]):
     def _comparable(a: VideoFrame, b: VideoFrame) -> bool:
         return a.luma.shape == b.luma.shape and (a.chroma is None) == (b.chroma is None)
 
-    def _difference(self, frame: VideoFrame, ref: VideoFrame, noise: float) -> float:
+    def _difference(self, frame: VideoFrame, ref: VideoFrame, threshold: float) -> float:
         """Mean absolute difference (share of full scale), only as exact as comparing it
-        with ``noise`` needs: moving pictures are settled by the luma grid alone (the
+        with ``threshold`` needs: moving pictures are settled by the luma grid alone (the
         chroma planes can only add), near-threshold ones on every pixel."""
         scale = 1 << frame.bit_depth
         planes = self._planes(frame)
         weights = [p.shape[0] * p.shape[1] for p in planes]
         luma_part = _mean_abs_diff(frame.grid(), ref.grid()) * weights[0] / sum(weights)
-        if luma_part / scale >= 2.0 * noise:
+        if luma_part / scale >= 2.0 * threshold:
             return luma_part / scale  # a lower bound already clear of the threshold
         mafd = self._mafd(self._grids(frame), self._grids(ref), planes) / scale
-        if 0.5 * noise < mafd < 2.0 * noise:  # too close to call on a sample grid
+        if 0.5 * threshold < mafd < 2.0 * threshold:  # too close to call on a sample grid
             mafd = self._mafd(planes, self._planes(ref), planes) / scale
         return mafd
