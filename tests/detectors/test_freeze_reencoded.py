@@ -34,10 +34,14 @@ ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
             "preset": "veryfast",
             "g": "30",
             "x264-params": "nal-hrd=cbr",
+            "threads": "1",
         },
     ),
-    "MPEG-2 0.5 s GOP": ("mpeg2video", {"b": "6M", "g": "15"}),
+    "MPEG-2 0.5 s GOP": ("mpeg2video", {"b": "6M", "g": "15", "threads": "1"}),
 }
+# One encoder thread: x264's CBR rate control with its own thread count gives a different
+# bit stream from run to run (one run in four here let FFmpeg's rule see 5.0-7.0 of it);
+# one thread gives the same bytes on every run and machine.
 
 
 def _encode(frames: Any, out: Path, codec: str, options: dict[str, str]) -> Path:
