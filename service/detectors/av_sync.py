@@ -1,10 +1,13 @@
-"""Audio/video sync on line-up signals: a one-frame flash with a short tone burst.
+"""Audio/video sync on line-up signals: a short flash with a short tone burst.
 
-Each flash (a frame much brighter than both neighbours) is paired with the onset of the
-nearest tone burst (sound after >= 200 ms of quiet, lasting <= ``max_burst_s``) within
-half a second; ``offset_ms`` > 0 means the audio is later than the video. An offset
-beyond BT.1359's detectability (45 ms early, 125 ms late) on ``confirm`` consecutive
-pairs opens a run dated to the first of them; the first pair back in range ends it.
+Each flash (a picture, or a run of pictures up to ``max_flash_s`` long, much brighter
+than the pictures before and after it: line-up generators flash one frame, some two or
+three, and a frame-rate conversion may double one) is paired, by its first picture, with
+the onset of the nearest tone burst (sound after >= 200 ms of quiet, lasting
+<= ``max_burst_s``) within half a second; ``offset_ms`` > 0 means the audio is later
+than the video. An offset beyond BT.1359's detectability (45 ms early, 125 ms late) on
+``confirm`` consecutive pairs opens a run dated to the first of them; the first pair
+back in range ends it.
 Streams that carry no line-up signal produce no measurements and no events.
 
 Independently, on any programme, the audio timestamps are checked against the samples
@@ -36,6 +39,9 @@ class AvSyncParams(Params):
     )
     burst_level_db: float = Field(-30.0, ge=-90.0, le=0.0)
     max_burst_s: float = Field(0.1, gt=0.0, le=2.0)
+    max_flash_s: float = Field(
+        0.1, gt=0.0, le=1.0, description="first to last picture of a flash, at most"
+    )
 
 
 class AvSyncDetector(Detector[AvSyncParams]):
@@ -49,7 +55,9 @@ class AvSyncDetector(Detector[AvSyncParams]):
 
     def __init__(self, params: AvSyncParams) -> None:
         super().__init__(params)
-        self.levels: deque[tuple[float, float]] = deque(maxlen=3)  # (t, brightness)
+        self.previous: float | None = None  # brightness of the picture before
+        # A bright run under way: (first picture's t, brightness before it, its dimmest).
+        self.run: tuple[float, float, float] | None = None
         self.flashes: deque[float] = deque(maxlen=8)
         self.bursts: deque[float] = deque(maxlen=8)
         self.burst_level = 10 ** (params.burst_level_db / 20)
@@ -65,20 +73,38 @@ class AvSyncDetector(Detector[AvSyncParams]):
         self.last_pair_t = -1e9
         self.measurements = 0
 
-    # ---- video: one-frame flashes
+    # ---- video: short flashes
     def on_video(self, frame: VideoFrame) -> list[Change]:
         grid = frame.grid()
         span = max(frame.white_level - frame.black_level, 1)
         level = (float(grid.mean()) - frame.black_level) / span
-        self.levels.append((frame.t, level))
         out: list[Change] = []
-        if len(self.levels) == 3:
-            (_, before), (t, mid), (_, after) = self.levels
-            jump = self.params.flash_jump
-            if mid - before >= jump and mid - after >= jump and mid > 0.6:
-                self.flashes.append(t)
-                out += self._pair()
+        flash = self._flash(frame.t, level)
+        if flash is not None:
+            self.flashes.append(flash)
+            out += self._pair()
         return out + self._expire(frame.t)
+
+    def _flash(self, t: float, level: float) -> float | None:
+        """The first picture's time of a flash that ends at this picture, if one does.
+        A flash: pictures all brighter by ``flash_jump`` than the one before them and
+        than the one after them, the last at most ``max_flash_s`` after the first."""
+        jump, before = self.params.flash_jump, self.previous
+        self.previous = level
+        run = self.run
+        if run is None:
+            if before is not None and level - before >= jump and level > 0.6:
+                self.run = (t, before, level)
+            return None
+        start, base, dimmest = run
+        if dimmest - level >= jump:  # back down, and the run was short: a flash
+            self.run = None
+            return start
+        if level - base >= jump and level > 0.6 and t - start <= self.params.max_flash_s + 1e-6:
+            self.run = (start, base, min(dimmest, level))
+        else:
+            self.run = None  # a cut to a bright scene, or a slow change: no flash
+        return None
 
     # ---- audio
     def on_audio(self, frame: AudioFrame) -> list[Change]:

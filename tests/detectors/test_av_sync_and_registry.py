@@ -12,16 +12,23 @@ from tests.detectors.helpers import audio_frames, run, vframe
 FPS, RATE = 25, 48000
 
 
-def lineup(seconds: int, offset_ms: dict[int, float]) -> list:
-    """Flash frame + 50 ms beep each second; offset_ms[k] shifts the k-th beep."""
+def lineup(
+    seconds: int, offset_ms: dict[int, float], flash_frames: int = 1, fps: int = FPS
+) -> list:
+    """A flash of ``flash_frames`` pictures + a 50 ms beep each second; offset_ms[k]
+    shifts the k-th beep."""
     audio = np.zeros((2, seconds * RATE))
     t = np.arange(int(0.05 * RATE)) / RATE
     for k in range(1, seconds):
         a = int((k + offset_ms.get(k, 0.0) / 1000) * RATE)
         audio[:, a : a + t.size] = 0.4 * np.sin(2 * np.pi * 1000 * t)
     video = [
-        vframe(i / FPS, np.full((72, 128), 235 if i % FPS == 0 and i else 60, np.uint8), index=i)
-        for i in range(seconds * FPS)
+        vframe(
+            i / fps,
+            np.full((72, 128), 235 if i % fps < flash_frames and i >= fps else 60, np.uint8),
+            index=i,
+        )
+        for i in range(seconds * fps)
     ]
     items: list = []
     afr = audio_frames(audio)
@@ -47,6 +54,25 @@ def test_av_offset_measured_and_run_dated_to_first_late_pair() -> None:
 def test_av_offset_within_tolerance_or_single_outlier_is_not_raised() -> None:
     offsets = {5: -30.0, 6: 100.0, 7: 300.0}  # in range, in range, one outlier
     assert run(["av_sync"], lineup(12, offsets))[1] == []
+
+
+@pytest.mark.parametrize(("flash_frames", "fps"), [(2, 25), (3, 30), (6, 60)])
+def test_a_flash_of_several_pictures_is_timed_by_its_first(flash_frames: int, fps: int) -> None:
+    """Line-up generators flash two or three frames too, and a 25 -> 50 fps conversion
+    doubles a one-frame flash: each is one flash, dated to its first picture."""
+    offsets = {k: 200.0 for k in range(4, 9)}
+    _, defects = run(["av_sync"], lineup(12, offsets, flash_frames, fps))
+    assert [(d["start"], d["end"]) for d in defects] == [(4.0, 9.0)]
+    assert defects[0]["details"]["offset_ms"] == pytest.approx(200.0, abs=1000 / fps)
+
+
+def test_a_bright_scene_longer_than_a_flash_is_no_flash() -> None:
+    """A cut to a bright scene with a beep near it measures nothing: pictures bright for
+    more than ``max_flash_s`` are not a flash."""
+    items = lineup(12, {k: 200.0 for k in range(1, 12)}, flash_frames=4)  # 0.12 s at 25
+    assert run(["av_sync"], items)[1] == []
+    longer = {"av_sync": {"max_flash_s": 0.2}}  # the same pictures, allowed as a flash
+    assert len(run(["av_sync"], items, longer)[1]) == 1
 
 
 def test_registry_expands_groups_and_names_bad_fields() -> None:
