@@ -106,6 +106,8 @@ def test_a_live_defect_is_dated_when_its_media_arrived(
         assert all(d <= t for d, t in seen), seen  # never dated after it was told
     finally:
         if runner is not None:
-            runner.stop()
+            # Waited for: a reader still in a network read holds its decoder open (and
+            # counted by the decode-threads policy, which a later test reads).
+            runner.stop(wait=15.0)
         for c in closing:
             c.close()
