@@ -106,6 +106,18 @@ class AvSyncDetector(Detector[AvSyncParams]):
             self.run = None  # a cut to a bright scene, or a slow change: no flash
         return None
 
+    def on_gap(self, t: float) -> None:
+        # The audio timeline restarts (the missing media is no timestamp drift), and a
+        # flash or burst under way when the source was lost is not one.
+        self.audio_origin = None
+        self.audio_seconds = 0.0
+        self.previous = None
+        self.run = None
+        self.candidate = None
+        self.pending = np.zeros(0, np.float32)
+        self.loud = False
+        self.quiet_since = -1e9
+
     # ---- audio
     def on_audio(self, frame: AudioFrame) -> list[Change]:
         return self._timeline(frame) + self._bursts(frame)

@@ -75,6 +75,11 @@ class Detector(Generic[P]):
     def on_decode_error(self, error: DecodeError) -> list[Change]:
         return []
 
+    def on_gap(self, t: float) -> None:
+        """Media is missing up to ``t`` (the source was lost): forget what measures
+        continuity across inputs. Runs pending at the gap restart after it (the
+        lifecycle's job); a detector overrides this only for its own state."""
+
     def readings(self) -> dict[str, float]:
         """Measurements worth showing per stream (metrics, status), by name."""
         return {}

@@ -123,6 +123,15 @@ class AudioFrame:
 
 
 @dataclass(slots=True)
+class Gap:
+    """No media reached the stream before media time ``t``, after the input before it:
+    the source was lost and read again (a reconnect). Conditions seen before it are not
+    known to have lasted through it."""
+
+    t: float
+
+
+@dataclass(slots=True)
 class DecodeError:
     """The decoder rejected a packet (corrupt payload); reported as block corruption."""
 

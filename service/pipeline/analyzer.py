@@ -114,6 +114,16 @@ class Analyzer:
                     events += life.apply(det, changes, item.t)
         return events
 
+    def gap(self, t: float) -> list[DefectEvent]:
+        """The source was lost until media time ``t`` (see ``Gap``): what was read before
+        is analysed first, then runs pending and detectors' continuity restart."""
+        events = self._analyse(self._take_audio()) if self._audio_pending else []
+        self.lifecycle.gap()
+        for det in self.detectors:
+            det.on_gap(t)
+        self.last_video_t = None
+        return events
+
     def readings(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for det in self.detectors:

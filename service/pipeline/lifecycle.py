@@ -87,10 +87,25 @@ class Lifecycle:
         # one inherited from the unit's previous owner).
         self._closed: dict[tuple[str, str], float] = {}
         self._input_t = 0.0  # start of the input being analysed (see ``input``)
+        # Detectors with runs pending across a gap in the media (see ``gap``).
+        self._after_gap: set[str] = set()
 
     def input(self, t: float) -> None:
         """The analyser is about to feed the detectors input starting at media time ``t``."""
         self._input_t = t
+
+    def gap(self) -> None:
+        """Media was missing (the source was lost and came back): a run not raised yet
+        restarts at its detector's first input after the gap -- time nobody saw does
+        not count towards ``d``. A raised defect stays open: the media after the gap
+        says whether it goes on."""
+        self._after_gap = {name for (name, _), run in self._runs.items() if run.defect is None}
+
+    def _resume(self, det: Detector[Any]) -> None:
+        self._after_gap.discard(det.name)
+        for (name, _), run in self._runs.items():
+            if name == det.name and run.defect is None and run.start < self._input_t:
+                run.start = self._input_t
 
     def inherit(self, defect: Defect) -> None:
         """An open defect of this unit raised by its previous owner (see module doc)."""
@@ -107,6 +122,8 @@ class Lifecycle:
             run.start = min(run.start, start)
 
     def apply(self, det: Detector[Any], changes: list[Change], now: float) -> list[DefectEvent]:
+        if det.name in self._after_gap:
+            self._resume(det)
         first = self._first.setdefault(det.name, self._input_t)
         events: list[DefectEvent] = []
         for ch in changes:
@@ -144,6 +161,8 @@ class Lifecycle:
     def tick(self, det: Detector[Any], now: float) -> list[DefectEvent]:
         """Raise the detector's pending runs that have now lasted long enough; close the
         inherited defects the detector has not found on within ``resume_s``."""
+        if det.name in self._after_gap:
+            self._resume(det)
         events: list[DefectEvent] = []
         if self._inherited or self._handed:
             first = self._first.setdefault(det.name, self._input_t)

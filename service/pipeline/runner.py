@@ -26,7 +26,7 @@ from service.detectors import registry
 from service.media import decode_frames
 from service.media.decoder import MediaItem, MediaReader
 from service.media.errors import SourceError
-from service.media.frames import AudioFrame, DecodeError, VideoFrame
+from service.media.frames import AudioFrame, DecodeError, Gap, VideoFrame
 from service.media.guard import AddressPolicy, SourceRefusedError, redact_text
 from service.media.udp_drops import kernel_drops, udp_port
 from service.observability import metrics
@@ -135,7 +135,7 @@ class StreamRunner:
         self.open_defects: dict[tuple[str, str], Defect] = {}
         self._closed_for_good = False  # close_open ran: emit nothing more
         self.last_error: str | None = None
-        self._queue: queue.Queue[MediaItem | None] = queue.Queue()
+        self._queue: queue.Queue[MediaItem | Gap | None] = queue.Queue()
         self._video_queued = 0
         self._video_bytes = 0
         self._queue_lock = threading.Lock()
@@ -340,6 +340,8 @@ class StreamRunner:
             if self.last_frame_wall is not None:
                 gap = 0.0 if is_file else max(0.0, time.time() - self.last_frame_wall)
                 offset = self._media_end + gap
+                if not is_file:
+                    self._queue.put(Gap(offset))  # nothing was seen in between
             try:
                 self._pump(reader, offset, paced=is_file and self.spec.pace == "live")
             except Exception as exc:  # never let one bad stream end its monitoring
@@ -474,7 +476,11 @@ class StreamRunner:
                 log.exception("stream %s: analysis failed on a frame", self.spec.id)
             self._watchdog()
 
-    def _analyse(self, item: MediaItem) -> None:
+    def _analyse(self, item: MediaItem | Gap) -> None:
+        if isinstance(item, Gap):
+            for ev in self.analyzer.gap(item.t):
+                self._emit(ev)
+            return
         now = time.time()
         if isinstance(item, VideoFrame):
             with self._queue_lock:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from service.detectors import registry
-from service.media.frames import AudioFrame, VideoFrame
+from service.media.frames import AudioFrame, Gap, VideoFrame
 from service.pipeline.analyzer import Analyzer
 from service.pipeline.lifecycle import DefectEvent
 
@@ -46,7 +46,7 @@ def run(
     analyzer = Analyzer(registry.build(names, thresholds))
     events: list[DefectEvent] = []
     for item in items:
-        events += analyzer.feed(item)
+        events += analyzer.gap(item.t) if isinstance(item, Gap) else analyzer.feed(item)
     events += analyzer.finish()
     defects = [e.defect.as_dict() for e in events if e.kind == "open"]
     return events, defects
