@@ -36,6 +36,16 @@ MediaItem = VideoFrame | AudioFrame | DecodeError
 # splice, wrap), not a gap: the timeline continues where it was instead of jumping.
 MAX_FORWARD_GAP = 5.0
 MAX_BACKWARD_STEP = 0.5
+# A demuxer read that blocked this share of the read timeout may have ended by the
+# timeout: MPEG-TS hands out a stream's last PES only when the next one starts, or when
+# reading fails -- so a source whose encoder died (its multiplexer still sending tables
+# and padding) releases its last, usually truncated, pictures a timeout later.
+TIMED_OUT_SHARE = 0.9
+MAX_LEFTOVER_PACKETS = 16
+# Video packets the decoder rejects before its first picture are a join (no parameter
+# sets or key frame yet: a source reopened while its encoder was down), not damage --
+# unless this many come and no picture (~10 s at 30 fps): video that never decodes.
+MAX_ERRORS_BEFORE_VIDEO = 300
 # Audio decoded before the first video frame waits for it (media time 0) up to this
 # many frames (~10 s of AAC); a video track that never decodes must not stall audio.
 MAX_AUDIO_BEFORE_VIDEO = 480
@@ -263,10 +273,19 @@ class MediaReader:
         """Demuxed packets until the end; a read failure ends the input, noted in
         ``self.ended_by`` (a live source that stops sending times out here)."""
         demux = self.container.demux(self._decode)
+        # After a read that blocked for about the timeout: its packet and those right
+        # behind it (the pending PES, a few per stream) are held. If the timeout
+        # follows, they were the demuxer's leftovers from before the source went quiet:
+        # dropped, so neither counted as signal (no_signal dated from them) nor decoded
+        # as damage (the last picture is usually cut short). More than that: the source
+        # is sending again (a pause just short of the timeout).
+        held: list[Any] = []
         while True:
+            asked = time.monotonic()
             try:
                 packet = next(demux)
             except StopIteration:
+                yield from held
                 return
             except av.error.ExitError:
                 self.ended_by = f"no data for {self.timeout_s:g} s"
@@ -274,6 +293,14 @@ class MediaReader:
             except (av.error.FFmpegError, OSError) as exc:
                 self.ended_by = _short(exc)
                 return
+            if held or time.monotonic() - asked >= TIMED_OUT_SHARE * self.timeout_s:
+                held.append(packet)
+                if len(held) <= MAX_LEFTOVER_PACKETS:
+                    continue
+                self.last_packet_wall = time.time()
+                yield from held
+                held = []
+                continue
             self.last_packet_wall = time.time()
             yield packet
 
@@ -282,6 +309,7 @@ class MediaReader:
         vs, as_ = self.video_stream, self.audio_stream
         vdur = 1.0 / self.fps
         early_audio: list[Any] = []  # decoded before media time 0 was known
+        joining = 0  # video packets rejected before the first picture
         for packet in self._packets():
             stream = packet.stream
             if packet.is_corrupt:
@@ -294,6 +322,10 @@ class MediaReader:
                 self.decode_errors += 1
                 track = self._vtrack if stream is vs else self._atrack
                 kind = "video" if stream is vs else "audio"
+                if kind == "video" and self.video_frames == 0:
+                    joining += 1
+                    if joining < MAX_ERRORS_BEFORE_VIDEO:
+                        continue  # waiting for parameter sets and a key frame
                 yield DecodeError(self._packet_time(packet, track), kind, _short(exc))
                 continue
             for frame in decoded:
