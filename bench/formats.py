@@ -4,8 +4,9 @@ One `avmon synth` clip (720p30, speech) with a black picture, a frozen picture, 
 silence and one silent channel is decoded and re-encoded by FFmpeg's encoders (through
 PyAV) into each variant below -- HEVC 10-bit, MPEG-2 with MP2, AC-3 5.1, VP9 and Opus,
 ProRes with 24-bit PCM, 4:2:2 10-bit H.264, MPEG-4 part 2 with MP3 in AVI, mono
-44.1 kHz AAC in MP4, full range H.264, and the short GOPs and constant bit rates
-broadcast feeds use -- and the real ``avmon check --json`` process analyses each.
+44.1 kHz AAC in MP4, full range H.264, the short GOPs and constant bit rates broadcast
+feeds use, and interlaced (field) coding in H.264 and MPEG-2 -- and the real
+``avmon check --json`` process analyses each.
 Reported per variant: every injected defect's start/end error, and anything else raised.
 
     python bench/formats.py [--keep DIR] [VARIANT ...]
@@ -81,6 +82,15 @@ VARIANTS: dict[str, tuple[str, str, str, dict[str, str], str, str, str, int]] = 
     ),
     "mpeg2_gop15_6M_ts": (
         "mpegts", "ts", "mpeg2video", {"b": "6M", "g": "15"}, "yuv420p", "mp2", "stereo", 48000,
+    ),
+    # Field coding, as interlaced broadcast is sent (MBAFF / field pictures, TFF).
+    "h264_interlaced_ts": (
+        "mpegts", "ts", "libx264", {"crf": "23", "x264-params": "interlaced=1:tff=1", **X264},
+        "yuv420p", "aac", "stereo", 48000,
+    ),
+    "mpeg2_interlaced_ts": (
+        "mpegts", "ts", "mpeg2video", {"b": "8M", "g": "12", "flags": "+ildct+ilme", "top": "1"},
+        "yuv420p", "mp2", "stereo", 48000,
     ),
 }  # fmt: skip
 
