@@ -26,7 +26,7 @@ from service.media.frames import (
     VideoInfo,
 )
 from service.media.guard import AddressPolicy, redact
-from service.media.source import SourceSpec, open_container, parse_source
+from service.media.source import SourceSpec, open_container, parse_source, read_timeout_s
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class MediaReader:
         policy: AddressPolicy | None = None,
     ) -> None:
         self.spec: SourceSpec = parse_source(source)
-        self.timeout_s = timeout_s
+        self.timeout_s = read_timeout_s(self.spec, timeout_s)  # what a read waits, at most
         self.ended_by: str | None = None  # why reading stopped early, if it did
         # Wall clock of the newest packet read: the signal itself. (With frame threading
         # the decoder holds the last frames until the read times out and it is flushed,

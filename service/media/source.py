@@ -15,6 +15,7 @@ from service.media.guard import PROTOCOLS, AddressPolicy, redact
 # Schemes avmon ingests. PyAV's FFmpeg has no libsrt, so no srt://.
 LIVE_SCHEMES = frozenset({"udp", "rtp", "rtsp", "rtsps", "rtmp", "rtmps"})
 HTTP_SCHEMES = frozenset({"http", "https"})
+HLS_READ_TIMEOUT_S = 30.0
 SUPPORTED_SCHEMES = LIVE_SCHEMES | HTTP_SCHEMES | {"file"}
 
 # UDP buffering, per source: the kernel's receive buffer (capped by net.core.rmem_max)
@@ -34,6 +35,18 @@ class SourceSpec:
     @property
     def is_network(self) -> bool:
         return self.scheme != "file"
+
+    @property
+    def is_hls(self) -> bool:
+        """An HLS playlist: media arrives a segment at a time, a target duration apart."""
+        return self.scheme in HTTP_SCHEMES and urlsplit(self.url).path.lower().endswith(".m3u8")
+
+    @property
+    def read_timeout_s(self) -> float | None:
+        """A floor under the read timeout: FFmpeg's HLS client blocks in a read while it
+        waits for the next segment (6 s is the usual target, 10 common), so a shorter
+        timeout reconnected every segment and re-read the playlist's last segments."""
+        return HLS_READ_TIMEOUT_S if self.is_hls else None
 
     @property
     def is_live_protocol(self) -> bool:
@@ -83,6 +96,10 @@ def network_options(spec: SourceSpec, timeout_s: float) -> dict[str, str]:
     return opts
 
 
+def read_timeout_s(spec: SourceSpec, timeout_s: float) -> float:
+    return max(timeout_s, spec.read_timeout_s or 0.0)
+
+
 def open_container(
     spec: SourceSpec, timeout_s: float = 5.0, policy: AddressPolicy | None = None
 ) -> Any:
@@ -115,7 +132,7 @@ def open_container(
             url,
             mode="r",
             options=options,
-            timeout=(timeout_s, timeout_s) if spec.is_network else None,
+            timeout=(timeout_s, read_timeout_s(spec, timeout_s)) if spec.is_network else None,
             io_open=io_open,
         )
     except SourceError:

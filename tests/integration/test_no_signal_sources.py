@@ -154,8 +154,10 @@ def test_no_signal_when_a_source_stalls_and_cleared_when_it_resumes(
         after = raised[0][0] - stalled
         print(f"{kind}: no_signal raised {after:.2f} s after the source stalled (d = {D:g} s)")
         # d + 0.5 s from the last packet (the issue's target) plus a shared-CI margin; an
-        # HLS client's last packet is the end of the last whole segment, up to 2 s earlier.
-        assert D - (2.5 if kind == "hls" else 0.5) <= after <= D + 0.5 + 1.0
+        # HLS client's last packet is the end of the last whole segment, up to 2 s earlier,
+        # and that segment's media covers its duration (1 s) from its arrival.
+        hls = kind == "hls"
+        assert D - (2.5 if hls else 0.5) <= after <= D + 0.5 + 1.0 + (1.0 if hls else 0.0)
         time.sleep(2.0)
         resumed = sender.resume()
         cleared = wait_for(lambda: no_signal("close"), 20)
@@ -171,4 +173,51 @@ def test_no_signal_when_a_source_stalls_and_cleared_when_it_resumes(
         sender.close()
         for extra in extras:
             extra.close()
+        service.stop()
+
+
+def test_hls_with_6_s_segments_raises_nothing_and_reads_each_segment_once(
+    make_clip: ClipFactory, tmp_path: Path
+) -> None:
+    """Apple's recommended target duration is 6 s: media comes a segment at a time, 6 s
+    apart. With the default 3 s source timeout the reader used to time out while FFmpeg's
+    HLS client waited for the next segment: a reconnect per segment, the playlist's last
+    segments read again each time (2.4x the frames), and no_signal opened and closed
+    every ~6.5 s; and the analyser's queue (1 s of video) dropped most of each segment.
+    Now a segment's media covers its duration from its arrival, and the reader waits for
+    the analyser. (A 30 s clip: the sender's loop leaves 12 ms of audio timestamps
+    unfilled each time round, which av_sync rightly reports once past 45 ms.)"""
+    clip, _ = make_clip(duration=30.0, size="320x180")
+    root = tmp_path / "hls"
+    root.mkdir()
+    options = '{"hls_time": "6", "hls_list_size": "5", "hls_flags": "delete_segments+omit_endlist"}'
+    sender = Sender(clip, str(root / "live.m3u8"), "hls", options)
+    folder = None
+    service = Service(tmp_path)  # the default source timeout
+    feed = EventFeed(service.base)
+    try:
+        assert wait_for((root / "live.m3u8").exists, 20), "no playlist"
+        folder = Folder(root)
+        url = f"http://127.0.0.1:{folder.port}/live.m3u8"
+        status, stream = service.request("POST", "/api/v1/streams", {"name": "hls6", "url": url})
+        assert status == 201, stream
+
+        def frames() -> int:
+            return int(service.request("GET", f"/api/v1/streams/{stream['id']}")[1]["frames"])
+
+        assert wait_for(lambda: frames() > 0, 30), "media never flowed"
+        time.sleep(8.0)  # past the join, when the client reads the listed segments at once
+        first, start = frames(), time.time()
+        time.sleep(36.0)
+        read = (frames() - first) / ((time.time() - start) * 30)
+        print(f"hls 6 s segments: {read:.2f}x the frames of real time over 36 s")
+        assert [e for e in feed.events if e[1] == "open"] == [], feed.events
+        assert 0.75 <= read <= 1.35, read  # a segment more or less in the window
+        status = service.request("GET", f"/api/v1/streams/{stream['id']}")[1]
+        assert status["dropped_frames"] == 0, status
+    finally:
+        feed.close()
+        sender.close()
+        if folder is not None:
+            folder.close()
         service.stop()
