@@ -42,13 +42,6 @@ class SourceSpec:
         return self.scheme in HTTP_SCHEMES and urlsplit(self.url).path.lower().endswith(".m3u8")
 
     @property
-    def read_timeout_s(self) -> float | None:
-        """A floor under the read timeout: FFmpeg's HLS client blocks in a read while it
-        waits for the next segment (6 s is the usual target, 10 common), so a shorter
-        timeout reconnected every segment and re-read the playlist's last segments."""
-        return HLS_READ_TIMEOUT_S if self.is_hls else None
-
-    @property
     def is_live_protocol(self) -> bool:
         """Protocols that are live by nature; HTTP may be either (HLS live vs a file)."""
         return self.scheme in LIVE_SCHEMES
@@ -97,7 +90,10 @@ def network_options(spec: SourceSpec, timeout_s: float) -> dict[str, str]:
 
 
 def read_timeout_s(spec: SourceSpec, timeout_s: float) -> float:
-    return max(timeout_s, spec.read_timeout_s or 0.0)
+    """What one read may wait. HLS: at least ``HLS_READ_TIMEOUT_S`` -- FFmpeg's client
+    blocks in a read while it waits for the next segment (6 s is the usual target, 10
+    common), so a shorter timeout reconnected every segment and re-read the last ones."""
+    return max(timeout_s, HLS_READ_TIMEOUT_S) if spec.is_hls else timeout_s
 
 
 def open_container(
