@@ -83,18 +83,7 @@ class Nearness:
         if prev is not None and prev.shape == grid.shape:
             mafd = _mean_abs_diff(grid, prev) / (1 << frame.bit_depth)
             still = mafd <= 4 * self.freeze.params.noise
-        return bool(dark or still or self._blocky())
-
-    def _blocky(self) -> bool:
-        """Half way from the stream's own level to the raise threshold, or more."""
-        det, learned = self.blockiness, self.blockiness.baseline
-        if learned is None or not det.recent:
-            return False  # nothing is raised before the level is learned
-        p = det.params
-        base, spread = learned
-        score = max(s for _, s in det.recent)
-        need = max(p.margin, p.spread * spread, (p.factor - 1) * max(base, 0.0))
-        return score - base >= 0.5 * need and score >= 0.5 * p.min_score
+        return bool(dark or still or self.blockiness.near_raise())
 
 
 def analyse(path: str, mode: str, hold: float) -> Run:

@@ -13,6 +13,10 @@ a line) instead of dominating the score, as a summed gradient would let it.
 A run is raised when the score is well above the stream's *own* level: a low percentile
 of the last two minutes' per-second scores, trusted only after ``learn_s`` seconds of
 scores (no raise before: a stream's first seconds say nothing of its normal level).
+Vertical and horizontal boundaries are scored and learned apart, and either raises: a
+predicted picture carries old block edges along with the motion, so under a scroll or a
+tilt only one orientation stays on the grid, and the other's swings (a moving pattern's
+edges crossing the grid) must not widen the level it is judged against.
 Limitation: blocking already present for the whole of the first seconds is learned as
 the stream's normal until it clears. Flat pictures (black, slates) carry no evidence.
 """
@@ -39,32 +43,39 @@ MAX_RATE = 15.0  # scores per second: every other frame at 30 fps keeps timing t
 def grid_score(luma: np.ndarray, bit_depth: int = 8) -> float | None:
     """Fraction of grid boundaries that step minus that inside blocks (max over both
     orientations, 8- and 4-pixel grids); None if the picture is too flat to tell."""
+    known = [s for s in grid_scores(luma, bit_depth) if s is not None]
+    return max(known) if known else None
+
+
+def grid_scores(luma: np.ndarray, bit_depth: int = 8) -> tuple[float | None, float | None]:
+    """The score of the vertical block boundaries (along sampled rows) and of the
+    horizontal ones (along sampled columns), each None where the lines are too flat.
+
+    Kept apart because motion moves them apart: in a predicted picture the encoder
+    copies blocks, and their edges, from where the content was, so under vertical motion
+    the horizontal edges leave the grid while the vertical ones stay on it."""
     h, w = luma.shape
     if h < 32 or w < 32:
-        return None
-    shift = bit_depth - 8
+        return None, None
     rows = luma[h // (2 * BAND) :: max(h // BAND, 1)]
-    cols = _column_segments(luma)
-    best: float | None = None
-    for lines in (rows, cols):
-        if shift == 0:  # widened by the subtraction itself: uint8 differences would wrap
-            g = np.subtract(lines[:, 1:], lines[:, :-1], dtype=np.int16)
-        else:
-            g = np.diff(lines.astype(np.int32) >> shift, axis=1)
-        np.abs(g, out=g)
-        np.minimum(g, CLIP, out=g)
-        scores: tuple[float, ...] | None
-        # Some steps (0.1% of positions): enough to count where they fall. Blocking on a
-        # ramp or on bars is that sparse at 1080p: a few steps, all on the grid.
-        if np.count_nonzero(g >= STEP) >= 0.001 * g.size:
-            scores = _grid_excess(g)
-        elif float(lines.std()) >= 8 * (1 << shift):
-            scores = (0.0,)  # smooth ramps, no step anywhere: certainly no blocking
-        else:
-            scores = None  # flat (black, a plain slate): no evidence either way
-        for score in scores or ():
-            best = score if best is None else max(best, score)
-    return best
+    return _lines_score(rows, bit_depth), _lines_score(_column_segments(luma), bit_depth)
+
+
+def _lines_score(lines: np.ndarray, bit_depth: int) -> float | None:
+    shift = bit_depth - 8
+    if shift == 0:  # widened by the subtraction itself: uint8 differences would wrap
+        g = np.subtract(lines[:, 1:], lines[:, :-1], dtype=np.int16)
+    else:
+        g = np.diff(lines.astype(np.int32) >> shift, axis=1)
+    np.abs(g, out=g)
+    np.minimum(g, CLIP, out=g)
+    # Some steps (0.1% of positions): enough to count where they fall. Blocking on a
+    # ramp or on bars is that sparse at 1080p: a few steps, all on the grid.
+    if np.count_nonzero(g >= STEP) >= 0.001 * g.size:
+        return max(_grid_excess(g))
+    if float(lines.std()) >= 8 * (1 << shift):
+        return 0.0  # smooth ramps, no step anywhere: certainly no blocking
+    return None  # flat (black, a plain slate): no evidence either way
 
 
 def _column_segments(luma: np.ndarray) -> np.ndarray:
@@ -116,10 +127,70 @@ class BlockinessParams(Params):
         4.0, ge=0.0, le=100.0, description="and above it by this many times its own spread"
     )
     factor: float = Field(1.3, gt=1.0, le=10.0, description="and score / level at least")
-    min_score: float = Field(0.03, ge=0.0, le=1.0, description="and the score at least")
+    min_score: float = Field(
+        0.03, ge=0.0, le=1.0, description="and the score at least (above the level if negative)"
+    )
     baseline_window_s: float = Field(120.0, ge=5.0, le=3600.0)
     learn_s: float = Field(5.0, ge=1.0, le=600.0, description="seconds before any raise")
     severity: str = Field("warning", pattern="^(warning|critical)$")
+
+
+class _Level:
+    """One orientation's scores: a running median, and the stream's own level learned
+    from its per-second medians."""
+
+    def __init__(self, params: BlockinessParams) -> None:
+        self.params = params
+        self.recent: deque[tuple[float, float]] = deque(maxlen=SMOOTH)  # (t, score)
+        self.seconds: deque[float] = deque()  # per-second median scores
+        self.second_start: float | None = None
+        self.second_scores: list[float] = []
+        self.baseline: tuple[float, float] | None = None  # (level, spread); None: unlearned
+
+    def add(self, t: float, score: float) -> None:
+        if self.second_start is None:
+            self.second_start = t
+        if t - self.second_start >= 1.0:
+            if self.second_scores:
+                self.seconds.append(float(np.median(self.second_scores)))
+                while len(self.seconds) > int(self.params.baseline_window_s):
+                    self.seconds.popleft()
+                self._relearn()
+            self.second_scores = []
+            self.second_start = t
+        self.second_scores.append(score)
+        self.recent.append((t, score))
+
+    def _relearn(self) -> None:
+        if len(self.seconds) < self.params.learn_s:
+            self.baseline = None
+            return
+        # A low percentile (20th), spread 80th minus 20th: blocky stretches (the defect)
+        # must not raise the level.
+        low, high = np.percentile(np.fromiter(self.seconds, float), [20, 80])
+        self.baseline = float(low), float(high - low)
+
+    @property
+    def smoothed(self) -> float:
+        return _median([s for _, s in self.recent])
+
+    def excess(self, share: float = 1.0) -> float | None:
+        """How far the smoothed score is past ``share`` of each raise condition (>= 0:
+        past all of them); None until the level is learned."""
+        if self.baseline is None or not self.recent:
+            return None
+        p, (base, spread), score = self.params, self.baseline, self.smoothed
+        return min(
+            score - base - share * max(p.margin, p.spread * spread),
+            score - max(base, 0.0) * (1 + share * (p.factor - 1)),
+            # At least min_score above nothing, or above a level below nothing (a
+            # pattern whose edges fall inside the blocks more than on the grid).
+            score - min(base, 0.0) - share * p.min_score,
+        )
+
+    def dated(self) -> float:
+        """When the smoothed score changed: the running median lags by half its window."""
+        return self.recent[-(len(self.recent) + 1) // 2][0]
 
 
 class BlockinessDetector(Detector[BlockinessParams]):
@@ -131,68 +202,39 @@ class BlockinessDetector(Detector[BlockinessParams]):
 
     def __init__(self, params: BlockinessParams) -> None:
         super().__init__(params)
-        self.recent: deque[tuple[float, float]] = deque(maxlen=SMOOTH)  # (t, score)
-        self.seconds: deque[float] = deque()  # per-second median scores
-        self.second_start: float | None = None
-        self.second_scores: list[float] = []
+        # Vertical boundaries (sampled rows) and horizontal ones (sampled columns), each
+        # against its own level: a pattern's or a scroll's steady offset in one does not
+        # hide blocking in the other.
+        self.levels = (_Level(params), _Level(params))
         self.active = False
         self.last_eval = -1e9
-        self._baseline: tuple[float, float] | None = None  # changes once a second
-
-    @property
-    def baseline(self) -> tuple[float, float] | None:
-        """The stream's own level and its spread (per-second scores, 20th percentile and
-        80th minus 20th); None until ``learn_s`` seconds are known."""
-        return self._baseline
-
-    def _relearn(self) -> None:
-        if len(self.seconds) < self.params.learn_s:
-            self._baseline = None
-            return
-        # A low percentile: blocky stretches (the defect) must not raise the level.
-        low, high = np.percentile(np.fromiter(self.seconds, float), [20, 80])
-        self._baseline = float(low), float(high - low)
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
             return []
         self.last_eval = frame.t
-        score = grid_score(frame.luma, frame.bit_depth)
-        if score is None:
+        scores = grid_scores(frame.luma, frame.bit_depth)
+        if scores == (None, None):
             return []
-        self._learn(frame.t, score)
-        self.recent.append((frame.t, score))
-        smoothed = _median([s for _, s in self.recent])
-        learned = self.baseline
-        base = learned[0] if learned is not None else 0.0
-        p = self.params
-        blocky = (
-            learned is not None
-            and smoothed - base >= max(p.margin, p.spread * learned[1])
-            and smoothed >= max(base, 0.0) * p.factor
-            and smoothed >= p.min_score
-        )
-        if blocky == self.active:
+        for level, score in zip(self.levels, scores, strict=True):
+            if score is not None:
+                level.add(frame.t, score)
+        blocky = [lv for lv in self.levels if (lv.excess() or -1.0) >= 0]
+        if bool(blocky) == self.active:
             return []
-        self.active = blocky
-        # The running median lags the change by half its window: date it back.
-        t = self.recent[-(len(self.recent) + 1) // 2][0] if len(self.recent) > 1 else frame.t
-        details = {"score": round(smoothed, 3), "baseline": round(base, 3)} if blocky else {}
-        return [Change(t, blocky, details=details)]
+        self.active = bool(blocky)
+        if blocky:
+            worst = max(blocky, key=lambda lv: lv.excess() or 0.0)
+            assert worst.baseline is not None
+            details = {"score": round(worst.smoothed, 3), "baseline": round(worst.baseline[0], 3)}
+            return [Change(worst.dated(), True, details=details)]
+        # Cleared: dated by the orientation that was raising it (both see the same frames).
+        return [Change(max(lv.dated() for lv in self.levels if lv.recent), False)]
 
-    def _learn(self, t: float, score: float) -> None:
-        if self.second_start is None:
-            self.second_start = t
-        if t - self.second_start >= 1.0:
-            if self.second_scores:
-                self.seconds.append(float(np.median(self.second_scores)))
-                max_len = int(self.params.baseline_window_s)
-                while len(self.seconds) > max_len:
-                    self.seconds.popleft()
-                self._relearn()
-            self.second_scores = []
-            self.second_start = t
-        self.second_scores.append(score)
+    def near_raise(self) -> bool:
+        """Half way from the stream's own level to raising, or further (for decoding
+        less than everything: decode every picture while blocking may be starting)."""
+        return any((lv.excess(0.5) or -1.0) >= 0 for lv in self.levels)
 
 
 def _median(values: list[float]) -> float:
