@@ -58,7 +58,7 @@ def send_udp(
                         streams[s.index] = out.add_stream_from_template(s)
                     mapping[s] = streams[s.index]
                 first: float | None = None
-                last = 0.0
+                spans: dict[Any, tuple[float, float]] = {}  # per stream: first pts, end
                 for pkt in inp.demux(*mapping):
                     if stop.is_set():
                         return
@@ -67,7 +67,11 @@ def send_udp(
                     ts = float(pkt.dts * pkt.time_base)
                     first = ts if first is None else first
                     rel = ts - first
-                    last = max(last, rel)
+                    if pkt.pts is not None:
+                        begin = float(pkt.pts * pkt.time_base)
+                        end = float((pkt.pts + (pkt.duration or 0)) * pkt.time_base)
+                        low, high = spans.get(pkt.stream, (begin, end))
+                        spans[pkt.stream] = (min(low, begin), max(high, end))
                     if rel < skip_s:
                         continue
                     delay = start + offset + rel - 0.5 - time.monotonic()  # 0.5 s head start
@@ -81,7 +85,11 @@ def send_udp(
                     out.mux(pkt)
             if not loop:
                 return
-            offset += last + 1 / 30
+            # The next loop starts where the longest stream ended: its samples (audio,
+            # usually) run on without a gap. A gap per loop in the audio timestamps adds
+            # up to what a receiver rightly reads as drift (12 ms a loop, when the loop
+            # was timed by the last packet's dts plus a video frame).
+            offset += max((high - low for low, high in spans.values()), default=1 / 30)
             skip_s = 0.0
 
 
