@@ -55,23 +55,28 @@ class AvSyncDetector(Detector[AvSyncParams]):
 
     def __init__(self, params: AvSyncParams) -> None:
         super().__init__(params)
-        self.previous: float | None = None  # brightness of the picture before
-        # A bright run under way: (first picture's t, brightness before it, its dimmest).
-        self.run: tuple[float, float, float] | None = None
         self.flashes: deque[float] = deque(maxlen=8)
         self.bursts: deque[float] = deque(maxlen=8)
         self.burst_level = 10 ** (params.burst_level_db / 20)
-        self.pending = np.zeros(0, np.float32)
-        self.audio_origin: float | None = None
-        self.audio_seconds = 0.0
         self.drifting = False
-        self.loud = False
-        self.quiet_since = -1e9
-        self.candidate: float | None = None  # onset of a burst not yet confirmed short
         self.bad: list[tuple[float, float]] = []  # consecutive out-of-range (t, offset)
         self.active = False
         self.last_pair_t = -1e9
         self.measurements = 0
+        self._follow_from_here()
+
+    def _follow_from_here(self) -> None:
+        """What follows the signal from one item to the next: set at the start, and
+        again after an outage (see ``on_gap``)."""
+        self.previous: float | None = None  # brightness of the picture before
+        # A bright run under way: (first picture's t, brightness before it, its dimmest).
+        self.run: tuple[float, float, float] | None = None
+        self.pending = np.zeros(0, np.float32)
+        self.audio_origin: float | None = None
+        self.audio_seconds = 0.0
+        self.loud = False
+        self.quiet_since = -1e9
+        self.candidate: float | None = None  # onset of a burst not yet confirmed short
 
     # ---- video: short flashes
     def on_video(self, frame: VideoFrame) -> list[Change]:
@@ -109,14 +114,7 @@ class AvSyncDetector(Detector[AvSyncParams]):
     def on_gap(self, t: float) -> None:
         # The audio timeline restarts (the missing media is no timestamp drift), and a
         # flash or burst under way when the source was lost is not one.
-        self.audio_origin = None
-        self.audio_seconds = 0.0
-        self.previous = None
-        self.run = None
-        self.candidate = None
-        self.pending = np.zeros(0, np.float32)
-        self.loud = False
-        self.quiet_since = -1e9
+        self._follow_from_here()
 
     # ---- audio
     def on_audio(self, frame: AudioFrame) -> list[Change]:
