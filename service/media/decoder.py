@@ -26,7 +26,7 @@ from service.media.frames import (
     VideoInfo,
 )
 from service.media.guard import AddressPolicy, redact
-from service.media.source import SourceSpec, open_container, parse_source, read_timeout_s
+from service.media.source import SourceSpec, open_source, parse_source, read_timeout_s
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +175,14 @@ class MediaReader:
         want_audio: bool = True,
         policy: AddressPolicy | None = None,
     ) -> None:
-        self.spec: SourceSpec = parse_source(source)
-        self.timeout_s = read_timeout_s(self.spec, timeout_s)  # what a read waits, at most
         self.ended_by: str | None = None  # why reading stopped early, if it did
         # Wall clock of the newest packet read: the signal itself. (With frame threading
         # the decoder holds the last frames until the read times out and it is flushed,
         # so decoded frames are not when the source went quiet.)
         self.last_packet_wall: float | None = None
-        self.container = open_container(self.spec, timeout_s, policy)
+        self.spec: SourceSpec
+        self.spec, self.container = open_source(parse_source(source), timeout_s, policy)
+        self.timeout_s = read_timeout_s(self.spec, timeout_s)  # what a read waits, at most
         # None: as the process-wide policy says (service.media.decode_threads).
         self._counted = threads is None
         try:

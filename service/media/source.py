@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import os
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +33,7 @@ UDP_FIFO_BYTES = 4 * 1024 * 1024
 class SourceSpec:
     url: str  # what av.open receives (file:// stripped to a path)
     scheme: str  # "file" for local paths
+    hls: bool = False  # found to be HLS when opened (a playlist served under another name)
 
     @property
     def is_network(self) -> bool:
@@ -39,7 +42,9 @@ class SourceSpec:
     @property
     def is_hls(self) -> bool:
         """An HLS playlist: media arrives a segment at a time, a target duration apart."""
-        return self.scheme in HTTP_SCHEMES and urlsplit(self.url).path.lower().endswith(".m3u8")
+        return self.scheme in HTTP_SCHEMES and (
+            self.hls or urlsplit(self.url).path.lower().endswith(".m3u8")
+        )
 
     @property
     def is_live_protocol(self) -> bool:
@@ -96,6 +101,40 @@ def read_timeout_s(spec: SourceSpec, timeout_s: float) -> float:
     return max(timeout_s, HLS_READ_TIMEOUT_S) if spec.is_hls else timeout_s
 
 
+def open_source(
+    spec: SourceSpec, timeout_s: float = 5.0, policy: AddressPolicy | None = None
+) -> tuple[SourceSpec, Any]:
+    """``open_container``, after finding out whether an http(s) URL without ``.m3u8`` in
+    its path serves an HLS playlist: HLS needs a longer read timeout, which cannot be
+    changed once opened (a short one reconnected at every segment), and FFmpeg will not
+    take a playlist under such a name for HLS without the server's content type, which
+    it does not see through avmon's own HTTP opener."""
+    if (
+        spec.scheme in HTTP_SCHEMES
+        and not spec.is_hls
+        and _serves_playlist(spec, timeout_s, policy)
+    ):
+        spec = replace(spec, hls=True)
+    return spec, open_container(spec, timeout_s, policy)
+
+
+def _serves_playlist(spec: SourceSpec, timeout_s: float, policy: AddressPolicy | None) -> bool:
+    """Whether the URL's body starts as a playlist does (one request, 7 bytes read)."""
+    try:
+        if policy is not None:
+            from service.media.guarded_http import GuardedOpener
+
+            body: Any = GuardedOpener(policy, timeout_s).fetch(spec.url)
+        else:
+            body = urllib.request.urlopen(spec.url, timeout=timeout_s)  # http(s): checked above
+        try:
+            return bool(body.read(7) == b"#EXTM3U")
+        finally:
+            body.close()
+    except (OSError, ValueError, http.client.HTTPException, SourceError):
+        return False  # the open itself will say what is wrong
+
+
 def open_container(
     spec: SourceSpec, timeout_s: float = 5.0, policy: AddressPolicy | None = None
 ) -> Any:
@@ -127,6 +166,7 @@ def open_container(
         return av.open(
             url,
             mode="r",
+            format="hls" if spec.hls else None,  # known by its content, not its name
             options=options,
             timeout=(timeout_s, read_timeout_s(spec, timeout_s)) if spec.is_network else None,
             io_open=io_open,
