@@ -185,5 +185,13 @@ class FreezeDetector(Detector[FreezeParams]):
             return luma_part / scale  # a lower bound already clear of the threshold
         mafd = self._mafd(self._grids(frame), self._grids(ref), planes) / scale
         if 0.5 * threshold < mafd < 2.0 * threshold:  # too close to call on a sample grid
-            mafd = self._mafd(planes, self._planes(ref), planes) / scale
+            # Every pixel, luma first: it is two thirds of the weight (4:2:0), and when it
+            # alone is past the threshold the chroma planes can only add.
+            total = _mean_abs_diff(frame.luma, ref.luma) * weights[0]
+            if total / sum(weights) / scale <= threshold:
+                for plane, ref_plane, weight in zip(
+                    planes[1:], self._planes(ref)[1:], weights[1:], strict=True
+                ):
+                    total += _mean_abs_diff(plane, ref_plane) * weight
+            mafd = total / sum(weights) / scale
         return mafd
