@@ -10,8 +10,10 @@ since the two orientations are judged apart (docs/benchmarks.md section 6)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import pytest
 
 from tests.lavfi_clips import make_clip
@@ -76,3 +78,36 @@ def test_frozen_footage_and_synthetic_pictures_are_still_frozen(
     found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "freeze"]
     assert len(found) == 1, found
     assert abs(found[0][0] - 2.0) <= 0.1 and abs(found[0][1] - 6.0) <= 0.1, found
+
+
+def test_a_still_picture_through_mpeg2_raises_no_blockiness(tmp_path: Path) -> None:
+    """MPEG-2 at 6 Mbit/s with 0.5 s GOPs (a common contribution feed): its key frames step
+    on the vertical block boundaries far more than the pictures between them (0.17-0.20
+    against a level of 0.01), and a picture frozen for 4 s holds a key frame's quality.
+    That is the stream's normal, seen every half second, not blocking: only the freeze
+    is raised. (Judged against the level alone, 8.00-9.87 was raised as blockiness.)"""
+    from service.pipeline.check import check
+    from service.synth import SynthSpec, parse_injections, synthesize
+    from tests.detectors.test_freeze_reencoded import _encode
+
+    source = tmp_path / "source.ts"
+    synthesize(
+        SynthSpec(
+            out=source,
+            duration=16.0,
+            width=640,
+            height=360,
+            fps=30,
+            crf=0,
+            injections=parse_injections("freeze@8-12"),
+        )
+    )
+
+    def frames() -> Iterator[av.VideoFrame]:
+        with av.open(str(source)) as c:
+            yield from c.decode(video=0)
+
+    options = {"b": "6M", "g": "15", "threads": "1"}
+    clip = _encode(frames(), tmp_path / "mpeg2.ts", "mpeg2video", options)
+    found = [(d.type, d.start, d.end) for d in check(str(clip)).defects]
+    assert [t for t, _, _ in found] == ["freeze"], found
