@@ -112,10 +112,23 @@ def open_source(
     if (
         spec.scheme in HTTP_SCHEMES
         and not spec.is_hls
+        and not _media_file_name(spec.url)
         and _serves_playlist(spec, timeout_s, policy)
     ):
         spec = replace(spec, hls=True)
     return spec, open_container(spec, timeout_s, policy)
+
+
+# Paths named as media files are not asked whether they are playlists: no extra request
+# at every (re)connect of a progressive file or a live TS relay (reconnects are timed).
+MEDIA_EXTENSIONS: tuple[str, ...] = (
+    *(".ts", ".m2ts", ".mts", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".flv"),
+    *(".aac", ".mp3", ".ac3", ".wav", ".mpg", ".mpeg", ".avi", ".m4a", ".ogg"),
+)
+
+
+def _media_file_name(url: str) -> bool:
+    return urlsplit(url).path.lower().endswith(MEDIA_EXTENSIONS)
 
 
 def _serves_playlist(spec: SourceSpec, timeout_s: float, policy: AddressPolicy | None) -> bool:
