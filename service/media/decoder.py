@@ -166,7 +166,7 @@ class MediaReader:
 
     def __init__(
         self,
-        source: str,
+        source: str | SourceSpec,
         *,
         timeout_s: float = 5.0,
         threads: str | None = "AUTO",
@@ -181,7 +181,9 @@ class MediaReader:
         # so decoded frames are not when the source went quiet.)
         self.last_packet_wall: float | None = None
         self.spec: SourceSpec
-        self.spec, self.container = open_source(parse_source(source), timeout_s, policy)
+        # A SourceSpec from an earlier reader carries what that open found out (HLS or not).
+        spec = parse_source(source) if isinstance(source, str) else source
+        self.spec, self.container = open_source(spec, timeout_s, policy)
         self.timeout_s = read_timeout_s(self.spec, timeout_s)  # what a read waits, at most
         # None: as the process-wide policy says (service.media.decode_threads).
         self._counted = threads is None

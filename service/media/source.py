@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import urllib.request
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +32,9 @@ UDP_FIFO_BYTES = 4 * 1024 * 1024
 class SourceSpec:
     url: str  # what av.open receives (file:// stripped to a path)
     scheme: str  # "file" for local paths
-    hls: bool = False  # found to be HLS when opened (a playlist served under another name)
+    # Whether the URL serves an HLS playlist, found out by asking it (a playlist served
+    # under a name without .m3u8); None until asked. Kept across reconnects by the caller.
+    hls: bool | None = None
 
     @property
     def is_network(self) -> bool:
@@ -42,9 +43,7 @@ class SourceSpec:
     @property
     def is_hls(self) -> bool:
         """An HLS playlist: media arrives a segment at a time, a target duration apart."""
-        return self.scheme in HTTP_SCHEMES and (
-            self.hls or urlsplit(self.url).path.lower().endswith(".m3u8")
-        )
+        return self.scheme in HTTP_SCHEMES and (self.hls is True or _playlist_name(self.url))
 
     @property
     def is_live_protocol(self) -> bool:
@@ -108,19 +107,20 @@ def open_source(
     its path serves an HLS playlist: HLS needs a longer read timeout, which cannot be
     changed once opened (a short one reconnected at every segment), and FFmpeg will not
     take a playlist under such a name for HLS without the server's content type, which
-    it does not see through avmon's own HTTP opener."""
+    it does not see through avmon's own HTTP opener. The answer comes back in the
+    returned spec: pass that spec to the next open (a reconnect) and it is not asked again."""
     if (
         spec.scheme in HTTP_SCHEMES
-        and not spec.is_hls
+        and spec.hls is None
+        and not _playlist_name(spec.url)
         and not _media_file_name(spec.url)
-        and _serves_playlist(spec, timeout_s, policy)
     ):
-        spec = replace(spec, hls=True)
+        spec = replace(spec, hls=_serves_playlist(spec, timeout_s, policy))
     return spec, open_container(spec, timeout_s, policy)
 
 
-# Paths named as media files are not asked whether they are playlists: no extra request
-# at every (re)connect of a progressive file or a live TS relay (reconnects are timed).
+# Paths named as what they are -- a playlist or a media file -- are taken at their word,
+# as FFmpeg takes them: no extra request before a progressive file or a live TS relay.
 MEDIA_EXTENSIONS: tuple[str, ...] = (
     *(".ts", ".m2ts", ".mts", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".flv"),
     *(".aac", ".mp3", ".ac3", ".wav", ".mpg", ".mpeg", ".avi", ".m4a", ".ogg"),
@@ -131,21 +131,28 @@ def _media_file_name(url: str) -> bool:
     return urlsplit(url).path.lower().endswith(MEDIA_EXTENSIONS)
 
 
-def _serves_playlist(spec: SourceSpec, timeout_s: float, policy: AddressPolicy | None) -> bool:
-    """Whether the URL's body starts as a playlist does (one request, 7 bytes read)."""
-    try:
-        if policy is not None:
-            from service.media.guarded_http import GuardedOpener
+def _playlist_name(url: str) -> bool:
+    return urlsplit(url).path.lower().endswith(".m3u8")
 
-            body: Any = GuardedOpener(policy, timeout_s).fetch(spec.url)
-        else:
-            body = urllib.request.urlopen(spec.url, timeout=timeout_s)  # http(s): checked above
+
+def _serves_playlist(
+    spec: SourceSpec, timeout_s: float, policy: AddressPolicy | None
+) -> bool | None:
+    """Whether the URL's body starts as a playlist does (one request, 7 bytes read);
+    None when it could not be asked (the open itself will say what is wrong, and the
+    next attempt asks again). Without a policy (``avmon check``: the operator's own URL)
+    every address is allowed, but the request is still avmon's one client: http(s) only,
+    redirects included."""
+    from service.media.guarded_http import GuardedOpener
+
+    try:
+        body = GuardedOpener(policy or AddressPolicy(), timeout_s).fetch(spec.url)
         try:
-            return bool(body.read(7) == b"#EXTM3U")
+            return body.read(7) == b"#EXTM3U"
         finally:
             body.close()
     except (OSError, ValueError, http.client.HTTPException, SourceError):
-        return False  # the open itself will say what is wrong
+        return None
 
 
 def open_container(

@@ -28,6 +28,7 @@ from service.media.decoder import MediaItem, MediaReader
 from service.media.errors import SourceError
 from service.media.frames import AudioFrame, DecodeError, Gap, VideoFrame
 from service.media.guard import AddressPolicy, SourceRefusedError, redact_text
+from service.media.source import SourceSpec
 from service.media.udp_drops import kernel_drops, udp_port
 from service.observability import metrics
 from service.pipeline.analyzer import Analyzer
@@ -309,10 +310,13 @@ class StreamRunner:
     def _read_loop(self) -> None:
         attempt = 0
         offset = 0.0
+        # After the first open, the reader's spec: what opening found out (an HTTP URL
+        # serving a playlist) is not asked again at every reconnect.
+        source: str | SourceSpec = self.spec.url
         while not self._stop.is_set():
             try:
                 reader = MediaReader(
-                    self.spec.url,
+                    source,
                     timeout_s=self.timeout_s,
                     threads=None,  # frame threads only while this process has idle cores
                     reference_only=decode_frames.reference_only(self.analyzer.needs_every_frame),
@@ -338,6 +342,7 @@ class StreamRunner:
                 self._stop.wait(delay)
                 continue
             attempt = 0
+            source = reader.spec
             self._reader = reader  # the watchdog sees its packets before any frame
             self.last_error = None
             self.state = "running"

@@ -4,9 +4,11 @@ source over UDP (PyAV in a helper process), webhook receivers over real HTTP."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -189,6 +191,53 @@ def test_no_signal_clears_within_a_second_of_a_refusing_source_coming_back(
         feed.close()
         if source is not None:
             source.close()
+        service.stop()
+
+
+def test_an_http_source_is_asked_whether_it_is_a_playlist_once_not_at_every_reconnect(
+    make_clip: ClipFactory, tmp_path: Path
+) -> None:
+    """A progressive file over HTTP under a name without an extension: read to its end,
+    then opened again (a network source that ended reconnects). Only the first open asks
+    for the body's first bytes; the reconnects reuse the answer -- one GET a read."""
+    clip, _ = make_clip(duration=2.0, size="320x180")
+    body = clip.read_bytes()
+    gets: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            gets.append(time.time())
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the 7-byte question hangs up early
+                self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    service = Service(tmp_path)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/feed"
+        status, stream = service.request("POST", "/api/v1/streams", {"name": "feed", "url": url})
+        assert status == 201, stream
+
+        def frames() -> int:  # read: analysed or dropped by a busy analyser
+            got = service.request("GET", f"/api/v1/streams/{stream['id']}")[1]
+            return int(got["frames"]) + int(got["dropped_frames"])
+
+        assert wait_for(lambda: frames() >= 6 * 60, 60), "the file was not read six times"
+        server.shutdown()  # no more GETs; the reads under way end with the body
+        time.sleep(3.0)  # ... and their frames are analysed
+        reads = frames() / 60  # 2 s at 30 fps a read
+        print(f"{len(gets)} GETs for {reads:.2f} reads")
+        # One question, then one GET a read (asked at every open: twice the reads).
+        assert len(gets) <= math.ceil(reads) + 1, (len(gets), reads)
+    finally:
+        server.server_close()
         service.stop()
 
 

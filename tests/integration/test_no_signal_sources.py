@@ -192,7 +192,7 @@ def test_hls_with_6_s_segments_raises_nothing_and_reads_each_segment_once(
     every ~6.5 s; and the analyser's queue (1 s of video) dropped most of each segment.
     Now a segment's media covers its duration from its arrival, and the reader waits for
     the analyser. ``channel``: the playlist under a name without ``.m3u8`` is known as
-    HLS once opened (by its content type) and opened again as one."""
+    HLS by its first bytes (one request, asked once) and opened as one."""
     clip, _ = make_clip(duration=30.0, size="320x180")
     root = tmp_path / "hls"
     root.mkdir()

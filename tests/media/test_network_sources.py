@@ -7,12 +7,16 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
 
+from service.media.decoder import MediaReader
 from service.media.udp_drops import kernel_drops
 from tests.conftest import ClipFactory, run_avmon
 
@@ -163,3 +167,47 @@ def test_udp_source_with_no_data_is_a_clear_error() -> None:
     assert (
         proc.stderr.strip() == f"avmon: error: udp://127.0.0.1:{port}: no data received within 5 s"
     )
+
+
+def test_a_playlist_under_another_name_is_asked_once_per_stream_not_per_open(
+    hls_server,  # type: ignore[no-untyped-def]
+    make_clip: ClipFactory,
+    tmp_path: Path,
+) -> None:
+    """An http(s) URL named neither ``.m3u8`` nor as a media file is asked for its first
+    bytes before FFmpeg opens it. The answer travels in the reader's spec, so a reconnect
+    (the runner opens again with that spec) costs FFmpeg's request only."""
+    assert hls_server  # its site folder holds index.m3u8 and the segments
+    site = tmp_path / "site"
+    clip, _ = make_clip(duration=2.0, size="320x180")
+    counts: dict[str, int] = {}
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(site), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def translate_path(self, path: str) -> str:
+            counts[path] = counts.get(path, 0) + 1
+            named = {"/channel": "/index.m3u8", "/feed": "/clip.ts"}
+            return super().translate_path(named.get(path, path))
+
+    (site / "clip.ts").write_bytes(clip.read_bytes())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for path, playlist in (("/channel", True), ("/feed", False)):
+            with MediaReader(base + path) as first:
+                assert first.spec.hls is playlist and first.spec.is_hls is playlist
+                assert next(iter(first.frames())) is not None
+            assert counts[path] == 2, counts  # the 7-byte question, then FFmpeg's open
+            with MediaReader(first.spec) as again:
+                assert again.spec.hls is playlist
+                assert next(iter(again.frames())) is not None
+            assert counts[path] == 3, counts  # not asked again
+    finally:
+        server.shutdown()
+        server.server_close()
