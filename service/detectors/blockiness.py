@@ -239,14 +239,13 @@ class BlockinessDetector(Detector[BlockinessParams]):
                 level.add(frame.t, score, self.active)
         # Raised past the level and above the stream's normal range; held while past the
         # level (a blocky run lifts nothing it is judged against: its scores are not kept).
-        blocky = [
-            lv for lv in self.levels if (lv.excess() or -1.0) >= 0 and (self.active or lv.unusual())
-        ]
+        excess = [(lv.excess() or -1.0, lv) for lv in self.levels]
+        blocky = [(e, lv) for e, lv in excess if e >= 0 and (self.active or lv.unusual())]
         if bool(blocky) == self.active:
             return []
         self.active = bool(blocky)
         if blocky:
-            worst = max(blocky, key=lambda lv: lv.excess() or 0.0)
+            worst = max(blocky, key=lambda pair: pair[0])[1]
             assert worst.baseline is not None
             details = {"score": round(worst.smoothed, 3), "baseline": round(worst.baseline[0], 3)}
             return [Change(worst.dated(), True, details=details)]

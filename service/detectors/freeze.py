@@ -180,7 +180,8 @@ class FreezeDetector(Detector[FreezeParams]):
         scale = 1 << frame.bit_depth
         planes = self._planes(frame)
         weights = [p.shape[0] * p.shape[1] for p in planes]
-        luma_part = _mean_abs_diff(frame.grid(), ref.grid()) * weights[0] / sum(weights)
+        whole = sum(weights)
+        luma_part = _mean_abs_diff(frame.grid(), ref.grid()) * weights[0] / whole
         if luma_part / scale >= 2.0 * threshold:
             return luma_part / scale  # a lower bound already clear of the threshold
         mafd = self._mafd(self._grids(frame), self._grids(ref), planes) / scale
@@ -188,10 +189,10 @@ class FreezeDetector(Detector[FreezeParams]):
             # Every pixel, luma first: it is two thirds of the weight (4:2:0), and when it
             # alone is past the threshold the chroma planes can only add.
             total = _mean_abs_diff(frame.luma, ref.luma) * weights[0]
-            if total / sum(weights) / scale <= threshold:
+            if total / whole / scale <= threshold:
                 for plane, ref_plane, weight in zip(
                     planes[1:], self._planes(ref)[1:], weights[1:], strict=True
                 ):
                     total += _mean_abs_diff(plane, ref_plane) * weight
-            mafd = total / sum(weights) / scale
+            mafd = total / whole / scale
         return mafd
