@@ -25,13 +25,13 @@ not only at key frames. ``drift = noise`` and ``return_s = 0`` give FFmpeg's rul
 Some encoders step further at a key frame and then refine back: openh264 and libvpx
 re-code a still picture at every key frame 0.006-0.012 of full scale away, and within
 0.2-0.3 s are back within ``drift`` of it (measured on camera footage and test
-patterns made with GStreamer). With 2 s between key frames no still run lasts ``d``,
-and FFmpeg's rule and the drift rule both missed a 6 s freeze through libvpx. So when a
-key frame leaves a frozen picture and the picture comes back, still and within
-``drift``, ``return_s`` (0.5 s) later, the freeze goes on through it (judged then, not at
-the first close frame: libvpx comes back in two steps). A raised freeze is ended only
-once that time has passed without a return (dated at the key frame); a run not raised
-yet ends at once and, on a return, is found on from its first frame.
+patterns made with GStreamer; libvpx in two steps, the second ~0.23 s after the key
+frame). With 2 s between key frames no still run lasts ``d``, and FFmpeg's rule and the
+drift rule both missed a 6 s freeze through libvpx. So when the picture leaves a freeze
+within ``return_s`` (0.5 s) of a key frame and, ``return_s`` later, is back -- still and
+within ``drift`` of the frozen picture -- the freeze goes on through it. A raised freeze
+is ended only once that time has passed without a return (dated where it left); a run
+not raised yet ends at once and, on a return, is found on from its first frame.
 
 A still *test pattern* -- colour bars, stripes, ramps: what engineers put on a feed while
 lining up -- is not raised either (unless ``test_patterns`` is set): a monitor that
@@ -45,6 +45,7 @@ is raised. The stream's status shows ``test_pattern`` while one is held.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,12 +81,12 @@ def _mean_abs_diff(a: Pixels, b: Pixels) -> float:
 
 @dataclass(slots=True)
 class _Left:
-    """A key frame left a frozen picture (``ref`` since ``ref_t``) at ``at``."""
+    """The picture left a freeze (``ref`` since ``ref_t``) at ``at``, near a key frame."""
 
     ref: VideoFrame
     ref_t: float
     at: float
-    first: VideoFrame  # the key frame
+    first: VideoFrame  # the frame that left
     held: bool  # the freeze was raised (or due): its end waits for ``return_s``
 
 
@@ -135,6 +136,7 @@ class FreezeDetector(Detector[FreezeParams]):
         self.prev: VideoFrame | None = None  # the frame before (re-encoding tolerance)
         self.since_key = 2  # frames since the last key frame (0: this one)
         self.left: _Left | None = None  # a key frame left a frozen picture (see module doc)
+        self.key_t = -math.inf  # media time of the last key frame
 
     @staticmethod
     def _planes(frame: VideoFrame) -> tuple[Pixels, ...]:
@@ -154,6 +156,8 @@ class FreezeDetector(Detector[FreezeParams]):
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         self.since_key = 0 if frame.key else self.since_key + 1
+        if frame.key:
+            self.key_t = frame.t
         out: list[Change] = []
         left = self.left
         if left is not None:
@@ -180,8 +184,9 @@ class FreezeDetector(Detector[FreezeParams]):
                 return out
             self.active = True
             return [*out, Change(self.ref_t, True, details={"mafd": round(mafd, 6)})]
-        if self.active and ref is not None and self.since_key <= 1 and self.params.return_s:
-            # A key frame leaves the frozen picture: it may come back (see module doc).
+        near_key = frame.t - self.key_t <= self.params.return_s
+        if self.active and ref is not None and near_key and self.left is None:
+            # Left at (or just after) a key frame: the picture may come back (module doc).
             held = frame.t - self.ref_t >= self.params.d  # raised, or due: keep it open
             self.left = _Left(ref, self.ref_t, frame.t, frame, held)
             if held:
