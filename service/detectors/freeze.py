@@ -22,16 +22,18 @@ it (<= ``noise``) or it is a key frame or the one after (MPEG-2 refines that one
 A picture that moves does not pass: it differs from the frame before at every frame,
 not only at key frames. ``drift = noise`` and ``return_s = 0`` give FFmpeg's rule exactly.
 
-Some encoders step further at a key frame and then refine back: openh264 and libvpx
-re-code a still picture at every key frame 0.006-0.012 of full scale away, and within
-0.2-0.3 s are back within ``drift`` of it (measured on camera footage and test
-patterns made with GStreamer; libvpx in two steps, the second ~0.23 s after the key
-frame). With 2 s between key frames no still run lasts ``d``, and FFmpeg's rule and the
-drift rule both missed a 6 s freeze through libvpx. So when the picture leaves a freeze
-within ``return_s`` (0.5 s) of a key frame and, ``return_s`` later, is back -- still and
-within ``drift`` of the frozen picture -- the freeze goes on through it. A raised freeze
-is ended only once that time has passed without a return (dated where it left); a run
-not raised yet ends at once and, on a return, is found on from its first frame.
+Some encoders step further and then refine back: openh264 and libvpx re-code a still
+picture at every key frame 0.006-0.012 of full scale away and are back within ``drift``
+of it 0.2-0.3 s later; libvpx also steps (0.002-0.006) at its golden-frame refreshes,
+which are not key frames (measured on camera footage and test patterns made with
+GStreamer). No still run between two steps lasted ``d``: FFmpeg's rule and the key-frame
+tolerance missed a 6 s freeze through libvpx, or cut one into pieces. So a picture that
+leaves a freeze is judged ``return_s`` (0.5 s) later: back -- still, and within ``drift``
+of the frozen picture -- and the freeze goes on through the step; else it ended where it
+left. A raised freeze's end is thus reported ``return_s`` late (dated where it left); a
+run not raised yet ends at once and, on a return, is found on from its first frame.
+Motion does not come back still; a cut to another picture does not come back within
+``drift``.
 
 A still *test pattern* -- colour bars, stripes, ramps: what engineers put on a feed while
 lining up -- is not raised either (unless ``test_patterns`` is set): a monitor that
@@ -45,7 +47,6 @@ is raised. The stream's status shows ``test_pattern`` while one is held.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +82,7 @@ def _mean_abs_diff(a: Pixels, b: Pixels) -> float:
 
 @dataclass(slots=True)
 class _Left:
-    """The picture left a freeze (``ref`` since ``ref_t``) at ``at``, near a key frame."""
+    """The picture left a freeze (``ref`` since ``ref_t``) at ``at``."""
 
     ref: VideoFrame
     ref_t: float
@@ -109,8 +110,8 @@ class FreezeParams(Params):
         0.5,
         ge=0.0,
         le=5.0,
-        description="how long after a key frame leaves a frozen picture it may come back "
-        "(within drift) and the freeze go on; 0: never",
+        description="a picture that leaves a freeze is judged this long later: back, still "
+        "and within drift, and the freeze goes on; 0: ended at once (FFmpeg)",
     )
 
     @model_validator(mode="after")
@@ -135,8 +136,7 @@ class FreezeDetector(Detector[FreezeParams]):
         self.active = False
         self.prev: VideoFrame | None = None  # the frame before (re-encoding tolerance)
         self.since_key = 2  # frames since the last key frame (0: this one)
-        self.left: _Left | None = None  # a key frame left a frozen picture (see module doc)
-        self.key_t = -math.inf  # media time of the last key frame
+        self.left: _Left | None = None  # the picture left a freeze (see module doc)
 
     @staticmethod
     def _planes(frame: VideoFrame) -> tuple[Pixels, ...]:
@@ -156,8 +156,6 @@ class FreezeDetector(Detector[FreezeParams]):
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         self.since_key = 0 if frame.key else self.since_key + 1
-        if frame.key:
-            self.key_t = frame.t
         out: list[Change] = []
         left = self.left
         if left is not None:
@@ -169,7 +167,7 @@ class FreezeDetector(Detector[FreezeParams]):
                 self.left = None
                 if self._came_back(frame, left):
                     return self._resume(frame, left)
-                if left.held:  # it did not come back: ended at the key frame
+                if left.held:  # it did not come back: ended where it left
                     self.active = False
                     out.append(Change(left.at, False))
                     self._set_reference(left.first)
@@ -184,9 +182,8 @@ class FreezeDetector(Detector[FreezeParams]):
                 return out
             self.active = True
             return [*out, Change(self.ref_t, True, details={"mafd": round(mafd, 6)})]
-        near_key = frame.t - self.key_t <= self.params.return_s
-        if self.active and ref is not None and near_key and self.left is None:
-            # Left at (or just after) a key frame: the picture may come back (module doc).
+        if self.active and ref is not None and self.left is None and self.params.return_s:
+            # The picture left a freeze: an encoder's step may come back (module doc).
             held = frame.t - self.ref_t >= self.params.d  # raised, or due: keep it open
             self.left = _Left(ref, self.ref_t, frame.t, frame, held)
             if held:
@@ -222,10 +219,12 @@ class FreezeDetector(Detector[FreezeParams]):
         )
 
     def _resume(self, frame: VideoFrame, left: _Left) -> list[Change]:
-        """The picture came back: the freeze goes on from its first frame."""
+        """The picture came back: the freeze goes on from its first frame, compared from
+        now on with the picture as it came back (the encoder refines that one further;
+        against the old one its refinements would soon pass ``drift``)."""
         self.prev = frame
         out = [Change(frame.t, False)] if self.active and not left.held else []
-        self.ref, self.ref_t, self.ref_pattern, self.ref_black = left.ref, left.ref_t, None, False
+        self.ref, self.ref_t, self.ref_pattern, self.ref_black = frame, left.ref_t, None, False
         if left.held:
             return out  # it never ended
         self.active = True
