@@ -25,14 +25,11 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.gst_clips import VIDEO, encode, raw_source
+from tests.gst_clips import VIDEO, encode, held, raw_source
 from tests.lavfi_clips import source_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,22 +61,12 @@ def defects(clip: Path) -> list[tuple[str, float, float]]:
     return [(d["type"], round(d["start"], 2), round(d["end"], 2)) for d in doc["defects"]]
 
 
-def _held(frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
-    """The frames, with the picture held (frozen) over FREEZE."""
-    held = None
-    for i, made in enumerate(frames):
-        if FREEZE[0] <= i / 30 < FREEZE[1]:
-            held = held if held is not None else made
-            yield held
-        else:
-            yield made
-
-
 def freeze_set(root: Path) -> None:
     print(f"\nfreeze {FREEZE[0]:g}-{FREEZE[1]:g} s in camera footage, 640x360, through GStreamer")
     for footage in FOOTAGE:
         raw = root / f"{footage.split(':')[1]}.yuv"
-        source = raw_source(_held(source_frames(footage, "640x360", 20 * 30)), raw, 640, 360)
+        frames = held(source_frames(footage, "640x360", 20 * 30), *FREEZE)
+        source = raw_source(frames, raw, 640, 360)
         for name in VIDEO:
             clip = encode(name, source, root / f"{raw.stem}-{_file_name(name)}")
             got = defects(clip)

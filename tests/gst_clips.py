@@ -5,7 +5,7 @@ by PyAV go in through ``rawvideoparse``, or a ``videotestsrc`` pattern is encode
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import av
@@ -72,3 +72,14 @@ def raw_source(frames: Iterable[av.VideoFrame], raw: Path, width: int, height: i
         f"filesrc location={raw} ! rawvideoparse width={width} height={height} format=i420 "
         "framerate=30/1"
     )
+
+
+def held(frames: Iterable[av.VideoFrame], start: float, end: float) -> Iterator[av.VideoFrame]:
+    """``frames`` at 30 fps with the picture held (frozen) from ``start`` to ``end`` s."""
+    picture = None
+    for i, made in enumerate(frames):
+        if start <= i / 30 < end:
+            picture = picture if picture is not None else made
+            yield picture
+        else:
+            yield made

@@ -19,7 +19,7 @@ import pytest
 from service.pipeline.check import check
 from service.synth import SynthSpec, parse_injections, synthesize
 from tests.ffmpeg_ref import run_reference
-from tests.gst_clips import encode, raw_source
+from tests.gst_clips import encode, held, raw_source
 from tests.lavfi_clips import source_frames
 
 FPS = 30
@@ -133,18 +133,8 @@ def test_a_freeze_through_gstreamers_vp8_is_one_defect(tmp_path: Path, footage: 
     settings, 2 s GOPs): at each key frame the picture steps away and comes back in two
     steps, the second ~0.23 s after the key frame, not itself a key frame. One freeze,
     from where the picture settled (bikes: the encoder refines it for 0.23 s) to 14 s."""
-    held = None
-
-    def frames() -> Any:
-        nonlocal held
-        for i, made in enumerate(source_frames(footage, "640x360", 20 * FPS)):
-            if 8.0 <= i / FPS < 14.0:
-                held = held if held is not None else made
-                yield held
-            else:
-                yield made
-
-    source = raw_source(frames(), tmp_path / "raw.yuv", 640, 360)
+    frames = held(source_frames(footage, "640x360", 20 * FPS), 8.0, 14.0)
+    source = raw_source(frames, tmp_path / "raw.yuv", 640, 360)
     clip = encode("vp8 1.5M", source, tmp_path / "vp8")
     found = [(d.start, d.end) for d in check(str(clip), detectors=["freeze"]).defects]
     assert len(found) == 1, found
