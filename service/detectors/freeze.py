@@ -165,7 +165,10 @@ class FreezeDetector(Detector[FreezeParams]):
                     return []  # a raised freeze: its end waits for the time to pass
             else:  # judged once the time has passed (encoders refine back in steps)
                 self.left = None
-                if self._came_back(frame, left):
+                # A still run since the step that has lasted d (frames were missing:
+                # an encoder that drops still pictures) stands as it is.
+                due = self.active and not left.held and frame.t - self.ref_t >= self.params.d
+                if not due and self._came_back(frame, left):
                     return self._resume(frame, left)
                 if left.held:  # it did not come back: ended where it left
                     self.active = False

@@ -138,6 +138,23 @@ def test_a_step_within_drift_continues_a_freeze_and_a_larger_one_ends_it() -> No
     assert spans(twice) == [(1.0, 5.0)]
 
 
+def test_a_step_judged_after_missing_frames_leaves_a_long_still_run_as_it_is() -> None:
+    """An encoder that drops still pictures (GStreamer's theoraenc): a short still run, a
+    step within drift, one frame after it, then nothing for 2.6 s. When the step is
+    judged, the run since it has lasted d: it stands (one freeze from the step), rather
+    than being closed as raised and the older run opened again after it."""
+    still = moving(0)
+    stepped = still.copy()
+    stepped[RNG.random(still.shape) < 0.35] += 2  # ~0.0027: within drift
+    items = [vframe(i / FPS, moving(i), index=i) for i in range(25)]
+    items += [vframe(i / FPS, still, index=i) for i in range(25, 40)]  # 1.0-1.56 s: < d
+    items += [vframe(i / FPS, stepped, index=i) for i in (40, 41)]  # the step at 1.6 s
+    items += [vframe(i / FPS, stepped, index=i) for i in range(108, 125)]  # from 4.32 s
+    items += [vframe(i / FPS, moving(i), index=i) for i in range(125, 150)]
+    found = [(d["start"], d["end"]) for d in run(["freeze"], items)[1]]
+    assert found == [(40 / FPS, 125 / FPS)], found
+
+
 def test_freeze_of_black_picture_is_reported_as_black_only() -> None:
     _, defects = run(["black", "freeze"], frames([("moving", 25), ("black", 100), ("moving", 25)]))
     assert [d["type"] for d in defects] == ["black"]
