@@ -12,6 +12,7 @@ import av
 
 from service.media.errors import SourceError
 from service.media.guard import PROTOCOLS, AddressPolicy, redact
+from service.media.guarded_http import GuardedOpener
 
 # Schemes avmon ingests. PyAV's FFmpeg has no libsrt, so no srt://.
 LIVE_SCHEMES = frozenset({"udp", "rtp", "rtsp", "rtsps", "rtmp", "rtmps"})
@@ -143,8 +144,6 @@ def _serves_playlist(
     next attempt asks again). Without a policy (``avmon check``: the operator's own URL)
     every address is allowed, but the request is still avmon's one client: http(s) only,
     redirects included."""
-    from service.media.guarded_http import GuardedOpener
-
     try:
         body = GuardedOpener(policy or AddressPolicy(), timeout_s).fetch(spec.url)
         try:
@@ -176,8 +175,6 @@ def open_container(
     url, options, io_open = spec.url, network_options(spec, timeout_s), None
     if policy is not None and spec.is_network:
         if spec.scheme in HTTP_SCHEMES:
-            from service.media.guarded_http import GuardedOpener
-
             io_open = GuardedOpener(policy, timeout_s)
             options["http_persistent"] = "0"
         else:
