@@ -3,6 +3,7 @@ test and `avmon synth` dependency; the monitoring process does not import it).""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -65,3 +66,23 @@ def test_monitoring_does_not_import_scipy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_monitoring_starts_no_blas_thread_pool() -> None:
+    """The true-peak product is BLAS's: a pool of its threads per process (one per core
+    of the node) would spin beside the stream threads. avmon asks for none."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    count = "import os, numpy; print(len(os.listdir('/proc/self/task')))"
+    bare = subprocess.run(
+        [sys.executable, "-c", count], env=env, capture_output=True, text=True, check=True
+    )
+    if int(bare.stdout) == 1:
+        pytest.skip("OpenBLAS starts no pool on a machine with one CPU")
+    ours = subprocess.run(
+        [sys.executable, "-c", "import service.pipeline.check;" + count],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(ours.stdout) == 1
