@@ -22,6 +22,7 @@ from statistics import median
 import numpy as np
 from pydantic import Field
 
+from service.detectors._pixels import integer_mean
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import AudioFrame, VideoFrame
 
@@ -82,7 +83,7 @@ class AvSyncDetector(Detector[AvSyncParams]):
     def on_video(self, frame: VideoFrame) -> list[Change]:
         grid = frame.grid()
         span = max(frame.white_level - frame.black_level, 1)
-        level = (float(grid.mean()) - frame.black_level) / span
+        level = (integer_mean(grid) - frame.black_level) / span
         out: list[Change] = []
         flash = self._flash(frame.t, level)
         if flash is not None:

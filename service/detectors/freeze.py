@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field, model_validator
 
-from service.detectors._pixels import black_threshold
+from service.detectors._pixels import black_threshold, integer_mean
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import Pixels, VideoFrame
 
@@ -77,7 +77,7 @@ def is_test_pattern(grid: Pixels, bit_depth: int = 8) -> bool:
 def _mean_abs_diff(a: Pixels, b: Pixels) -> float:
     diff = np.subtract(a, b, dtype=np.int16 if a.itemsize == 1 else np.int32)
     np.abs(diff, out=diff)
-    return float(diff.mean())
+    return integer_mean(diff)
 
 
 @dataclass(slots=True)
