@@ -57,13 +57,17 @@ class KWeightingFilter:
     """K-weighting applied block by block, its state carried across blocks (any block
     lengths give what one pass over the whole signal would). Each channel's recursion
     runs in its own one-thread libavfilter graph (mono: no channel layout to get
-    wrong), in doubles: under half the CPU of the FFT convolution numpy alone needed."""
+    wrong), in doubles: a third of the CPU of the FFT convolution numpy alone needed."""
 
     def __init__(self, rate: int, channels: int) -> None:
         self.rate = rate
-        self._chains: list[_BiquadChain] = []
+        self._chains = self._build(channels)
         self._pts = 0
         self._floor = np.zeros(0)
+
+    def _build(self, channels: int) -> list[_BiquadChain]:
+        stages = k_weighting_stages(self.rate)
+        return [_BiquadChain(self.rate, stages) for _ in range(channels)]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(channels, n) samples -> the K-weighted (channels, n), float64."""
@@ -73,11 +77,13 @@ class KWeightingFilter:
         n = x.shape[1]
         if self._floor.size < n + 1:
             self._floor = np.resize(np.array([SUBNORMAL_GUARD, -SUBNORMAL_GUARD]), 2 * n + 2)
-        x = np.add(x, self._floor[self._pts % 2 : self._pts % 2 + n], dtype=np.float64)
-        if len(self._chains) != x.shape[0]:
-            stages = k_weighting_stages(self.rate)
-            self._chains = [_BiquadChain(self.rate, stages) for _ in range(x.shape[0])]
-        if x.shape[1] == 0:
+        # C order whatever the input's (packed formats decode to a transposed view): each
+        # channel's row goes to its graph as one contiguous buffer.
+        guard = self._floor[self._pts % 2 : self._pts % 2 + n]
+        x = np.add(x, guard, dtype=np.float64, order="C")
+        if len(self._chains) != x.shape[0]:  # the layout changed
+            self._chains = self._build(x.shape[0])
+        if n == 0:
             return x.copy()
         y = np.empty_like(x)
         for chain, row, out in zip(self._chains, x, y, strict=True):
@@ -306,7 +312,6 @@ class TruePeakMeter:
         padded = np.zeros(-(-n // OVERSAMPLE) * OVERSAMPLE)
         padded[:n] = self.h
         phases = padded.reshape(-1, OVERSAMPLE).T  # phases[p, k] = h[4k + p]
-        self.taps = phases.shape[1]  # 2 x reach + 1: the windows span exactly the history
         # float32 like decoded audio: one single-precision product (error ~1e-7 of full scale).
         self.phases_reversed = np.ascontiguousarray(phases[:, ::-1].T, dtype=np.float32)
         self.history = np.zeros((channels, 2 * _REACH), np.float32)

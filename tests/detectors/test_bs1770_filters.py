@@ -29,6 +29,16 @@ def test_k_weighting_matches_lfilter_across_any_block_lengths(rate: int) -> None
     assert worst < 1e-6  # ~1e-7 measured, on outputs of rms ~0.45
 
 
+def test_k_weighting_takes_samples_in_any_memory_order() -> None:
+    """Packed sample formats (s16, s32, flt) decode to a transposed view of the
+    interleaved buffer: the filter must give the same as for contiguous rows."""
+    x = np.random.default_rng(2).normal(0, 0.3, (2, 4096)).astype(np.float32)
+    packed = np.ascontiguousarray(x.T).T  # what _audio_array returns for a packed format
+    assert not packed.flags.c_contiguous
+    want = bs1770.KWeightingFilter(48_000, 2)(x)
+    assert np.array_equal(bs1770.KWeightingFilter(48_000, 2)(packed), want)
+
+
 def test_k_weighting_state_stays_normal_through_long_silence() -> None:
     """Subnormal numbers cost the CPU ~30x: after 5 s of digital silence the output (the
     recursion's state) must still be a normal number, not have decayed towards zero."""
