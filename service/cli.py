@@ -97,6 +97,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
     if report.ended_by:
         print(f"avmon: warning: input ended early: {report.ended_by}", file=sys.stderr)
+    for name, (count, first) in report.detector_errors.items():
+        print(
+            f"avmon: warning: detector {name} failed on {count} inputs and skipped them "
+            f"(first: {first}); its results are incomplete",
+            file=sys.stderr,
+        )
     if report.udp_drops:
         print(
             f"avmon: warning: the kernel dropped {report.udp_drops} UDP datagrams "

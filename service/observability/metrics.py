@@ -38,6 +38,11 @@ FRAME_DECODE_SECONDS = Histogram(
 DETECTOR_SECONDS = Counter(
     "avmon_detector_cpu_seconds_total", "CPU time spent in each detector", ["detector"]
 )
+DETECTOR_ERRORS = Counter(
+    "avmon_detector_errors_total",
+    "Inputs on which a detector raised (it skipped them; the other detectors carried on)",
+    ["detector"],
+)
 WEBHOOK_RESULTS = Counter(
     "avmon_webhook_deliveries_total",
     "Webhook delivery attempts: delivered, rejected (4xx), failed (retried), expired",

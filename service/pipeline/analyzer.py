@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from service.detectors.base import Detector
+from service.detectors.base import Change, Detector
 from service.media.decoder import MediaItem
 from service.media.frames import AudioFrame, DecodeError, VideoFrame
 from service.pipeline.lifecycle import Defect, DefectEvent, Lifecycle
+
+log = logging.getLogger(__name__)
 
 # ~170 ms at 48 kHz: per-call costs dominate the audio detectors, and batching 8192
 # samples instead of 4096 cut their CPU by ~25% (20 s 720p clip, one run, 3 sizes
@@ -30,6 +34,10 @@ class Analyzer:
         self.last_video_t: float | None = None
         self.frame_period = 1 / 30
         self.detector_seconds: dict[str, float] = {d.name: 0.0 for d in detectors}
+        # Inputs on which a detector raised: it is skipped for that input, the others
+        # carry on (one detector's bug, or input it did not expect, blinds no other).
+        self.detector_errors: dict[str, int] = {d.name: 0 for d in detectors}
+        self.first_error: dict[str, str] = {}
         self._audio_pending: list[AudioFrame] = []
         self._audio_samples = 0
 
@@ -96,7 +104,7 @@ class Analyzer:
             self.t_end = max(self.t_end, item.t + self.frame_period)
             for det in self.video:
                 t0 = clock()
-                changes = det.on_video(item)
+                changes = self._changes(det, det.on_video, item)
                 self.detector_seconds[det.name] += clock() - t0
                 events += life.apply(det, changes, now) if changes else life.tick(det, now)
         elif isinstance(item, AudioFrame):
@@ -104,12 +112,12 @@ class Analyzer:
             self.t_end = max(self.t_end, now)
             for det in self.audio:
                 t0 = clock()
-                changes = det.on_audio(item)
+                changes = self._changes(det, det.on_audio, item)
                 self.detector_seconds[det.name] += clock() - t0
                 events += life.apply(det, changes, now) if changes else life.tick(det, now)
         elif isinstance(item, DecodeError):
             for det in self.detectors:
-                changes = det.on_decode_error(item)
+                changes = self._changes(det, det.on_decode_error, item)
                 if changes:
                     events += life.apply(det, changes, item.t)
         return events
@@ -120,20 +128,44 @@ class Analyzer:
         events = self._analyse(self._take_audio()) if self._audio_pending else []
         self.lifecycle.gap()
         for det in self.detectors:
-            det.on_gap(t)
+            try:
+                det.on_gap(t)
+            except Exception as exc:  # see _changes
+                self._failed(det, exc)
         self.last_video_t = None
         return events
 
     def readings(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for det in self.detectors:
-            out.update(det.readings())
+            try:
+                out.update(det.readings())
+            except Exception as exc:  # see _changes
+                self._failed(det, exc)
         return out
+
+    def _changes(
+        self, det: Detector[Any], call: Callable[[Any], list[Change]], arg: Any
+    ) -> list[Change]:
+        """``call(arg)``, a detector's reaction to an input; none if it raised: the
+        failure is counted, and one detector's bug (or input it did not expect) takes
+        no other detector down with it."""
+        try:
+            return call(arg)
+        except Exception as exc:
+            self._failed(det, exc)
+            return []
+
+    def _failed(self, det: Detector[Any], exc: Exception) -> None:
+        self.detector_errors[det.name] = self.detector_errors.get(det.name, 0) + 1
+        if det.name not in self.first_error:  # the traceback once; later ones are counted
+            self.first_error[det.name] = f"{type(exc).__name__}: {exc}"
+            log.exception("detector %s failed (later failures are only counted)", det.name)
 
     def finish(self) -> list[DefectEvent]:
         events = self._analyse(self._take_audio()) if self._audio_pending else []
         for det in self.detectors:
-            changes = det.finish(self.t_end)
+            changes = self._changes(det, det.finish, self.t_end)
             if changes:
                 events += self.lifecycle.apply(det, changes, self.t_end)
         return events + self.lifecycle.finish(self.detectors, self.t_end)

@@ -27,6 +27,8 @@ class Report:
     ended_by: str | None = None
     udp_drops: int = 0  # datagrams the kernel dropped (udp:// and rtp:// sources)
     detector_seconds: dict[str, float] = field(default_factory=dict)
+    # Detectors that raised on some input: (how many inputs, the first error).
+    detector_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Asked to decode reference pictures only, but these detectors need every one.
     every_frame_for: list[str] = field(default_factory=list)
 
@@ -106,5 +108,10 @@ def check(
             ended_by=reader.ended_by,
             udp_drops=drops or 0,
             detector_seconds=analyzer.detector_seconds,
+            detector_errors={
+                name: (count, analyzer.first_error.get(name, ""))
+                for name, count in analyzer.detector_errors.items()
+                if count
+            },
             every_frame_for=every_frame_for if reference_only else [],
         )

@@ -162,6 +162,7 @@ class StreamRunner:
         self.first_media0: float | None = None  # the mapping its first frame gave (logs)
         self._no_signal: Defect | None = None
         self._exported: dict[str, float] = {}  # detector CPU seconds already in metrics
+        self._exported_errors: dict[str, int] = {}  # detector errors already in metrics
         self.analyzer = Analyzer(registry.build(spec.detectors, spec.thresholds))
         self._unresolvable: list[Defect] = []  # inherited, but nothing here can end them
         for defect in inherited or []:
@@ -588,6 +589,11 @@ class StreamRunner:
             if delta > 0:
                 metrics.DETECTOR_SECONDS.labels(detector=name).inc(delta)
                 self._exported[name] = total
+        for name, count in self.analyzer.detector_errors.items():
+            new = count - self._exported_errors.get(name, 0)
+            if new > 0:
+                metrics.DETECTOR_ERRORS.labels(detector=name).inc(new)
+                self._exported_errors[name] = count
 
     def _emit(self, ev: DefectEvent) -> None:
         if self._closed_for_good:

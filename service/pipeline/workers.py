@@ -92,6 +92,7 @@ def worker_main(index: int, commands: Any, out: Any, options: dict[str, Any]) ->
                     "reconnects": r.stats.reconnects,
                     "lag": r.stats.lag_s,
                     "detectors": dict(r.analyzer.detector_seconds),
+                    "detector_errors": dict(r.analyzer.detector_errors),
                 },
             }
         out.put(("report", index, report))
@@ -336,3 +337,7 @@ def _export(sid: str, before: dict[str, Any], now: dict[str, Any]) -> None:
         delta = total - spent_before.get(name, 0.0)
         if delta > 0:
             metrics.DETECTOR_SECONDS.labels(detector=name).inc(delta)
+    errors_before = before.get("detector_errors", {})
+    for name, count in now["detector_errors"].items():
+        if count > errors_before.get(name, 0):
+            metrics.DETECTOR_ERRORS.labels(detector=name).inc(count - errors_before.get(name, 0))
