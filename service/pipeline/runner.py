@@ -504,6 +504,7 @@ class StreamRunner:
                     for ev in self.analyzer.finish():
                         self._emit(ev)
                     self._publish_readings()
+                    self._export_detector_time()  # the last second's too
                     self.state = "stopped"  # every frame analysed, every defect closed
                 return
             try:
@@ -532,12 +533,13 @@ class StreamRunner:
             if now - self._last_thumb >= THUMBNAIL_EVERY_S:
                 self._last_thumb = now
                 self.thumbnail = jpeg_thumbnail(item)
-            if now - self._last_detector_time >= DETECTOR_TIME_EVERY_S:
-                self._last_detector_time = now
-                self._export_detector_time()
         elif isinstance(item, DecodeError):
             self.stats.decode_errors += 1
             self.on_stats(self, "decode_error", 1)
+        # Any input, not only pictures: an audio-only stream's detectors count too.
+        if now - self._last_detector_time >= DETECTOR_TIME_EVERY_S:
+            self._last_detector_time = now
+            self._export_detector_time()
         if isinstance(item, VideoFrame | AudioFrame):
             end = item.end if isinstance(item, AudioFrame) else item.t
             arrived = item.arrived or now

@@ -383,3 +383,54 @@ def test_a_killed_worker_process_is_noticed_and_restarted(
             assert "avmon_worker_restarts_total 2.0" in resp.read().decode()
     finally:
         service.stop()
+
+
+def _audio_only_clip(path: Path, seconds: float, silent: tuple[float, float]) -> Path:
+    """MPEG-TS with one AAC stream (a radio feed): a tone, silent in ``silent``."""
+    import av
+    import numpy as np
+
+    rate = 48_000
+    t = np.arange(int(seconds * rate)) / rate
+    tone = (0.2 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    tone[(t >= silent[0]) & (t < silent[1])] = 0.0
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("aac", rate=rate, layout="stereo")
+        for i in range(0, t.size - 1023, 1024):
+            block = np.ascontiguousarray(np.stack([tone[i : i + 1024]] * 2))
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_an_audio_only_stream_exports_its_detector_metrics(tmp_path: Path) -> None:
+    """Detector CPU time (and failures) reach /metrics for a stream with no picture too:
+    they used to be exported only when a picture was analysed."""
+    clip = _audio_only_clip(tmp_path / "radio.ts", 10.0, (3.0, 7.0))
+    service = Service(tmp_path, AVMON_ALLOW_FILE_SOURCES="true")
+    try:
+        status, stream = service.request(
+            "POST", "/api/v1/streams", {"name": "radio", "url": str(clip), "pace": "asap"}
+        )
+        assert status == 201, stream
+        sid = stream["id"]
+        done = wait_for(
+            lambda: service.request("GET", f"/api/v1/streams/{sid}")[1]["state"] == "stopped", 60
+        )
+        assert done
+        _, defects = service.request("GET", f"/api/v1/streams/{sid}/defects")
+        assert [d["type"] for d in defects] == ["silence"]
+        with urllib.request.urlopen(service.base + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        spent = {
+            line.split('detector="')[1].split('"')[0]: float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("avmon_detector_cpu_seconds_total{")
+        }
+        assert spent.get("silence", 0.0) > 0 and spent.get("loudness", 0.0) > 0, spent
+    finally:
+        service.stop()
