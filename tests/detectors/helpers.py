@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+import av
 import numpy as np
 
 from service.detectors import registry
@@ -50,3 +52,24 @@ def run(
     events += analyzer.finish()
     defects = [e.defect.as_dict() for e in events if e.kind == "open"]
     return events, defects
+
+
+def write_aac(
+    target: Path | IO[bytes], x: np.ndarray, rate: int, fmt: str, bitrate: int = 128_000
+) -> None:
+    """Stereo ``x`` (2, n), float32, through FFmpeg's AAC encoder into ``target`` (a file
+    or a buffer) in container ``fmt`` ("adts", "mpegts"...); the last frame zero-padded."""
+    with av.open(target if not isinstance(target, Path) else str(target), "w", format=fmt) as out:
+        stream = out.add_stream("aac", rate=rate)
+        assert isinstance(stream, av.AudioStream)
+        stream.bit_rate, stream.layout = bitrate, "stereo"
+        size = stream.codec_context.frame_size or 1024
+        for i in range(0, x.shape[1], size):
+            block = np.zeros((2, size), np.float32)
+            block[:, : x.shape[1] - i] = x[:, i : i + size]
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)

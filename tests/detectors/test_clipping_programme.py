@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tests.detectors.helpers import audio_frames, run
+from tests.detectors.helpers import audio_frames, run, write_aac
 
 RATE = 48000
 
@@ -66,20 +66,7 @@ def limited(x: np.ndarray, ceiling_db: float) -> np.ndarray:
 
 def through_aac(x: np.ndarray, bitrate: int = 128_000) -> np.ndarray:
     buf = io.BytesIO()
-    with av.open(buf, "w", format="adts") as out:
-        stream = out.add_stream("aac", rate=RATE)
-        assert isinstance(stream, av.AudioStream)
-        stream.bit_rate, stream.layout = bitrate, "stereo"
-        size = stream.codec_context.frame_size or 1024
-        for i in range(0, x.shape[1], size):
-            block = np.zeros((2, size), np.float32)
-            block[:, : x.shape[1] - i] = x[:, i : i + size]
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = RATE, i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    write_aac(buf, x, RATE, "adts", bitrate)
     buf.seek(0)
     with av.open(buf) as decoded:
         return np.concatenate([f.to_ndarray() for f in decoded.decode(audio=0)], axis=1)

@@ -18,11 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.conftest import ClipFactory
+from tests.detectors.helpers import write_aac
 from tests.integration.service_proc import EventFeed, Service, UdpSender, free_port, wait_for
 
 SECRET = "s3cret"
@@ -241,20 +243,26 @@ def test_an_http_source_is_asked_whether_it_is_a_playlist_once_not_at_every_reco
         service.stop()
 
 
+def _run_to_end(service: Service, name: str, clip: Path) -> tuple[str, list[dict[str, Any]]]:
+    """Register ``clip`` read as fast as it decodes; when it has stopped: its id and defects."""
+    status, stream = service.request(
+        "POST", "/api/v1/streams", {"name": name, "url": str(clip), "pace": "asap"}
+    )
+    assert status == 201, stream
+    sid = stream["id"]
+    done = wait_for(
+        lambda: service.request("GET", f"/api/v1/streams/{sid}")[1]["state"] == "stopped", 60
+    )
+    assert done
+    _, defects = service.request("GET", f"/api/v1/streams/{sid}/defects")
+    return sid, defects
+
+
 def test_file_stream_asap_metrics_and_lifecycle(make_clip: ClipFactory, tmp_path: Path) -> None:
     clip, _ = make_clip("black@2-5,silence@6-9", duration=12.0)
     service = Service(tmp_path, AVMON_ALLOW_FILE_SOURCES="true")
     try:
-        status, stream = service.request(
-            "POST", "/api/v1/streams", {"name": "vod", "url": str(clip), "pace": "asap"}
-        )
-        assert status == 201, stream
-        sid = stream["id"]
-        done = wait_for(
-            lambda: service.request("GET", f"/api/v1/streams/{sid}")[1]["state"] == "stopped", 60
-        )
-        assert done
-        _, defects = service.request("GET", f"/api/v1/streams/{sid}/defects")
+        sid, defects = _run_to_end(service, "vod", clip)
         assert sorted((d["type"], d["state"]) for d in defects) == [
             ("black", "closed"),
             ("silence", "closed"),
@@ -387,23 +395,11 @@ def test_a_killed_worker_process_is_noticed_and_restarted(
 
 def _audio_only_clip(path: Path, seconds: float, silent: tuple[float, float]) -> Path:
     """MPEG-TS with one AAC stream (a radio feed): a tone, silent in ``silent``."""
-    import av
-    import numpy as np
-
     rate = 48_000
     t = np.arange(int(seconds * rate)) / rate
     tone = (0.2 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
     tone[(t >= silent[0]) & (t < silent[1])] = 0.0
-    with av.open(str(path), "w", format="mpegts") as out:
-        stream = out.add_stream("aac", rate=rate, layout="stereo")
-        for i in range(0, t.size - 1023, 1024):
-            block = np.ascontiguousarray(np.stack([tone[i : i + 1024]] * 2))
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = rate, i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    write_aac(path, np.stack([tone, tone]), rate, "mpegts")
     return path
 
 
@@ -413,16 +409,7 @@ def test_an_audio_only_stream_exports_its_detector_metrics(tmp_path: Path) -> No
     clip = _audio_only_clip(tmp_path / "radio.ts", 10.0, (3.0, 7.0))
     service = Service(tmp_path, AVMON_ALLOW_FILE_SOURCES="true")
     try:
-        status, stream = service.request(
-            "POST", "/api/v1/streams", {"name": "radio", "url": str(clip), "pace": "asap"}
-        )
-        assert status == 201, stream
-        sid = stream["id"]
-        done = wait_for(
-            lambda: service.request("GET", f"/api/v1/streams/{sid}")[1]["state"] == "stopped", 60
-        )
-        assert done
-        _, defects = service.request("GET", f"/api/v1/streams/{sid}/defects")
+        _, defects = _run_to_end(service, "radio", clip)
         assert [d["type"] for d in defects] == ["silence"]
         with urllib.request.urlopen(service.base + "/metrics", timeout=10) as resp:
             text = resp.read().decode()
