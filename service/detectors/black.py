@@ -6,7 +6,6 @@ measured on a regular sample grid instead of every pixel.
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field
 
 from service.detectors._pixels import black_threshold
@@ -33,7 +32,7 @@ class BlackDetector(Detector[BlackParams]):
     def on_video(self, frame: VideoFrame) -> list[Change]:
         grid = frame.grid()
         th = black_threshold(frame.black_level, frame.white_level, self.params.pix_th)
-        ratio = np.count_nonzero(grid <= th) / grid.size
+        ratio = frame.dark_samples(th) / grid.size
         black = bool(ratio >= self.params.picture_black_ratio_th)
         if black == self.active:
             return []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from fractions import Fraction
+from itertools import islice
 
 import av
 import numpy as np
@@ -228,8 +229,8 @@ class LoudnessMeter:
         self.hist_count[i] += 1
 
     def _mean(self, n: int) -> float:
-        hist = self.blocks
-        return sum(hist[i] for i in range(len(hist) - n, len(hist))) / n
+        hist = self.blocks  # summed in C, oldest first (as a loop over them would)
+        return sum(islice(hist, len(hist) - n, None)) / n
 
     def window(self, seconds: float) -> float:
         """Loudness (LUFS) of the last ``seconds``; NaN until that much audio has passed."""
@@ -275,7 +276,7 @@ class LoudnessMeter:
         """Sub-block energies of the last ``seconds`` in dB (floored), oldest first."""
         n = min(len(self.blocks), round(seconds / self.block_s))
         hist = self.blocks
-        arr = np.fromiter((hist[i] for i in range(len(hist) - n, len(hist))), float, n)
+        arr = np.fromiter(islice(hist, len(hist) - n, None), float, n)
         return 10 * np.log10(np.maximum(arr, 1e-12))
 
 

@@ -207,7 +207,7 @@ class FreezeDetector(Detector[FreezeParams]):
         self.ref_pattern = None
         grid = frame.grid()
         th = black_threshold(frame.black_level, frame.white_level, 0.10)
-        self.ref_black = bool(np.count_nonzero(grid <= th) >= 0.98 * grid.size)
+        self.ref_black = frame.dark_samples(th) >= 0.98 * grid.size
 
     def _came_back(self, frame: VideoFrame, left: _Left) -> bool:
         """Within ``drift`` of the frozen picture and still against the frame before."""

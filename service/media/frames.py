@@ -45,6 +45,7 @@ class VideoFrame:
     arrived: float = 0.0
     _grid: Pixels | None = field(default=None, repr=False)
     _chroma_grids: tuple[Pixels, Pixels] | None = field(default=None, repr=False)
+    _dark: tuple[int, int] | None = field(default=None, repr=False)  # (threshold, count)
 
     def grid(self) -> Pixels:
         """A regular grid of luma samples (~64k), copied once and shared by detectors."""
@@ -53,6 +54,15 @@ class VideoFrame:
             # Offset by half a step so the grid does not sit on block or picture edges.
             self._grid = np.ascontiguousarray(self.luma[step // 2 :: step, step // 2 :: step])
         return self._grid
+
+    def dark_samples(self, threshold: int) -> int:
+        """How many grid samples are at or below ``threshold`` (black and freeze both ask,
+        at the same threshold by default: counted once)."""
+        dark = self._dark
+        if dark is None or dark[0] != threshold:
+            count = int(np.count_nonzero(self.grid() <= threshold))
+            dark = self._dark = (threshold, count)
+        return dark[1]
 
     def chroma_grids(self) -> tuple[Pixels, Pixels] | None:
         """U and V sampled at about the grid's positions (copied once), if known."""

@@ -31,7 +31,7 @@ from service.media.guard import AddressPolicy, SourceRefusedError, redact_text
 from service.media.source import SourceSpec
 from service.media.udp_drops import kernel_drops, udp_port
 from service.observability import metrics
-from service.pipeline.analyzer import Analyzer
+from service.pipeline.analyzer import TIME_ONE_IN, Analyzer
 from service.pipeline.lifecycle import Defect, DefectEvent
 from service.pipeline.thumbnail import jpeg_thumbnail
 
@@ -395,7 +395,8 @@ class StreamRunner:
         self._real_time = paced or reader.spec.is_network
         wall0: float | None = None
         t0 = 0.0
-        cpu = time.thread_time()
+        cpu: float | None = None  # thread CPU clock at the picture before a sampled one
+        pictures = 0
         port = udp_port(self.spec.url)
         seen_drops = 0  # this connection's socket starts at zero
         next_drops = time.monotonic()
@@ -412,9 +413,14 @@ class StreamRunner:
             item.t += offset
             self.last_packet_wall = reader.last_packet_wall
             if isinstance(item, VideoFrame):
-                now_cpu = time.thread_time()
-                metrics.FRAME_DECODE_SECONDS.observe(now_cpu - cpu)
-                cpu = now_cpu
+                # Decode CPU per picture, sampled (see analyzer.TIME_ONE_IN): from the
+                # picture before a sampled one to it.
+                pictures += 1
+                if cpu is not None:
+                    metrics.FRAME_DECODE_SECONDS.observe(time.thread_time() - cpu)
+                    cpu = None
+                elif pictures % TIME_ONE_IN == 0:
+                    cpu = time.thread_time()
             if paced:
                 if wall0 is None:
                     wall0, t0 = time.monotonic(), item.t
@@ -568,10 +574,12 @@ class StreamRunner:
             self._close_no_signal(item.t)
             self._media_end = max(self._media_end, end)
             self.last_frame_wall = now
-        cpu = time.thread_time()
-        events = self.analyzer.feed(item)
-        if isinstance(item, VideoFrame):
+        if isinstance(item, VideoFrame) and self.stats.frames % TIME_ONE_IN == 0:  # sampled
+            cpu = time.thread_time()
+            events = self.analyzer.feed(item)
             metrics.FRAME_ANALYSIS_SECONDS.observe(time.thread_time() - cpu)
+        else:
+            events = self.analyzer.feed(item)
         for ev in events:
             self._emit(ev)
         # Every second of media (a file read "asap" too), and at its end.
