@@ -320,12 +320,72 @@ def test_prometheus_rules_pass_promtool(helm: Path, tmp_path: Path) -> None:
         "AvmonUnitsWithoutOwner",
         "AvmonFramesDropped",
         "AvmonAutoscalerAtMax",
+        "AvmonDetectorFailing",
     }
     f = tmp_path / "rules.yaml"
     f.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     out = run([promtool, "check", "rules", f])
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 4 rules found" in out.stdout, out.stdout
+    assert "SUCCESS: 5 rules found" in out.stdout, out.stdout
+
+
+def test_a_failing_detector_alerts_and_a_quiet_one_does_not(helm: Path, tmp_path: Path) -> None:
+    """promtool evaluates the rendered rule on series: a detector whose failures count
+    up alerts (per detector), one whose counter stands still does not."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package `prometheus`; scripts/setup)")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": _rule(helm)["spec"]["groups"]}))
+    series = 'avmon_detector_errors_total{{namespace="avmon", service="avmon", detector="{}"}}'
+    case = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": series.format("loudness"),
+                        "values": "0 0 0 3 5 5 5 5 5 5 5 5 5 5 5 5 5 5 5 5",
+                    },
+                    {
+                        "series": series.format("black"),
+                        "values": "0x20",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "2m", "alertname": "AvmonDetectorFailing", "exp_alerts": []},
+                    {
+                        "eval_time": "5m",
+                        "alertname": "AvmonDetectorFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "namespace": "avmon",
+                                    "service": "avmon",
+                                    "detector": "loudness",
+                                },
+                                "exp_annotations": {
+                                    "summary": "avmon detector loudness fails on some input",
+                                    "description": "It skipped the inputs it raised on, so "
+                                    "its defects may be missed. The pod log has the first "
+                                    "traceback (detector ... failed).",
+                                },
+                            }
+                        ],
+                    },
+                    # Ten minutes without a new failure: resolved.
+                    {"eval_time": "16m", "alertname": "AvmonDetectorFailing", "exp_alerts": []},
+                ],
+            }
+        ],
+    }
+    test = tmp_path / "test.yaml"
+    test.write_text(yaml.safe_dump(case))
+    out = run([promtool, "test", "rules", test])
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_dashboard_is_valid_json_with_the_required_sections(helm: Path) -> None:
