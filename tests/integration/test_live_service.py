@@ -411,13 +411,42 @@ def test_an_audio_only_stream_exports_its_detector_metrics(tmp_path: Path) -> No
     try:
         _, defects = _run_to_end(service, "radio", clip)
         assert [d["type"] for d in defects] == ["silence"]
-        with urllib.request.urlopen(service.base + "/metrics", timeout=10) as resp:
-            text = resp.read().decode()
-        spent = {
-            line.split('detector="')[1].split('"')[0]: float(line.split()[-1])
-            for line in text.splitlines()
-            if line.startswith("avmon_detector_cpu_seconds_total{")
-        }
+        spent = _detector_cpu(service)
         assert spent.get("silence", 0.0) > 0 and spent.get("loudness", 0.0) > 0, spent
+    finally:
+        service.stop()
+
+
+def _detector_cpu(service: Service) -> dict[str, float]:
+    with urllib.request.urlopen(service.base + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        line.split('detector="')[1].split('"')[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("avmon_detector_cpu_seconds_total{")
+    }
+
+
+def test_a_live_audio_only_stream_exports_its_detector_metrics_while_it_runs(
+    tmp_path: Path,
+) -> None:
+    """The once-a-second export runs on any input, not only on pictures: a live radio
+    feed (paced, looping: its input never ends) shows its detectors' CPU while it runs."""
+    clip = _audio_only_clip(tmp_path / "radio.ts", 10.0, (3.0, 7.0))
+    service = Service(tmp_path, AVMON_ALLOW_FILE_SOURCES="true")
+    try:
+        status, stream = service.request(
+            "POST",
+            "/api/v1/streams",
+            {"name": "radio", "url": str(clip), "pace": "live", "loop": True},
+        )
+        assert status == 201, stream
+        both = wait_for(
+            lambda: all(_detector_cpu(service).get(d, 0.0) > 0 for d in ("silence", "loudness")),
+            20,
+        )
+        assert both, _detector_cpu(service)
+        _, now = service.request("GET", f"/api/v1/streams/{stream['id']}")
+        assert now["state"] == "running", now
     finally:
         service.stop()
