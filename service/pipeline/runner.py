@@ -52,7 +52,12 @@ QUEUE_MAX_ITEMS = 400  # video + audio items: a bound even if analysis stalls
 THUMBNAIL_EVERY_S = 2.0
 DETECTOR_TIME_EVERY_S = 1.0
 LAG_METRIC_EVERY_S = 0.25
-PACE_SLACK_S = 0.01
+# A paced file releases what is due within this much at once: a wake-up of the reader
+# (and of the analyser behind it) per ~40 ms of media, not per audio frame (21 ms) and
+# picture. 12 paced 720p streams on one core: 285 -> 218 thread switches a stream per
+# second, 7.48 -> 7.28 % of the core a stream (3 runs each). Items carry when they were
+# due, not when released, so nothing is dated early.
+PACE_SLACK_S = 0.04
 READINGS_EVERY_S = 1.0  # loudness, true peak...: metrics and status per stream
 KERNEL_DROPS_EVERY_S = 1.0
 BURST_GAP_S = 0.5  # HLS: arrivals further apart than this start a new segment's burst
@@ -421,17 +426,23 @@ class StreamRunner:
                     cpu = None
                 elif pictures % TIME_ONE_IN == 0:
                     cpu = time.thread_time()
+            early = 0.0  # a paced item released before it is due: by this much
             if paced:
                 if wall0 is None:
                     wall0, t0 = time.monotonic(), item.t
                 ahead = (item.t - t0) - (time.monotonic() - wall0)
-                # Released in small bursts (a wake-up per 10 ms, not per item).
-                if ahead > PACE_SLACK_S and self._stop.wait(ahead):
-                    return
+                if ahead > PACE_SLACK_S:
+                    if self._stop.wait(ahead):
+                        return
+                else:
+                    early = max(0.0, ahead)
             if isinstance(item, VideoFrame | AudioFrame):
-                # A paced file's media "arrives" when released; a live source's when
+                # A paced file's media "arrives" when it is due; a live source's when
                 # its packet was read.
-                item.arrived = time.time() if paced else self.last_packet_wall or time.time()
+                if paced:
+                    item.arrived = time.time() + early
+                else:
+                    item.arrived = self.last_packet_wall or time.time()
                 if hls:
                     self._cover(item)
             self._enqueue(item, live=live)
