@@ -201,6 +201,13 @@ def main() -> None:
                 floor_trial, clip, seconds=args.seconds, cores=args.cores
             )
             floor, theirs = grow("decode only", theirs_run, *span)
+            for name, trials in (("avmon", ours), ("decode only", theirs)):
+                last = trials[max(trials)] if trials else None
+                if last is not None and last["dropped"] == 0 and last["max_lag_s"] < 1.0:
+                    print(
+                        f"  !! {name} did not saturate by --max {args.max}: raise --max "
+                        "(its figure below is only a lower bound)"
+                    )
             tight = decode_floor(clip, args.cores, 20.0)
             print(
                 f"  tight loop (one stream, PyAV, 1 thread, as fast as it goes): {tight:.1f} "

@@ -48,7 +48,7 @@ class VideoFrame:
     _dark: tuple[int, int] | None = field(default=None, repr=False)  # (threshold, count)
 
     def grid(self) -> Pixels:
-        """A regular grid of luma samples (~64k), copied once and shared by detectors."""
+        """A regular grid of luma samples (~16k), copied once and shared by detectors."""
         if self._grid is None:
             step = sample_step(self.height, self.width)
             # Offset by half a step so the grid does not sit on block or picture edges.
