@@ -146,7 +146,9 @@ class StreamRunner:
         self.open_defects: dict[tuple[str, str], Defect] = {}
         self._closed_for_good = False  # close_open ran: emit nothing more
         self.last_error: str | None = None
-        self._queue: queue.Queue[MediaItem | Gap | None] = queue.Queue()
+        # Bounded by the counts below (pictures, bytes, items), so the C queue serves:
+        # queue.Queue's put and get run ~20 lines of Python and a Condition each.
+        self._queue: queue.SimpleQueue[MediaItem | Gap | None] = queue.SimpleQueue()
         # HLS: the wall clock until which the media received lasts (see ``_cover``), and
         # the current burst (its first arrival, its first media time, its last arrival).
         self.covered_until = 0.0
