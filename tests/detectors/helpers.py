@@ -30,6 +30,11 @@ def vframe(
     )
 
 
+def scene(i: int) -> np.ndarray:
+    """A 160x90 picture of noise, a different one for each ``i``: moving content."""
+    return np.random.default_rng(i).integers(40, 220, (90, 160), dtype=np.uint8)
+
+
 def audio_frames(samples: np.ndarray, rate: int = 48000, block: int = 1024) -> list[AudioFrame]:
     return [
         AudioFrame(

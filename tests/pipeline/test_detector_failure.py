@@ -17,14 +17,10 @@ from service.detectors.base import Change, Detector, Params
 from service.media.frames import VideoFrame
 from service.pipeline.analyzer import Analyzer
 from service.synth import SynthSpec, parse_injections, synthesize
-from tests.detectors.helpers import vframe
+from tests.detectors.helpers import scene, vframe
 
 FPS = 30
 BLACK = np.full((90, 160), 16, np.uint8)
-
-
-def _scene(i: int) -> np.ndarray:
-    return np.random.default_rng(i).integers(40, 220, (90, 160), dtype=np.uint8)
 
 
 class _Brittle(Detector[Params]):
@@ -46,9 +42,7 @@ class _Brittle(Detector[Params]):
 def test_a_failing_detector_is_skipped_and_the_others_carry_on() -> None:
     detectors: list[Detector[Any]] = [_Brittle(Params()), *registry.build(["black"])]
     analyzer = Analyzer(detectors)
-    pictures = (
-        [_scene(i) for i in range(FPS)] + [BLACK] * (3 * FPS) + [_scene(i) for i in range(FPS)]
-    )
+    pictures = [scene(i) for i in range(FPS)] + [BLACK] * (3 * FPS) + [scene(i) for i in range(FPS)]
     events = []
     for i, luma in enumerate(pictures):
         events += analyzer.feed(vframe(i / FPS, luma, index=i))

@@ -9,15 +9,10 @@ import numpy as np
 from service.detectors import registry
 from service.pipeline.analyzer import Analyzer
 from service.pipeline.lifecycle import Defect, DefectEvent
-from tests.detectors.helpers import audio_frames, vframe
+from tests.detectors.helpers import audio_frames, scene, vframe
 
 FPS = 30
 BLACK = np.full((90, 160), 16, np.uint8)
-
-
-def _scene(i: int) -> np.ndarray:
-    rng = np.random.default_rng(i)
-    return rng.integers(40, 220, (90, 160), dtype=np.uint8)
 
 
 def _inherited(type_: str, group: str = "video", key: str = "") -> Defect:
@@ -35,7 +30,7 @@ def test_a_condition_still_on_continues_the_inherited_defect() -> None:
     analyzer = Analyzer(registry.build(["black", "freeze"]))
     old = _inherited("black")
     assert analyzer.inherit(old)
-    events = _feed(analyzer, [BLACK] * (3 * FPS) + [_scene(i) for i in range(FPS)])
+    events = _feed(analyzer, [BLACK] * (3 * FPS) + [scene(i) for i in range(FPS)])
     assert [(e.kind, e.defect) for e in events] == [("close", old)]  # no second open
     assert old.end is not None and abs(old.end - 3.0) < 1e-6  # the first good frame
 
@@ -44,7 +39,7 @@ def test_a_condition_gone_closes_the_inherited_defect_at_the_first_input() -> No
     analyzer = Analyzer(registry.build(["black"]))
     old = _inherited("black")
     analyzer.inherit(old)
-    events = _feed(analyzer, [_scene(i) for i in range(FPS)], t0=7.0)
+    events = _feed(analyzer, [scene(i) for i in range(FPS)], t0=7.0)
     assert [(e.kind, e.defect) for e in events] == [("close", old)]
     assert old.end == 7.0
 
@@ -53,7 +48,7 @@ def test_a_condition_that_returns_later_is_a_new_defect() -> None:
     analyzer = Analyzer(registry.build(["black"]))
     old = _inherited("black")
     analyzer.inherit(old)
-    frames = [_scene(i) for i in range(FPS)] + [BLACK] * (3 * FPS) + [_scene(99)]
+    frames = [scene(i) for i in range(FPS)] + [BLACK] * (3 * FPS) + [scene(99)]
     events = _feed(analyzer, frames)
     kinds = [(e.kind, e.defect is old) for e in events]
     assert kinds == [("close", True), ("open", False), ("close", False)]
@@ -64,9 +59,9 @@ def test_a_frozen_picture_continues_across_the_handoff() -> None:
     analyzer = Analyzer(registry.build(["freeze"]))
     old = _inherited("freeze")
     analyzer.inherit(old)
-    still = _scene(5)
+    still = scene(5)
     # A raised freeze's end is known return_s (0.5 s) after the picture left: 1 s of motion.
-    events = _feed(analyzer, [still] * (2 * FPS) + [_scene(i) for i in range(FPS)])
+    events = _feed(analyzer, [still] * (2 * FPS) + [scene(i) for i in range(FPS)])
     assert [(e.kind, e.defect) for e in events] == [("close", old)]
     assert old.end is not None and abs(old.end - 2.0) < 1e-6
 
