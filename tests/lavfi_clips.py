@@ -124,6 +124,7 @@ def make_clip(
     size: str = "640x360",
     duration: float = 60.0,
     crf: int = 20,
+    preset: str = "veryfast",
     blocky: tuple[float, float] | None = None,
     tone_hz: float | None = None,
     black: tuple[float, float] | None = None,
@@ -139,7 +140,7 @@ def make_clip(
         stream = container.add_stream("libx264", rate=RATE)
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream.options = {"crf": str(crf), "preset": preset}
         tone = _Tone(container, tone_hz) if tone_hz else None
         held: av.VideoFrame | None = None
         for i, made in enumerate(source_frames(source, size, count)):

@@ -62,33 +62,49 @@ def test_true_peak_is_opt_in() -> None:
     assert "true_peak" in resolve_names(["audio", "true_peak"])
 
 
-def _programme(kind: str) -> np.ndarray:
+def _programme(kind: str, rate: int = RATE) -> np.ndarray:
     rng = np.random.default_rng(3)
-    t = np.arange(RATE * 40) / RATE
+    t = np.arange(rate * 40) / rate
     if kind == "tone":
         x = 0.1 * np.sin(2 * np.pi * 997 * t)
     elif kind == "music-like":  # 5 s sections at three levels (LRA ~20 LU)
-        levels = np.repeat(rng.choice([0.03, 0.1, 0.3], 8), RATE * 5)[: t.size]
+        levels = np.repeat(rng.choice([0.03, 0.1, 0.3], 8), rate * 5)[: t.size]
         x = levels * np.sin(2 * np.pi * 440 * t)
     elif kind == "quiet passages":  # 30 dB down: above -70 LUFS, below the -20 LU gate
-        levels = np.repeat([0.3, 0.25, 0.01, 0.3, 0.2, 0.01, 0.3, 0.15], RATE * 5)[: t.size]
+        levels = np.repeat([0.3, 0.25, 0.01, 0.3, 0.2, 0.01, 0.3, 0.15], rate * 5)[: t.size]
         x = levels * np.sin(2 * np.pi * 440 * t)
     else:  # speech-like: band-limited noise, syllable-rate envelope, pauses
-        b, a = signal.butter(2, [200 / (RATE / 2), 3500 / (RATE / 2)], "band")
+        b, a = signal.butter(2, [200 / (rate / 2), 3500 / (rate / 2)], "band")
         envelope = (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * (np.sin(2 * np.pi * 0.3 * t) > -0.3)
         x = signal.lfilter(b, a, rng.normal(0, 0.3, t.size)) * envelope
     return np.stack([x, 0.8 * x]).astype(np.float32)
 
 
-@pytest.mark.parametrize("kind", ["tone", "music-like", "quiet passages", "speech-like"])
-def test_integrated_loudness_and_range_match_ffmpeg_within_0_1_lu(kind: str) -> None:
-    x = _programme(kind)
-    meter = LoudnessMeter(RATE, 2)
+@pytest.mark.parametrize(
+    ("kind", "rate"),
+    [
+        ("tone", RATE),
+        ("music-like", RATE),
+        ("quiet passages", RATE),
+        ("speech-like", RATE),
+        # 44.1 kHz (music, contribution AAC): K-weighting's coefficients are worked out
+        # for the rate, and FFmpeg's true peak resamples to 192 kHz (4.35x, not 4x).
+        ("speech-like", 44100),
+        ("music-like", 44100),
+    ],
+)
+def test_integrated_loudness_and_range_match_ffmpeg_within_0_1_lu(kind: str, rate: int) -> None:
+    x = _programme(kind, rate)
+    meter = LoudnessMeter(rate, 2)
+    peak = TruePeakMeter(2)
+    highest = 0.0
     for i in range(0, x.shape[1], BLOCK):
         meter.push(x[:, i : i + BLOCK])
-    ref = ebur128(x, RATE)
+        highest = max(highest, peak.feed_max(x[:, i : i + BLOCK]))
+    ref = ebur128(x, rate)
     assert meter.integrated() == pytest.approx(ref["I"], abs=0.1)
     assert meter.loudness_range() == pytest.approx(ref["LRA"], abs=0.1)
+    assert dbtp(highest) == pytest.approx(ref["true_peak"], abs=0.1)
 
 
 @pytest.mark.parametrize("layout", ["quad", "2.1", "5.1", "5.1(side)", "7.1", "6.1", "4.0"])
