@@ -12,6 +12,7 @@ import numpy as np
 from service.detectors.base import Change, Detector
 from service.media.decoder import MediaItem
 from service.media.frames import AudioFrame, DecodeError, VideoFrame
+from service.observability.metrics import TIME_ONE_IN
 from service.pipeline.lifecycle import Defect, DefectEvent, Lifecycle
 
 log = logging.getLogger(__name__)
@@ -20,12 +21,6 @@ log = logging.getLogger(__name__)
 # samples instead of 4096 cut their CPU by ~25% (20 s 720p clip, one run, 3 sizes
 # tried); their times are per sample, so only an alarm's wall-clock delay grows.
 AUDIO_BATCH_SAMPLES = 8192
-# Detector CPU time is measured on one input in this many (of each kind), the first
-# included, and counted that many times over: reading a thread's CPU clock is a system
-# call (~1.3 us), and timing every call of every detector took ~0.6 ms per media second
-# at 720p30 (5 % of all the detectors' work). 7 is odd and not a multiple of 3, so a
-# detector that works on every other (or third) picture is measured on all its phases.
-TIME_ONE_IN = 7
 
 # A stream's detectors of one kind with the method each reacts to an input with.
 _Calls = list[tuple[Detector[Any], Callable[[Any], list[Change]]]]

@@ -31,7 +31,8 @@ from service.media.guard import AddressPolicy, SourceRefusedError, redact_text
 from service.media.source import SourceSpec
 from service.media.udp_drops import kernel_drops, udp_port
 from service.observability import metrics
-from service.pipeline.analyzer import TIME_ONE_IN, Analyzer
+from service.observability.metrics import TIME_ONE_IN
+from service.pipeline.analyzer import Analyzer
 from service.pipeline.lifecycle import Defect, DefectEvent
 from service.pipeline.thumbnail import jpeg_thumbnail
 
@@ -420,7 +421,7 @@ class StreamRunner:
             item.t += offset
             self.last_packet_wall = reader.last_packet_wall
             if isinstance(item, VideoFrame):
-                # Decode CPU per picture, sampled (see analyzer.TIME_ONE_IN): from the
+                # Decode CPU per picture, sampled (see metrics.TIME_ONE_IN): from the
                 # picture before a sampled one to it.
                 pictures += 1
                 if cpu is not None:

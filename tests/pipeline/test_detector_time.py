@@ -11,7 +11,8 @@ import numpy as np
 
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import VideoFrame
-from service.pipeline.analyzer import TIME_ONE_IN, Analyzer
+from service.observability.metrics import TIME_ONE_IN
+from service.pipeline.analyzer import Analyzer
 from tests.detectors.helpers import vframe
 
 BUSY_S = 0.002  # CPU burnt per call that works
