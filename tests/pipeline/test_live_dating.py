@@ -111,3 +111,35 @@ def test_a_live_defect_is_dated_when_its_media_arrived(
             runner.stop(wait=15.0)
         for c in closing:
             c.close()
+
+
+def test_a_paced_file_dates_its_media_when_due_never_before(make_clip: ClipFactory) -> None:
+    """A paced file releases what is due within PACE_SLACK_S (40 ms) at once, so the
+    reader and the analyser wake once a burst, not once a frame; each item is still
+    dated when it was due. Dated when released, audio frames and pictures came out up to
+    40 ms early: wall-clock times of what they show (defects, lag) with them."""
+    clip, _ = make_clip("", duration=3.0, size="320x180")
+    seen: list[tuple[float, float, str]] = []  # (media time, arrived, kind)
+    spec = StreamSpec(id="s1", name="cam", url=str(clip), detectors=["black", "silence"])
+    runner = StreamRunner(spec, lambda *_: None)  # pace "live": the default
+    feed = runner.analyzer.feed
+
+    def record(item: MediaItem) -> list[DefectEvent]:
+        kind = type(item).__name__
+        seen.append((item.t, getattr(item, "arrived", 0.0), kind))
+        return feed(item)
+
+    runner.analyzer.feed = record  # type: ignore[method-assign]
+    runner.start()
+    try:
+        assert wait_for(lambda: runner.state == "stopped", 15), runner.state
+    finally:
+        runner.stop()
+    media = [(t, arrived) for t, arrived, kind in seen if kind in ("VideoFrame", "AudioFrame")]
+    assert len(media) > 100, seen[:5]
+    (t0, wall0), *rest = media
+    # Late is possible (a busy machine); early is not: at most 2 ms of clock rounding.
+    early = max((t - t0) - (arrived - wall0) for t, arrived in rest)
+    assert early < 0.002, f"an item dated {early * 1000:.0f} ms before it was due"
+    kinds = {kind for _, _, kind in seen}
+    assert {"VideoFrame", "AudioFrame"} <= kinds, kinds
