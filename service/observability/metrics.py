@@ -8,14 +8,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-# CPU time (detectors', and the reader's and analyser's per picture) is measured on one
-# input in this many (of each kind), the first included, and counted that many times
-# over: reading a thread's CPU clock is a system call (~1.3 us), and timing every call of
-# every detector took ~0.6 ms per media second at 720p30 (5 % of all the detectors'
-# work). 7 is odd and not a multiple of 3, so a detector that works on every other (or
-# third) picture is measured on all its phases. Defined here, the lowest module that
-# says so in a help text; the pipeline samples with it.
-TIME_ONE_IN = 7
+from service.observability.sampling import TIME_ONE_IN
 
 STREAM_STATES = Gauge("avmon_streams", "Streams by state", ["state"])
 UNITS_OWNED = Gauge("avmon_units_owned", "Work units (stream x detector group) this process runs")

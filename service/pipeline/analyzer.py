@@ -12,7 +12,7 @@ import numpy as np
 from service.detectors.base import Change, Detector
 from service.media.decoder import MediaItem
 from service.media.frames import AudioFrame, DecodeError, VideoFrame
-from service.observability.metrics import TIME_ONE_IN
+from service.observability.sampling import TIME_ONE_IN
 from service.pipeline.lifecycle import Defect, DefectEvent, Lifecycle
 
 log = logging.getLogger(__name__)

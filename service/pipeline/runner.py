@@ -31,7 +31,7 @@ from service.media.guard import AddressPolicy, SourceRefusedError, redact_text
 from service.media.source import SourceSpec
 from service.media.udp_drops import kernel_drops, udp_port
 from service.observability import metrics
-from service.observability.metrics import TIME_ONE_IN
+from service.observability.sampling import TIME_ONE_IN
 from service.pipeline.analyzer import Analyzer
 from service.pipeline.lifecycle import Defect, DefectEvent
 from service.pipeline.thumbnail import jpeg_thumbnail
@@ -421,7 +421,7 @@ class StreamRunner:
             item.t += offset
             self.last_packet_wall = reader.last_packet_wall
             if isinstance(item, VideoFrame):
-                # Decode CPU per picture, sampled (see metrics.TIME_ONE_IN): from the
+                # Decode CPU per picture, sampled (see sampling.TIME_ONE_IN): from the
                 # picture before a sampled one to it.
                 pictures += 1
                 if cpu is not None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import VideoFrame
-from service.observability.metrics import TIME_ONE_IN
+from service.observability.sampling import TIME_ONE_IN
 from service.pipeline.analyzer import Analyzer
 from tests.detectors.helpers import vframe
 
