@@ -18,3 +18,10 @@ def integer_mean(values: Pixels) -> float:
     bits where no sum of this many samples can overflow them (the grids), else 64."""
     wide = values.size * int(np.iinfo(values.dtype).max) >= 1 << 31
     return int(values.sum(dtype=np.int64 if wide else np.int32)) / values.size
+
+
+def mean_abs_diff(a: Pixels, b: Pixels) -> float:
+    """Mean absolute difference of two same-shaped sample arrays (widened: no wrap)."""
+    diff = np.subtract(a, b, dtype=np.int16 if a.itemsize == 1 else np.int32)
+    np.abs(diff, out=diff)
+    return integer_mean(diff)

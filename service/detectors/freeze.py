@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field, model_validator
 
-from service.detectors._pixels import black_threshold, integer_mean
+from service.detectors._pixels import black_threshold, mean_abs_diff
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import Pixels, VideoFrame
 
@@ -72,12 +72,6 @@ def is_test_pattern(grid: Pixels, bit_depth: int = 8) -> bool:
         if np.count_nonzero(steps <= 1.0) >= PATTERN_ALIKE * steps.size:
             return True
     return False
-
-
-def _mean_abs_diff(a: Pixels, b: Pixels) -> float:
-    diff = np.subtract(a, b, dtype=np.int16 if a.itemsize == 1 else np.int32)
-    np.abs(diff, out=diff)
-    return integer_mean(diff)
 
 
 @dataclass(slots=True)
@@ -151,7 +145,7 @@ class FreezeDetector(Detector[FreezeParams]):
     def _mafd(a: tuple[Pixels, ...], b: tuple[Pixels, ...], planes: tuple[Pixels, ...]) -> float:
         """Mean absolute difference over planes, each weighted by its full size."""
         weights = [p.shape[0] * p.shape[1] for p in planes]
-        diffs = [_mean_abs_diff(x, y) for x, y in zip(a, b, strict=True)]
+        diffs = [mean_abs_diff(x, y) for x, y in zip(a, b, strict=True)]
         return sum(d * w for d, w in zip(diffs, weights, strict=True)) / sum(weights)
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
@@ -273,18 +267,18 @@ class FreezeDetector(Detector[FreezeParams]):
         planes = self._planes(frame)
         weights = [p.shape[0] * p.shape[1] for p in planes]
         whole = sum(weights)
-        luma_part = _mean_abs_diff(frame.grid(), ref.grid()) * weights[0] / whole
+        luma_part = mean_abs_diff(frame.grid(), ref.grid()) * weights[0] / whole
         if luma_part / scale >= 2.0 * threshold:
             return luma_part / scale  # a lower bound already clear of the threshold
         mafd = self._mafd(self._grids(frame), self._grids(ref), planes) / scale
         if 0.5 * threshold < mafd < 2.0 * threshold:  # too close to call on a sample grid
             # Every pixel, luma first: it is two thirds of the weight (4:2:0), and when it
             # alone is past the threshold the chroma planes can only add.
-            total = _mean_abs_diff(frame.luma, ref.luma) * weights[0]
+            total = mean_abs_diff(frame.luma, ref.luma) * weights[0]
             if total / whole / scale <= threshold:
                 for plane, ref_plane, weight in zip(
                     planes[1:], self._planes(ref)[1:], weights[1:], strict=True
                 ):
-                    total += _mean_abs_diff(plane, ref_plane) * weight
+                    total += mean_abs_diff(plane, ref_plane) * weight
             mafd = total / whole / scale
         return mafd
