@@ -49,6 +49,34 @@ def test_pattern_raises_no_blockiness_but_its_blocky_segment(
     assert abs(start - SEGMENT[0]) <= 0.5 and abs(end - SEGMENT[1]) <= 0.5, found
 
 
+def test_blocking_through_mpeg2_is_found_between_its_key_frames(tmp_path: Path) -> None:
+    """FFmpeg's MPEG-2 (no deblocking; 15 Mbit/s a 1080p picture, 0.5 s GOPs): its key
+    frames step on the grid far more than the pictures between them (mandelbrot: ~0.27
+    against ~0.04), and a blocky stretch steps on every picture at ~0.18 -- below a key
+    frame, four times the rest. Judged against the key frames' scores, it was missed;
+    the running median passes over them, so it is judged against what that reaches."""
+    clip = make_clip(
+        tmp_path / "mpeg2.ts", "mandelbrot", "640x360", 20.0, codec="mpeg2video", blocky=SEGMENT
+    )
+    doc = check_json(clip, "--detectors", "blockiness")
+    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
+    assert len(found) == 1, found
+    start, end = found[0]
+    assert abs(start - SEGMENT[0]) <= 0.5 and abs(end - SEGMENT[1]) <= 0.5, found
+
+
+def test_a_held_key_frame_quality_raises_no_blockiness(tmp_path: Path) -> None:
+    """The other side of judging moving pictures by the running median: MPEG-4 part 2
+    holds a frozen picture at its key frames' quality, above anything the running median
+    reached while the picture moved. A still picture is judged against the key frames
+    (judged like a moving one, 7.93-9.87 was raised as blockiness)."""
+    clip = make_clip(
+        tmp_path / "held.ts", "mandelbrot", "640x360", 20.0, codec="mpeg4", freeze=(8.0, 14.0)
+    )
+    doc = check_json(clip, "--detectors", "blockiness,freeze")
+    assert [d["type"] for d in doc["defects"]] == ["freeze"], doc["defects"]
+
+
 def test_a_clean_pattern_clip_raises_no_blockiness(tmp_path: Path) -> None:
     """The issue's case: testsrc2, clean, raised at the start and held ~10 s."""
     clip = make_clip(tmp_path / "clean.ts", "testsrc2", "1280x720", 20.0)

@@ -28,6 +28,7 @@ from collections import deque
 import numpy as np
 from pydantic import Field
 
+from service.detectors._pixels import mean_abs_diff
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import VideoFrame
 
@@ -37,6 +38,10 @@ CLIP = 24  # per-pixel gradient cap (8-bit): one strong edge counts as one step
 STEP = 2  # a visible step: 2 code values (8-bit) above the mean gradient beside it
 SMOOTH = 5  # running median over scores, so a single clean frame does not break a run
 MAX_RATE = 15.0  # scores per second: every other frame at 30 fps keeps timing to ~0.07 s
+# A picture all but unchanged from the one scored before it (mean absolute difference of
+# the sample grids, 8-bit code values): held, as an encoder re-codes a frozen picture
+# (0.3-0.8 at MPEG-2's key frames), not moving (camera footage: 2 and more).
+STILL = 1.5
 
 
 def grid_score(luma: np.ndarray, bit_depth: int = 8) -> float | None:
@@ -163,11 +168,15 @@ class _Level:
         self.second_start: float | None = None
         self.second_scores: list[float] = []
         self.baseline: tuple[float, float] | None = None  # (level, spread); None: unlearned
-        # Every score of the window outside raised runs (a ring), and their 99th
-        # percentile: the most the stream shows in normal operation.
-        self.normal = np.zeros(max(1, round(params.baseline_window_s * MAX_RATE)), np.float32)
+        # Every score of the window outside raised runs (a ring), raw and smoothed, and
+        # their 99th percentiles: the most the stream shows in normal operation, picture
+        # by picture and over the running median.
+        size = max(1, round(params.baseline_window_s * MAX_RATE))
+        self.normal = np.zeros(size, np.float32)
+        self.normal_smoothed = np.zeros(size, np.float32)
         self.normal_count = 0
         self.high: float | None = None
+        self.high_smoothed: float | None = None
 
     def add(self, t: float, score: float, active: bool) -> None:
         if self.second_start is None:
@@ -183,7 +192,8 @@ class _Level:
         self.second_scores.append(score)
         self.recent.append((t, score))
         if not active:
-            self.normal[self.normal_count % self.normal.size] = score
+            at = self.normal_count % self.normal.size
+            self.normal[at], self.normal_smoothed[at] = score, self.smoothed
             self.normal_count += 1
 
     def _relearn(self) -> None:
@@ -194,16 +204,22 @@ class _Level:
         # must not raise the level.
         low, high = np.percentile(np.fromiter(self.seconds, float), [20, 80])
         self.baseline = float(low), float(high - low)
-        known = self.normal[: min(self.normal_count, self.normal.size)]
-        self.high = float(np.percentile(known, 99)) if known.size else None
+        kept = min(self.normal_count, self.normal.size)
+        if kept:
+            self.high = float(np.percentile(self.normal[:kept], 99))
+            self.high_smoothed = float(np.percentile(self.normal_smoothed[:kept], 99))
 
-    def unusual(self) -> bool:
+    def unusual(self, still: bool) -> bool:
         """Above the most the stream shows in normal operation. A stream's own key
-        frames can step on the grid in one orientation far more than the pictures
-        between them (MPEG-2 at 6 Mbit/s, GOP 15: 0.17-0.20 every half second against a
-        level of 0.01); a still picture held from such a frame is that stream's normal
-        quality, not blocking."""
-        return self.high is not None and self.smoothed > self.high
+        frames can step on the grid far more than the pictures between them (MPEG-2 at
+        6 Mbit/s, GOP 15: 0.17-0.35 every half second against 0.01-0.05): the running
+        median passes over them, so a moving picture is judged by the most the *smoothed*
+        score reaches -- blocking on every picture (0.18 on such a stream) stands out
+        there, though below a key frame's own score. A *still* picture held from a key
+        frame keeps that frame's quality on every picture: it is the stream's normal
+        (and a freeze), not blocking, so a still picture must pass even the key frames."""
+        high = self.high if still else self.high_smoothed
+        return high is not None and self.smoothed > high
 
     @property
     def smoothed(self) -> float:
@@ -243,11 +259,20 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self.levels = (_Level(params), _Level(params))
         self.active = False
         self.last_eval = -1e9
+        self.last_grid: np.ndarray | None = None  # the last scored picture's sample grid
+        self.still = False  # that picture is the one scored before it, all but unchanged
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
             return []
         self.last_eval = frame.t
+        grid, last = frame.grid(), self.last_grid
+        self.still = (
+            last is not None
+            and last.shape == grid.shape
+            and mean_abs_diff(grid, last) <= STILL * (1 << (frame.bit_depth - 8))
+        )
+        self.last_grid = grid
         scores = grid_scores(frame.luma, frame.bit_depth)
         if scores == (None, None):
             return []
@@ -257,7 +282,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         # Raised past the level and above the stream's normal range; held while past the
         # level (a blocky run lifts nothing it is judged against: its scores are not kept).
         excess = [(lv.excess() or -1.0, lv) for lv in self.levels]
-        blocky = [(e, lv) for e, lv in excess if e >= 0 and (self.active or lv.unusual())]
+        blocky = [(e, lv) for e, lv in excess if e >= 0 and (self.active or lv.unusual(self.still))]
         if bool(blocky) == self.active:
             return []
         self.active = bool(blocky)
