@@ -28,10 +28,17 @@ of it 0.2-0.3 s later; libvpx also steps (0.002-0.006) at its golden-frame refre
 which are not key frames (measured on camera footage and test patterns made with
 GStreamer). No still run between two steps lasted ``d``: FFmpeg's rule and the key-frame
 tolerance missed a 6 s freeze through libvpx, or cut one into pieces. So a picture that
-leaves a freeze is judged ``return_s`` (0.5 s) later: back -- still, and within ``drift``
-of the frozen picture -- and the freeze goes on through the step; else it ended where it
-left. A raised freeze's end is thus reported ``return_s`` late (dated where it left); a
-run not raised yet ends at once and, on a return, is found on from its first frame.
+leaves a freeze has ``return_s`` (0.5 s) to come back -- still, and within ``drift`` of the
+frozen picture -- and the freeze goes on through the step; else it ended where it left.
+A raised freeze is judged when the time has passed, on the picture then (compared from
+then on with it: a slow refiner, openh264 at 128 kbit/s, drifts past ``drift`` from a
+picture taken earlier) -- or, if it came back on an earlier frame and stepped again
+since, the freeze went on to that frame and left again after it, judged anew: FFmpeg's
+MPEG-2 with 0.5 s GOPs (or 12-picture GOPs at 25 fps) steps again just as the time runs
+out, and judged on the time's last frame alone a picture held through it at 1.7 Mbit/s
+(360p) was missed or found 0.9 s late. A raised freeze's end is thus reported up to
+``return_s`` late (dated where it left); a run not raised yet ends at once and, on a
+return (any frame in the time), is found on from its first frame.
 Motion does not come back still; a cut to another picture does not come back within
 ``drift``.
 
@@ -83,6 +90,8 @@ class _Left:
     at: float
     first: VideoFrame  # the frame that left
     held: bool  # the freeze was raised (or due): its end waits for ``return_s``
+    back: VideoFrame | None = None  # held: the latest frame in the time that was back
+    away: VideoFrame | None = None  # and the first frame after it that was not
 
 
 class FreezeParams(Params):
@@ -104,8 +113,8 @@ class FreezeParams(Params):
         0.5,
         ge=0.0,
         le=5.0,
-        description="a picture that leaves a freeze is judged this long later: back, still "
-        "and within drift, and the freeze goes on; 0: ended at once (FFmpeg)",
+        description="a picture that leaves a freeze may come back within this long (still "
+        "and within drift) and the freeze goes on; 0: ended at once (FFmpeg)",
     )
 
     @model_validator(mode="after")
@@ -153,21 +162,41 @@ class FreezeDetector(Detector[FreezeParams]):
         out: list[Change] = []
         left = self.left
         if left is not None:
-            if frame.t - left.at <= self.params.return_s:
-                if left.held:
+            # A still run since the step that has lasted d (frames were missing: an
+            # encoder that drops still pictures) stands as it is.
+            due = self.active and not left.held and frame.t - self.ref_t >= self.params.d
+            back = not due and self._came_back(frame, left)
+            within = frame.t - left.at <= self.params.return_s
+            if left.held:
+                if within:  # a raised freeze: its end waits for the time to pass
+                    if back:
+                        left.back, left.away = frame, None
+                    elif left.back is not None and left.away is None:
+                        left.away = frame
                     self.prev = frame
-                    return []  # a raised freeze: its end waits for the time to pass
-            else:  # judged once the time has passed (encoders refine back in steps)
+                    return []
                 self.left = None
-                # A still run since the step that has lasted d (frames were missing:
-                # an encoder that drops still pictures) stands as it is.
-                due = self.active and not left.held and frame.t - self.ref_t >= self.params.d
-                if not due and self._came_back(frame, left):
+                if back:
                     return self._resume(frame, left)
-                if left.held:  # it did not come back: ended where it left
-                    self.active = False
-                    out.append(Change(left.at, False))
-                    self._set_reference(left.first)
+                if left.back is not None:
+                    # Back within the time, and stepped again since: an encoder that
+                    # re-codes the picture at every key frame may step just as the time
+                    # runs out (MPEG-2 with 0.5 s GOPs, or 12-picture GOPs at 25 fps).
+                    # The freeze went on to the latest frame back and left again after it.
+                    self._resume(left.back, left)
+                    away = left.away or frame
+                    self.left = _Left(left.back, self.ref_t, away.t, away, held=True)
+                    self.prev = frame
+                    return []
+                # It did not come back: ended where it left.
+                self.active = False
+                out.append(Change(left.at, False))
+                self._set_reference(left.first)
+            elif back:  # a run not raised yet: found on from its first frame at once
+                self.left = None
+                return self._resume(frame, left)
+            elif not within:
+                self.left = None
         ref = self.ref
         still = False
         if ref is not None and self._comparable(ref, frame):

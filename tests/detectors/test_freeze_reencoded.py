@@ -20,7 +20,7 @@ from service.pipeline.check import check
 from service.synth import SynthSpec, parse_injections, synthesize
 from tests.ffmpeg_ref import run_reference
 from tests.gst_clips import encode, held, raw_source
-from tests.lavfi_clips import source_frames
+from tests.lavfi_clips import make_clip, source_frames
 
 FPS = 30
 FRAME = 1 / FPS
@@ -140,3 +140,23 @@ def test_a_freeze_through_gstreamers_vp8_is_one_defect(tmp_path: Path, footage: 
     assert len(found) == 1, found
     (start, end) = found[0]
     assert 8.0 - 1e-6 <= start <= 8.25 and abs(end - 14.0) <= FRAME + 1e-6, found
+
+
+@pytest.mark.parametrize(("source", "settles"), [("mandelbrot", FRAME), ("life", 0.7)])
+def test_a_freeze_through_mpeg2_stepping_every_return_s_is_one_defect(
+    tmp_path: Path, source: str, settles: float
+) -> None:
+    """FFmpeg's MPEG-2 at a lean rate (1.7 Mbit/s at 360p, 0.5 s GOPs, B-frames), a picture
+    held 8-14 s: every key frame re-codes it a step away (life: 0.014 of full scale, and
+    the B-frame after it) and the P-frames refine it back within 0.2 s -- and the next
+    key frame comes exactly ``return_s`` after the last. Judged on the time's last frame
+    alone, the picture was never back (life: missed; mandelbrot: found 0.93 s late);
+    back on any frame within the time, it is one freeze. (life's first key frame in the
+    hold re-codes it 0.026 away: the start is where the picture settles.)"""
+    clip = make_clip(
+        tmp_path / "held.ts", source, "640x360", 20.0, codec="mpeg2video", freeze=(8.0, 14.0)
+    )
+    found = [(d.start, d.end) for d in check(str(clip), detectors=["freeze"]).defects]
+    assert len(found) == 1, found
+    (start, end) = found[0]
+    assert 8.0 - 1e-6 <= start <= 8.0 + settles and abs(end - 14.0) <= FRAME + 1e-6, found

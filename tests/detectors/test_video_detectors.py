@@ -138,11 +138,12 @@ def test_a_step_within_drift_continues_a_freeze_and_a_larger_one_ends_it() -> No
     assert spans(twice) == [(1.0, 5.0)]
 
 
-def test_a_step_judged_after_missing_frames_leaves_a_long_still_run_as_it_is() -> None:
+def test_a_step_before_missing_frames_is_one_freeze() -> None:
     """An encoder that drops still pictures (GStreamer's theoraenc): a short still run, a
-    step within drift, one frame after it, then nothing for 2.6 s. When the step is
-    judged, the run since it has lasted d: it stands (one freeze from the step), rather
-    than being closed as raised and the older run opened again after it."""
+    step within drift, one frame after it, then nothing for 2.6 s. The frame after the
+    step is back (still, within drift of the frozen picture), so the freeze goes on
+    through the step: one freeze from the first still picture -- not a raised run from
+    the step closed 2.6 s later and the older one opened again after it."""
     still = moving(0)
     stepped = still.copy()
     stepped[RNG.random(still.shape) < 0.35] += 2  # ~0.0027: within drift
@@ -150,6 +151,27 @@ def test_a_step_judged_after_missing_frames_leaves_a_long_still_run_as_it_is() -
     items += [vframe(i / FPS, still, index=i) for i in range(25, 40)]  # 1.0-1.56 s: < d
     items += [vframe(i / FPS, stepped, index=i) for i in (40, 41)]  # the step at 1.6 s
     items += [vframe(i / FPS, stepped, index=i) for i in range(108, 125)]  # from 4.32 s
+    items += [vframe(i / FPS, moving(i), index=i) for i in range(125, 150)]
+    found = [(d["start"], d["end"]) for d in run(["freeze"], items)[1]]
+    assert found == [(25 / FPS, 125 / FPS)], found
+
+
+def test_a_key_frame_step_judged_after_missing_frames_leaves_a_long_still_run_as_it_is() -> None:
+    """As above, but the frame after the step is a key frame that refines it (within
+    drift, past noise: still only by the key-frame tolerance), so it is not back; then
+    nothing for 2.6 s. When the step is judged, the run since it has lasted d: it stands
+    (one freeze from the step), rather than being closed as raised and the older run
+    opened again after it."""
+    still = moving(0)
+    stepped = still.copy()
+    stepped[RNG.random(still.shape) < 0.35] += 2  # ~0.0027 from still: within drift
+    refined = stepped.copy()
+    refined[RNG.random(still.shape) < 0.4] += 1  # ~0.0016 from stepped, 0.0043 from still
+    items = [vframe(i / FPS, moving(i), index=i) for i in range(25)]
+    items += [vframe(i / FPS, still, index=i) for i in range(25, 40)]  # 1.0-1.56 s: < d
+    items += [vframe(40 / FPS, stepped, index=40)]  # the step at 1.6 s
+    items += [vframe(41 / FPS, refined, index=41, key=True)]
+    items += [vframe(i / FPS, refined, index=i) for i in range(108, 125)]
     items += [vframe(i / FPS, moving(i), index=i) for i in range(125, 150)]
     found = [(d["start"], d["end"]) for d in run(["freeze"], items)[1]]
     assert found == [(40 / FPS, 125 / FPS)], found
