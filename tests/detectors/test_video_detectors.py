@@ -177,6 +177,22 @@ def test_a_key_frame_step_judged_after_missing_frames_leaves_a_long_still_run_as
     assert found == [(40 / FPS, 125 / FPS)], found
 
 
+def test_a_freeze_that_comes_back_black_is_left_to_black() -> None:
+    """A still picture 97 % dark (not black), then a step to 99 % dark -- black, within
+    drift of it -- which stays: the picture comes back at once, and a run found on from
+    its first frame must still leave a frozen black picture to ``black`` (one alert)."""
+    dim = np.full((144, 256), 16, np.uint8)
+    dim[RNG.random(dim.shape) < 0.03] = 60  # 3 % bright: not black
+    darker = dim.copy()
+    darker[(dim == 60) & (RNG.random(dim.shape) < 0.67)] = 16  # ~1 % left: black
+    items = [vframe(i / FPS, moving(i), index=i) for i in range(25)]
+    items += [vframe(i / FPS, dim, index=i) for i in range(25, 40)]  # 1.0-1.56 s: < d
+    items += [vframe(i / FPS, darker, index=i) for i in range(40, 125)]  # 1.6-5.0 s
+    items += [vframe(i / FPS, moving(i), index=i) for i in range(125, 150)]
+    _, defects = run(["black", "freeze"], items)
+    assert [d["type"] for d in defects] == ["black"], defects
+
+
 def test_freeze_of_black_picture_is_reported_as_black_only() -> None:
     _, defects = run(["black", "freeze"], frames([("moving", 25), ("black", 100), ("moving", 25)]))
     assert [d["type"] for d in defects] == ["black"]
