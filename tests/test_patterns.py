@@ -6,7 +6,9 @@ deblocking off) in the middle is found with start and end within 0.5 s -- by the
 60 s each) is ``bench/patterns.py``; the suite keeps a few (time). ``cellauto`` scrolls up a
 row a picture: at QP 51 x264 copies its blocks along with the motion, so the horizontal
 block edges leave the grid and only the vertical ones show the blocking -- found only
-since the two orientations are judged apart (docs/benchmarks.md section 6)."""
+since the two orientations are judged apart (docs/benchmarks.md section 6). A few clips go
+through other encoders (FFmpeg's MPEG-2, MPEG-4 part 2, x265: ``bench/patterns.py --codec``):
+key frames that step more than the pictures between them, held pictures, blurred bars."""
 
 from __future__ import annotations
 
