@@ -262,9 +262,8 @@ class FreezeDetector(Detector[FreezeParams]):
         if left.held:
             return out  # it never ended
         # Found on from its first frame -- unless, as it came back, the picture is black or
-        # a still test pattern, which are left alone (as in on_video): an encoder at a low
-        # rate (x265 at CRF 28, 360p) blurs bars enough that its first picture is not read
-        # as a pattern while its refinements are.
+        # a still test pattern, which are left alone as in on_video (a picture that stepped
+        # into black within drift raised freeze beside black).
         self.active = not (self.ref_black or self._still_pattern(frame))
         if not self.active:
             return out
