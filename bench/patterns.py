@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.lavfi_clips import CODECS, FOOTAGE, SOURCES, make_clip
+from tests.lavfi_clips import CODECS, CRF_CODECS, FOOTAGE, SOURCES, make_clip
 
 TOL = 0.5
 SEGMENT_S = 2.0
@@ -124,14 +124,14 @@ def main() -> None:
     rows: list[tuple[str, str, str, list[str]]] = []
     enc = f"x264 CRF {args.crf} {args.preset}"
     if args.codec != "libx264":
-        enc = args.codec + (f" CRF {args.crf}" if args.codec in ("libx265", "libvpx-vp9") else "")
+        enc = args.codec + (f" CRF {args.crf}" if args.codec in CRF_CODECS else "")
     print(f"{args.duration:.0f} s clips, {enc}, QP-51 deblock-off {seg[0]}-{seg[1]} s")
     print(f"{'source':<22} {'size':<10} {'found':<6} false alarms")
     for size in args.sizes.split(","):
         for source in args.sources.split(","):
             name = f"{source.replace(':', '_')}-{size}-{args.duration:.0f}"
             if args.codec != "libx264":
-                name += f"-{args.codec}" + (f"-crf{args.crf}" if "CRF" in enc else "")
+                name += f"-{args.codec}" + (f"-crf{args.crf}" if args.codec in CRF_CODECS else "")
             elif (args.crf, args.preset) != (20, "veryfast"):  # the first runs' names kept
                 name += f"-crf{args.crf}-{args.preset}"
             clip = folder / f"{name}.{'mkv' if args.codec == 'libvpx-vp9' else 'ts'}"

@@ -40,6 +40,7 @@ RATE = 30
 # picture (per 1080p frame area); MPEG-2 at broadcast rates and GOPs, HEVC and VP9 at
 # their own CRF defaults, MPEG-4 part 2 at a middling quantizer.
 CODECS = ("libx264", "libx265", "mpeg2video", "libvpx-vp9", "mpeg4")
+CRF_CODECS = ("libx264", "libx265", "libvpx-vp9")  # those ``crf`` applies to
 
 
 def _clean_options(codec: str, crf: int, preset: str, pixels: int) -> dict[str, str]:

@@ -262,14 +262,13 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self.active = False
         self.last_eval = -1e9
         self.last_grid: np.ndarray | None = None  # the last scored picture's sample grid
-        self.still = False  # that picture is the one scored before it, all but unchanged
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
             return []
         self.last_eval = frame.t
         grid, last = frame.grid(), self.last_grid
-        self.still = (
+        still = (  # all but unchanged from the picture scored before it
             last is not None
             and last.shape == grid.shape
             and mean_abs_diff(grid, last) <= STILL * (1 << (frame.bit_depth - 8))
@@ -284,7 +283,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         # Raised past the level and above the stream's normal range; held while past the
         # level (a blocky run lifts nothing it is judged against: its scores are not kept).
         excess = [(lv.excess() or -1.0, lv) for lv in self.levels]
-        blocky = [(e, lv) for e, lv in excess if e >= 0 and (self.active or lv.unusual(self.still))]
+        blocky = [(e, lv) for e, lv in excess if e >= 0 and (self.active or lv.unusual(still))]
         if bool(blocky) == self.active:
             return []
         self.active = bool(blocky)
