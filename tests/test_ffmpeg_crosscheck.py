@@ -11,11 +11,10 @@ frozen black picture as a freeze; avmon reports it as black only, so FFmpeg free
 reference frame is black are left out (tests/ffmpeg_ref.py: Reference.windows).
 
 avmon's freeze by default also follows a frozen picture through its re-encoding (the
-``drift`` and ``return_s`` tolerances, service/detectors/freeze.py); with ``drift`` =
-``noise`` and ``return_s`` = 0 it is FFmpeg's rule, and that is what the window-by-window
-comparison runs. With the default,
-each FFmpeg freeze window is matched, starting no later than FFmpeg's and no earlier than
-the injected freeze.
+``drift``, ``return_s`` and ``coarse_drift`` tolerances, service/detectors/freeze.py); with
+``drift`` = ``noise`` and the other two 0 it is FFmpeg's rule, and that is what the
+window-by-window comparison runs. With the default, each FFmpeg freeze window is matched,
+starting no later than FFmpeg's and no earlier than the injected freeze.
 """
 
 from __future__ import annotations
@@ -36,7 +35,8 @@ FRAME = 1.0 / FPS
 EPS = 1e-6  # float noise on times that are whole frames apart
 TOLERANCE = {"black": FRAME + EPS, "freeze": FRAME + EPS, "silence": 0.001}
 TYPES = ("black", "freeze", "silence")
-FFMPEG_RULE = {"freeze": {"drift": 0.001, "return_s": 0.0}}  # FFmpeg's freezedetect
+# FFmpeg's freezedetect
+FFMPEG_RULE = {"freeze": {"drift": 0.001, "return_s": 0.0, "coarse_drift": 0.0}}
 
 
 @dataclass(frozen=True)

