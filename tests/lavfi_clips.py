@@ -41,9 +41,19 @@ RATE = 30
 # their own CRF defaults, MPEG-4 part 2 at a middling quantizer.
 CODECS = ("libx264", "libx265", "mpeg2video", "libvpx-vp9", "mpeg4")
 CRF_CODECS = ("libx264", "libx265", "libvpx-vp9")  # those ``crf`` applies to
+# Encoder threads, fixed: x264's slices and rate control and FFmpeg's MPEG-2 slices follow
+# the thread count, which "auto" takes from the machine's CPUs -- the same clip came out
+# different on one CPU than on two, and a test passed on one and failed on the other.
+# (VP9 in realtime mode stays irreproducible: its speed control reads the clock; only the
+# bench uses it.)
+THREADS = "2"
 
 
 def _clean_options(codec: str, crf: int, preset: str, pixels: int) -> dict[str, str]:
+    return {**_codec_options(codec, crf, preset, pixels), "threads": THREADS}
+
+
+def _codec_options(codec: str, crf: int, preset: str, pixels: int) -> dict[str, str]:
     share = pixels / (1920 * 1080)
     if codec == "libx264":
         return {"crf": str(crf), "preset": preset}
@@ -127,7 +137,12 @@ class Blocker:
         self.enc = _encoder(
             width,
             height,
-            {"preset": "ultrafast", "tune": "zerolatency", "x264-params": "qp=51:no-deblock=1"},
+            {
+                "preset": "ultrafast",
+                "tune": "zerolatency",
+                "x264-params": "qp=51:no-deblock=1",
+                "threads": THREADS,
+            },
         )
         self.dec = av.CodecContext.create("h264", "r")
         self.n = 0
