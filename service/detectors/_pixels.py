@@ -6,6 +6,9 @@ import numpy as np
 
 from service.media.frames import Pixels
 
+PATTERN_ALIKE = 0.8  # share of consecutive sampled rows (or columns) alike
+PATTERN_SPREAD = 8.0  # code values (8-bit): less spread is a plain field, not a pattern
+
 
 def black_threshold(black_level: int, white_level: int, pix_th: float) -> int:
     """FFmpeg blackdetect's pixel threshold: black + pix_th * range, truncated."""
@@ -25,3 +28,17 @@ def mean_abs_diff(a: Pixels, b: Pixels) -> float:
     diff = np.subtract(a, b, dtype=np.int16 if a.itemsize == 1 else np.int32)
     np.abs(diff, out=diff)
     return integer_mean(diff)
+
+
+def is_test_pattern(grid: Pixels, bit_depth: int = 8) -> bool:
+    """Whether a still picture (its sample grid) is a synthetic test pattern: not a
+    plain field, and made of bands constant along one axis -- at least 80 % of
+    consecutive rows (or columns) differ by at most 1 code value (8-bit) on average."""
+    g = grid.astype(np.int32) >> (bit_depth - 8)
+    if g.shape[0] < 4 or g.shape[1] < 4 or float(g.std()) < PATTERN_SPREAD:
+        return False
+    for axis in (0, 1):
+        steps = np.abs(np.diff(g, axis=axis)).mean(axis=1 - axis)
+        if np.count_nonzero(steps <= 1.0) >= PATTERN_ALIKE * steps.size:
+            return True
+    return False

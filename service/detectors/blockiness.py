@@ -24,8 +24,17 @@ FFmpeg's MPEG-2 on a slow zoom (mandelbrot, 360p) was found whole on 6 of 12 enc
 that differ only in the encoders' thread counts, 0.8 s short on 2, missed on 4; held
 half way, 12 of 12 (ends within 0.07 s).
 
+A *held* picture (its sample grid within ``HELD`` of the picture scored before: an
+encoder copying a frozen picture) starts no run unless it is a test pattern: it is the
+freeze detector's (one alert, not two, as a frozen black picture is black's), and an
+encoder's held picture keeps its own coding's grid steps -- held through x264 at CRF 23
+(2 s GOPs) a camera picture scores 0.061-0.065 against the stream's 99th percentile of
+0.025-0.030 and raised blockiness beside the freeze; so did carphone through MPEG-2 at
+700 kbit/s, VP9 at CRF 45 and VP8, bikes through VP8. QP-51 blocking on a held line-up
+pattern scores no higher (0.044-0.158) and is still found: freeze leaves patterns alone.
 Limitation: blocking already present for the whole of the first seconds is learned as
-the stream's normal until it clears. Flat pictures (black, slates) carry no evidence.
+the stream's normal until it clears. Flat pictures (black, slates) carry no evidence;
+neither does a held picture that is not a pattern.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from collections import deque
 import numpy as np
 from pydantic import Field
 
-from service.detectors._pixels import mean_abs_diff
+from service.detectors._pixels import is_test_pattern, mean_abs_diff
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import VideoFrame
 
@@ -51,6 +60,9 @@ MAX_RATE = 15.0  # scores per second: every other frame at 30 fps keeps timing t
 # 1st percentile; animation has near-still shots, 23 % of bigbuckbunny's pictures, which
 # are judged as still -- against the key frames, as before).
 STILL = 1.5
+# Held: all but identical to the picture scored before (an encoder's copy of a frozen
+# picture: 0.000-0.014 through x264 between its re-codes), a tenth of STILL's motion floor.
+HELD = 0.25
 HOLD_SHARE = 0.5  # a run goes on while past this share of each raise condition
 
 
@@ -295,6 +307,9 @@ class BlockinessDetector(Detector[BlockinessParams]):
         share = HOLD_SHARE if self.active else 1.0
         excess = [(lv.excess(share) or -1.0, lv) for lv in self.levels]
         blocky = [(e, lv) for e, lv in excess if e >= 0 and (self.active or lv.unusual(still))]
+        if blocky and not self.active and moved is not None and moved <= HELD:
+            # A held picture is a freeze's, unless a test pattern (module doc).
+            blocky = blocky if is_test_pattern(grid, frame.bit_depth) else []
         if bool(blocky) == self.active:
             return []
         self.active = bool(blocky)

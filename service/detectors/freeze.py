@@ -77,13 +77,11 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field, model_validator
 
-from service.detectors._pixels import black_threshold, mean_abs_diff
+from service.detectors._pixels import black_threshold, is_test_pattern, mean_abs_diff
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import Pixels, VideoFrame
 
-PATTERN_ALIKE = 0.8  # share of consecutive sampled rows (or columns) alike
 COARSE = 16  # side of the luma blocks (a macroblock) whose means make the coarse picture
-PATTERN_SPREAD = 8.0  # code values (8-bit): less spread is a plain field, not a pattern
 
 
 def coarse_picture(luma: Pixels, bit_depth: int = 8) -> np.ndarray:
@@ -93,20 +91,6 @@ def coarse_picture(luma: Pixels, bit_depth: int = 8) -> np.ndarray:
     rows = luma[:h, :w].reshape(h // COARSE, COARSE, w).sum(axis=1, dtype=np.int32)
     blocks = rows.reshape(h // COARSE, w // COARSE, COARSE).sum(axis=2)
     return (blocks / float(COARSE * COARSE << (bit_depth - 8))).astype(np.float32)
-
-
-def is_test_pattern(grid: Pixels, bit_depth: int = 8) -> bool:
-    """Whether a still picture (its sample grid) is a synthetic test pattern: not a
-    plain field, and made of bands constant along one axis -- at least 80 % of
-    consecutive rows (or columns) differ by at most 1 code value (8-bit) on average."""
-    g = grid.astype(np.int32) >> (bit_depth - 8)
-    if g.shape[0] < 4 or g.shape[1] < 4 or float(g.std()) < PATTERN_SPREAD:
-        return False
-    for axis in (0, 1):
-        steps = np.abs(np.diff(g, axis=axis)).mean(axis=1 - axis)
-        if np.count_nonzero(steps <= 1.0) >= PATTERN_ALIKE * steps.size:
-            return True
-    return False
 
 
 @dataclass(slots=True)

@@ -301,7 +301,7 @@ def test_blockiness_raised_relative_to_the_stream_baseline() -> None:
 def test_a_plain_field_and_camera_noise_are_not_test_patterns() -> None:
     """The pattern rule needs bands constant along one axis *and* some spread: a held
     blue screen (a receiver without input) is a fault to raise, not a line-up signal."""
-    from service.detectors.freeze import is_test_pattern
+    from service.detectors._pixels import is_test_pattern
 
     rng = np.random.default_rng(0)
     field = np.full((90, 160), 41, np.uint8)
