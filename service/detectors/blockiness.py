@@ -18,7 +18,8 @@ predicted picture carries old block edges along with the motion, so under a scro
 tilt only one orientation stays on the grid, and the other's swings (a moving pattern's
 edges crossing the grid) must not widen the level it is judged against.
 A run goes on while the score stays half way past the level (``HOLD_SHARE`` of each
-raise condition): a dip of the running median ended a run just started, and the
+condition on the level; ``min_score`` whole, or marginal runs at the floor on camera
+footage lasted past ``d``): a dip of the running median ended a run just started, and the
 pictures after it, judged as still, could not raise it again -- QP-51 blocking through
 FFmpeg's MPEG-2 on a slow zoom (mandelbrot, 360p) was found whole on 6 of 12 encodes
 that differ only in the encoders' thread counts, 0.8 s short on 2, missed on 4; held
@@ -63,7 +64,7 @@ STILL = 1.5
 # Held: all but identical to the picture scored before (an encoder's copy of a frozen
 # picture: 0.000-0.014 through x264 between its re-codes), a tenth of STILL's motion floor.
 HELD = 0.25
-HOLD_SHARE = 0.5  # a run goes on while past this share of each raise condition
+HOLD_SHARE = 0.5  # a run goes on while past this share of each condition on the level
 
 
 def grid_score(luma: np.ndarray, bit_depth: int = 8) -> float | None:
@@ -247,9 +248,10 @@ class _Level:
     def smoothed(self) -> float:
         return _median([s for _, s in self.recent])
 
-    def excess(self, share: float = 1.0) -> float | None:
-        """How far the smoothed score is past ``share`` of each raise condition (>= 0:
-        past all of them); None until the level is learned."""
+    def excess(self, share: float = 1.0, floor: float | None = None) -> float | None:
+        """How far the smoothed score is past ``share`` of each condition relative to the
+        level and ``floor`` (default: ``share``) of ``min_score`` (>= 0: past all of
+        them); None until the level is learned."""
         if self.baseline is None or not self.recent:
             return None
         p, (base, spread), score = self.params, self.baseline, self.smoothed
@@ -258,7 +260,7 @@ class _Level:
             score - max(base, 0.0) * (1 + share * (p.factor - 1)),
             # At least min_score above nothing, or above a level below nothing (a
             # pattern whose edges fall inside the blocks more than on the grid).
-            score - min(base, 0.0) - share * p.min_score,
+            score - min(base, 0.0) - (share if floor is None else floor) * p.min_score,
         )
 
     def dated(self) -> float:
@@ -304,8 +306,8 @@ class BlockinessDetector(Detector[BlockinessParams]):
         # Raised past the level and above the stream's normal range; held while half way
         # past it (a blocky run lifts nothing it is judged against: its scores are not
         # kept), so a dip of the running median does not end a run just started.
-        share = HOLD_SHARE if self.active else 1.0
-        excess = [(lv.excess(share) or -1.0, lv) for lv in self.levels]
+        share = HOLD_SHARE if self.active else 1.0  # min_score, the floor, holds whole
+        excess = [(lv.excess(share, floor=1.0) or -1.0, lv) for lv in self.levels]
         blocky = [(e, lv) for e, lv in excess if e >= 0 and (self.active or lv.unusual(still))]
         if blocky and not self.active and moved is not None and moved <= HELD:
             # A held picture is a freeze's, unless a test pattern (module doc).
