@@ -312,8 +312,9 @@ class FreezeDetector(Detector[FreezeParams]):
     def _shimmering(self, frame: VideoFrame, ref: VideoFrame) -> bool:
         """A raised freeze through a starved encoder: the picture re-coded (each frame
         ``noise`` or more from the one before, and past ``drift``), but its coarse picture
-        where it was -- no block moved past ``coarse_drift``, none brightened or darkened
-        as a whole past ``drift``. Motion and cuts move blocks (module doc)."""
+        where it was -- no block moved past ``coarse_drift``, and the picture not
+        brightened or darkened as a whole past ``drift``. Motion and cuts move blocks
+        (module doc)."""
         p = self.params
         if not (p.coarse_drift and self.active and frame.t - self.ref_t >= p.d):
             return False
@@ -322,7 +323,7 @@ class FreezeDetector(Detector[FreezeParams]):
         moved = coarse_picture(frame.luma, frame.bit_depth) - self.ref_coarse  # comparable
         return (
             float(np.abs(moved).max()) <= p.coarse_drift
-            and abs(float(moved.mean())) <= p.drift * 255
+            and abs(float(moved.mean())) <= p.drift * 256  # 8-bit, as _difference scales
         )
 
     def _still_pattern(self, ref: VideoFrame) -> bool:
