@@ -13,7 +13,7 @@ Used by the tests (clips made at test time) and by ``bench/patterns.py``.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -208,6 +208,30 @@ def make_clip(
             container.mux(packet)
         if tone is not None:
             tone.close()
+    return out
+
+
+def encode_frames(
+    frames: Iterable[av.VideoFrame],
+    out: Path,
+    codec: str,
+    options: dict[str, str],
+    size: str = "640x360",
+) -> Path:
+    """``frames`` (30 fps) encoded by ``codec`` with exactly ``options`` into ``out``
+    (Matroska for VP8 / VP9, which MPEG-TS does not carry)."""
+    width, height = (int(v) for v in size.split("x"))
+    form = "matroska" if codec.startswith("libvpx") else "mpegts"
+    with av.open(str(out), "w", format=form) as container:
+        stream = container.add_stream(codec, rate=RATE)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = options
+        for i, made in enumerate(frames):
+            frame = made.reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, RATE)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
     return out
 
 

