@@ -68,6 +68,27 @@ def test_blocking_through_mpeg2_is_found_between_its_key_frames(tmp_path: Path) 
     assert abs(start - SEGMENT[0]) <= 0.5 and abs(end - SEGMENT[1]) <= 0.5, found
 
 
+def test_a_marginal_run_does_not_carry_into_the_blocking(tmp_path: Path) -> None:
+    """A still `smptehdbars` through x264 at CRF 23 (`medium`, 360p) creeps 0.01 past its
+    level before the QP-51 segment (30-32 s): a marginal run starts at 29.13 and dips.
+    Held half way like a clear one, it ran on into the blocking (found from 29.13); only a
+    run once past the level by ``margin`` is held."""
+    clip = make_clip(
+        tmp_path / "bars.ts",
+        "smptehdbars",
+        "640x360",
+        60.0,
+        crf=23,
+        preset="medium",
+        blocky=(30.0, 32.0),
+    )
+    doc = check_json(clip, "--detectors", "blockiness")
+    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
+    assert len(found) == 1, found
+    start, end = found[0]
+    assert abs(start - 30.0) <= 0.5 and abs(end - 32.0) <= 0.5, found
+
+
 def test_a_held_key_frame_quality_raises_no_blockiness(tmp_path: Path) -> None:
     """The other side of judging moving pictures by the running median: MPEG-4 part 2
     holds a frozen picture at its key frames' quality, above anything the running median

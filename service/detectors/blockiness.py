@@ -17,13 +17,15 @@ Vertical and horizontal boundaries are scored and learned apart, and either rais
 predicted picture carries old block edges along with the motion, so under a scroll or a
 tilt only one orientation stays on the grid, and the other's swings (a moving pattern's
 edges crossing the grid) must not widen the level it is judged against.
-A run goes on while the score stays half way past the level (``HOLD_SHARE`` of each
-condition on the level; ``min_score`` whole, or marginal runs at the floor on camera
-footage lasted past ``d``): a dip of the running median ended a run just started, and the
+A run that has been clearly past the level (by ``margin`` at least) goes on while the
+score stays half way past it (``HOLD_SHARE`` of each condition on the level;
+``min_score`` whole): a dip of the running median ended a run just started, and the
 pictures after it, judged as still, could not raise it again -- QP-51 blocking through
 FFmpeg's MPEG-2 on a slow zoom (mandelbrot, 360p) was found whole on 6 of 12 encodes
 that differ only in the encoders' thread counts, 0.8 s short on 2, missed on 4; held
-half way, 12 of 12 (ends within 0.07 s).
+half way, 12 of 12 (ends within 0.07 s). Only a clear run: held, a marginal one (a still
+`smptehdbars` creeping 0.01 past its level before the blocking, bikes at the floor through
+x264 CRF 28) ran on into the blocking, or past ``d`` by itself.
 
 A *held* picture (its sample grid within ``HELD`` of the picture scored before: an
 encoder copying a frozen picture) starts no run unless it is a test pattern: it is the
@@ -282,6 +284,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         # hide blocking in the other.
         self.levels = (_Level(params), _Level(params))
         self.active = False
+        self.clear = False  # the open run has been past the level by ``margin`` at least
         self.last_eval = -1e9
         self.last_grid: np.ndarray | None = None  # the last scored picture's sample grid
 
@@ -306,7 +309,9 @@ class BlockinessDetector(Detector[BlockinessParams]):
         # Raised past the level and above the stream's normal range; held while half way
         # past it (a blocky run lifts nothing it is judged against: its scores are not
         # kept), so a dip of the running median does not end a run just started.
-        share = HOLD_SHARE if self.active else 1.0  # min_score, the floor, holds whole
+        if self.active and not self.clear:
+            self.clear = any((lv.excess() or -1.0) >= self.params.margin for lv in self.levels)
+        share = HOLD_SHARE if self.clear else 1.0  # min_score, the floor, holds whole
         excess = [(lv.excess(share, floor=1.0) or -1.0, lv) for lv in self.levels]
         blocky = [(e, lv) for e, lv in excess if e >= 0 and (self.active or lv.unusual(still))]
         if blocky and not self.active and moved is not None and moved <= HELD:
@@ -315,6 +320,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         if bool(blocky) == self.active:
             return []
         self.active = bool(blocky)
+        self.clear = self.clear and self.active
         if blocky:
             worst = max(blocky, key=lambda pair: pair[0])[1]
             assert worst.baseline is not None
