@@ -185,7 +185,7 @@ class FreezeDetector(Detector[FreezeParams]):
         if left is not None:
             # A still run since the step that has lasted d (frames were missing: an
             # encoder that drops still pictures) stands as it is.
-            due = self.active and not left.held and frame.t - self.ref_t >= self.params.d
+            due = not left.held and self._raised(frame.t)
             back = not due and self._came_back(frame, left)
             within = frame.t - left.at <= self.params.return_s
             if left.held:
@@ -235,7 +235,7 @@ class FreezeDetector(Detector[FreezeParams]):
             return [*out, Change(self.ref_t, True, details={"mafd": round(mafd, 6)})]
         if self.active and ref is not None and self.left is None and self.params.return_s:
             # The picture left a freeze: an encoder's step may come back (module doc).
-            held = frame.t - self.ref_t >= self.params.d  # raised, or due: keep it open
+            held = self._raised(frame.t)  # raised, or due: keep it open
             self.left = _Left(ref, self.ref_t, frame.t, frame, held)
             if held:
                 self.prev = frame
@@ -309,6 +309,10 @@ class FreezeDetector(Detector[FreezeParams]):
             return False
         return self._difference(frame, ref, p.drift) <= p.drift
 
+    def _raised(self, t: float) -> bool:
+        """The open still run has lasted ``d`` by ``t``: raised (or due, frames missing)."""
+        return self.active and t - self.ref_t >= self.params.d
+
     def _shimmering(self, frame: VideoFrame, ref: VideoFrame) -> bool:
         """A raised freeze through a starved encoder: the picture re-coded (each frame
         ``noise`` or more from the one before, and past ``drift``), but its coarse picture
@@ -316,7 +320,7 @@ class FreezeDetector(Detector[FreezeParams]):
         brightened or darkened as a whole past ``drift``. Motion and cuts move blocks
         (module doc)."""
         p = self.params
-        if not (p.coarse_drift and self.active and frame.t - self.ref_t >= p.d):
+        if not (p.coarse_drift and self._raised(frame.t)):
             return False
         if self.ref_coarse is None:
             self.ref_coarse = coarse_picture(ref.luma, ref.bit_depth)
