@@ -55,7 +55,13 @@ below) and 9-108 over three. So a *raised* freeze goes on while no block of the 
 picture moves past ``coarse_drift`` (8) from the frozen picture's and their average (a fade)
 not past ``drift``. Raised only: a run must first be still by the rules above for ``d`` -- a
 near-still shot of real footage (Big Buck Bunny: consecutive frames 0-2 apart, coarsely) is
-never still that long, so this cannot start a freeze.
+never still that long, so this cannot start a freeze. One narrower case before that: a key
+frame that re-codes a held picture just after it froze (x264 at CRF 28, 0.4 s into a hold
+of Big Buck Bunny, 1.8 code values away; a starved MPEG-2's first key frames 4-10 away)
+ended the run not raised yet, and the hold was found from the key frame, 0.2-0.9 s late. A
+picture that leaves a still run and, a key frame since, is still again and coarsely the
+run's picture has come back (as within ``drift`` does): still on both sides of one step,
+at a key frame -- motion is still on neither side.
 
 A still *test pattern* -- colour bars, stripes, ramps: what engineers put on a feed while
 lining up -- is not raised either (unless ``test_patterns`` is set): a monitor that
@@ -104,6 +110,8 @@ class _Left:
     held: bool  # the freeze was raised (or due): its end waits for ``return_s``
     back: VideoFrame | None = None  # held: the latest frame in the time that was back
     away: VideoFrame | None = None  # and the first frame after it that was not
+    keyed: bool = False  # a key frame came since it left (a re-code, not motion)
+    coarse: np.ndarray | None = None  # ``ref``'s coarse picture, once asked
 
 
 class FreezeParams(Params):
@@ -183,6 +191,7 @@ class FreezeDetector(Detector[FreezeParams]):
         out: list[Change] = []
         left = self.left
         if left is not None:
+            left.keyed = left.keyed or frame.key
             # A still run since the step that has lasted d (frames were missing: an
             # encoder that drops still pictures) stands as it is.
             due = not left.held and self._raised(frame.t)
@@ -233,10 +242,16 @@ class FreezeDetector(Detector[FreezeParams]):
                 return out
             self.active = True
             return [*out, Change(self.ref_t, True, details={"mafd": round(mafd, 6)})]
-        if self.active and ref is not None and self.left is None and self.params.return_s:
+        pending = self.left
+        if (
+            self.active
+            and ref is not None
+            and self.params.return_s
+            and (pending is None or self._outlasts(pending, frame.t))
+        ):
             # The picture left a freeze: an encoder's step may come back (module doc).
             held = self._raised(frame.t)  # raised, or due: keep it open
-            self.left = _Left(ref, self.ref_t, frame.t, frame, held)
+            self.left = _Left(ref, self.ref_t, frame.t, frame, held, keyed=frame.key)
             if held:
                 self.prev = frame
                 return out
@@ -262,16 +277,33 @@ class FreezeDetector(Detector[FreezeParams]):
         return frame.dark_samples(th) >= 0.98 * frame.grid().size
 
     def _came_back(self, frame: VideoFrame, left: _Left) -> bool:
-        """Within ``drift`` of the frozen picture and still against the frame before."""
+        """Still against the frame before, and within ``drift`` of the frozen picture --
+        or, a key frame since it left, coarsely the frozen picture (``_coarsely_at``): a
+        key frame re-coded the held picture past ``drift`` and it stays there (x264 at
+        CRF 28 re-codes camera footage 1.5-1.8 code values away half a second into a
+        hold; a run not raised yet ended there and started again: found 0.2-0.4 s late).
+        Motion is not still on both sides of one step; a key frame once a GOP."""
         p, prev = self.params, self.prev
         if prev is None:
             return False
         if not (self._comparable(frame, left.ref) and self._comparable(frame, prev)):
             return False
-        return (
-            self._difference(frame, prev, p.noise) <= p.noise
-            and self._difference(frame, left.ref, p.drift) <= p.drift
-        )
+        if self._difference(frame, prev, p.noise) > p.noise:
+            return False
+        if self._difference(frame, left.ref, p.drift) <= p.drift:
+            return True
+        if not (p.coarse_drift and left.keyed):
+            return False
+        if left.coarse is None:
+            left.coarse = coarse_picture(left.ref.luma, left.ref.bit_depth)
+        return self._coarsely_at(frame, left.coarse)
+
+    def _outlasts(self, pending: _Left, t: float) -> bool:
+        """The still run leaving at ``t`` was longer than ``pending``'s (not raised), whose
+        return is still awaited: it is the picture to come back to. (Motion holds a
+        picture for a frame or two -- a duplicate -- just before a hold: that picture's
+        return, awaited, kept the hold's from being awaited at all.)"""
+        return not pending.held and t - self.ref_t > pending.at - pending.ref_t
 
     def _resume(self, frame: VideoFrame, left: _Left) -> list[Change]:
         """The picture came back: the freeze goes on from its first frame, compared from
@@ -279,10 +311,11 @@ class FreezeDetector(Detector[FreezeParams]):
         against the old one its refinements would soon pass ``drift``)."""
         self.prev = frame
         out = [Change(frame.t, False)] if self.active and not left.held else []
-        self.ref, self.ref_t, self.ref_pattern = frame, left.ref_t, None  # coarse: the same
+        self.ref, self.ref_t, self.ref_pattern = frame, left.ref_t, None
         self.ref_black = self._black(frame)
         if left.held:
-            return out  # it never ended
+            return out  # it never ended (coarse: the frozen picture's still)
+        self.ref_coarse = left.coarse  # the frozen picture's, if it was asked
         # Found on from its first frame -- unless, as it came back, the picture is black or
         # a still test pattern, which are left alone as in on_video (a picture that stepped
         # into black within drift raised freeze beside black).
@@ -319,12 +352,17 @@ class FreezeDetector(Detector[FreezeParams]):
         where it was -- no block moved past ``coarse_drift``, and the picture not
         brightened or darkened as a whole past ``drift``. Motion and cuts move blocks
         (module doc)."""
-        p = self.params
-        if not (p.coarse_drift and self._raised(frame.t)):
+        if not (self.params.coarse_drift and self._raised(frame.t)):
             return False
         if self.ref_coarse is None:
             self.ref_coarse = coarse_picture(ref.luma, ref.bit_depth)
-        moved = coarse_picture(frame.luma, frame.bit_depth) - self.ref_coarse  # comparable
+        return self._coarsely_at(frame, self.ref_coarse)
+
+    def _coarsely_at(self, frame: VideoFrame, coarse: np.ndarray) -> bool:
+        """No block of ``frame``'s coarse picture past ``coarse_drift`` from ``coarse``
+        (a comparable frame's), nor their average (a fade) past ``drift``."""
+        p = self.params
+        moved = coarse_picture(frame.luma, frame.bit_depth) - coarse
         return (
             float(np.abs(moved).max()) <= p.coarse_drift
             and abs(float(moved.mean())) <= p.drift * 256  # 8-bit, as _difference scales
