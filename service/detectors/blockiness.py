@@ -310,9 +310,9 @@ class BlockinessDetector(Detector[BlockinessParams]):
         # past it (a blocky run lifts nothing it is judged against: its scores are not
         # kept), so a dip of the running median does not end a run just started.
         if self.active and not self.clear:
-            self.clear = any((lv.excess() or -1.0) >= self.params.margin for lv in self.levels)
+            self.clear = any(_past(lv.excess()) >= self.params.margin for lv in self.levels)
         share = HOLD_SHARE if self.clear else 1.0  # min_score, the floor, holds whole
-        excess = [(lv.excess(share, floor=1.0) or -1.0, lv) for lv in self.levels]
+        excess = [(_past(lv.excess(share, floor=1.0)), lv) for lv in self.levels]
         blocky = [(e, lv) for e, lv in excess if e >= 0 and (self.active or lv.unusual(still))]
         if blocky and not self.active and moved is not None and moved <= HELD:
             # A held picture is a freeze's, unless a test pattern (module doc).
@@ -332,7 +332,13 @@ class BlockinessDetector(Detector[BlockinessParams]):
     def near_raise(self) -> bool:
         """Half way from the stream's own level to raising, or further (for decoding
         less than everything: decode every picture while blocking may be starting)."""
-        return any((lv.excess(0.5) or -1.0) >= 0 for lv in self.levels)
+        return any(_past(lv.excess(0.5)) >= 0 for lv in self.levels)
+
+
+def _past(excess: float | None) -> float:
+    """``excess`` with a level not learned yet as short of every condition (``or`` would
+    have taken an excess of exactly 0.0 -- past them all -- for short of them too)."""
+    return -1.0 if excess is None else excess
 
 
 def _median(values: list[float]) -> float:
