@@ -57,11 +57,11 @@ not past ``drift``. Raised only: a run must first be still by the rules above fo
 near-still shot of real footage (Big Buck Bunny: consecutive frames 0-2 apart, coarsely) is
 never still that long, so this cannot start a freeze. One narrower case before that: a key
 frame that re-codes a held picture just after it froze (x264 at CRF 28, 0.4 s into a hold
-of Big Buck Bunny, 1.8 code values away; a starved MPEG-2's first key frames 4-10 away)
-ended the run not raised yet, and the hold was found from the key frame, 0.2-0.9 s late. A
-picture that leaves a still run and, a key frame since, is still again and coarsely the
-run's picture has come back (as within ``drift`` does): still on both sides of one step,
-at a key frame -- motion is still on neither side.
+of Big Buck Bunny, 1.8 code values away; a starved MPEG-2, 6 away on life) ended the run
+not raised yet, and the hold was found from the key frame (the clips above at 360p and
+720p: 19 of 72 found 0.2-1.2 s late). A picture that leaves a still run and, a key frame
+since, is still again and coarsely the run's picture has come back (as within ``drift``
+does): still on both sides of one step, at a key frame -- motion is still on neither side.
 
 A still *test pattern* -- colour bars, stripes, ramps: what engineers put on a feed while
 lining up -- is not raised either (unless ``test_patterns`` is set): a monitor that
@@ -279,10 +279,8 @@ class FreezeDetector(Detector[FreezeParams]):
     def _came_back(self, frame: VideoFrame, left: _Left) -> bool:
         """Still against the frame before, and within ``drift`` of the frozen picture --
         or, a key frame since it left, coarsely the frozen picture (``_coarsely_at``): a
-        key frame re-coded the held picture past ``drift`` and it stays there (x264 at
-        CRF 28 re-codes camera footage 1.5-1.8 code values away half a second into a
-        hold; a run not raised yet ended there and started again: found 0.2-0.4 s late).
-        Motion is not still on both sides of one step; a key frame once a GOP."""
+        key frame re-coded the held picture past ``drift`` and it stays there (module
+        doc). Motion is not still on both sides of one step; a key frame once a GOP."""
         p, prev = self.params, self.prev
         if prev is None:
             return False

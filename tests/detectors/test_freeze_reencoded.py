@@ -150,7 +150,7 @@ def test_a_hold_recoded_at_its_first_key_frame_is_found_from_its_first_picture(
     """A picture held from 8 s, re-coded at the first key frame into the hold past
     ``drift`` and still after it: the same picture, coarsely, on both sides of one step
     -- found from 8.00 (was from the key frame: 8.40 on Big Buck Bunny through x264 at
-    CRF 28; 8.93 on mandelbrot through a starved MPEG-2). Big Buck Bunny also holds a
+    CRF 28; 10.00 on mandelbrot through a starved MPEG-2). Big Buck Bunny also holds a
     picture for two frames just before (a duplicate in its motion): that short run's
     return, awaited, kept the hold's from being awaited at all."""
     frames = held(source_frames(footage, "640x360", 20 * FPS), 8.0, 14.0)
