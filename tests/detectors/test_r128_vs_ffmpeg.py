@@ -70,6 +70,8 @@ def _programme(kind: str, rate: int = RATE) -> np.ndarray:
     elif kind == "music-like":  # 5 s sections at three levels (LRA ~20 LU)
         levels = np.repeat(rng.choice([0.03, 0.1, 0.3], 8), rate * 5)[: t.size]
         x = levels * np.sin(2 * np.pi * 440 * t)
+    elif kind == "ramp":  # -40 to -20 dBFS evenly over 40 s: every percentile counts
+        x = 10 ** ((-40 + 20 * t / t[-1]) / 20) * np.sin(2 * np.pi * 440 * t)
     elif kind == "quiet passages":  # 30 dB down: above -70 LUFS, below the -20 LU gate
         levels = np.repeat([0.3, 0.25, 0.01, 0.3, 0.2, 0.01, 0.3, 0.15], rate * 5)[: t.size]
         x = levels * np.sin(2 * np.pi * 440 * t)
@@ -86,6 +88,7 @@ def _programme(kind: str, rate: int = RATE) -> np.ndarray:
         ("tone", RATE),
         ("music-like", RATE),
         ("quiet passages", RATE),
+        ("ramp", RATE),
         ("speech-like", RATE),
         # 44.1 kHz (music, contribution AAC): K-weighting's coefficients are worked out
         # for the rate, and FFmpeg's true peak resamples to 192 kHz (4.35x, not 4x).
