@@ -14,7 +14,7 @@ other detectors raised), and whether the segment was found with start and end wi
     python bench/patterns.py [--duration 60] [--sizes 640x360,1280x720,1920x1080]
                              [--sources testsrc2,smptebars,...] [--keep DIR] [--separation]
                              [--crf 20] [--preset veryfast] [--codec libx264]
-                             [--threshold DET.PARAM=VALUE ...]
+                             [--threshold DET.PARAM=VALUE ...] [--rate 30]
 
 ``--separation`` also says, per clip, whether the QP-51 frames stand apart from the clean
 ones at all, by avmon's per-frame grid score and by FFmpeg's ``blockdetect`` on the same
@@ -90,8 +90,9 @@ def separation(path: Path, seg: tuple[float, float]) -> str:
         src.link_to(detect)
         detect.link_to(sink)
         graph.configure()
+        rate = float(stream.average_rate or 30)
         for i, frame in enumerate(container.decode(stream)):
-            inside = int(seg[0] <= i / 30 < seg[1])
+            inside = int(seg[0] <= i / rate < seg[1])
             score = grid_score(_luma_view(frame)[0])
             if score is not None:
                 (ours[0], ours[1])[inside].append(score)
@@ -117,12 +118,13 @@ def main() -> None:
     ap.add_argument("--crf", type=int, default=20, help="x264 CRF of the clean picture")
     ap.add_argument("--preset", default="veryfast", help="x264 preset")
     ap.add_argument("--codec", default="libx264", choices=CODECS, help="the clean encode")
+    ap.add_argument("--rate", type=int, default=30, help="frames a second (lavfi's own: 25)")
     args = ap.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="avmon-patterns-"))
     folder.mkdir(parents=True, exist_ok=True)
     seg = (round(args.duration / 2), round(args.duration / 2) + SEGMENT_S)
     rows: list[tuple[str, str, str, list[str]]] = []
-    enc = f"x264 CRF {args.crf} {args.preset}"
+    enc = f"x264 CRF {args.crf} {args.preset}, {args.rate} fps"
     if args.codec != "libx264":
         enc = args.codec + (f" CRF {args.crf}" if args.codec in CRF_CODECS else "")
     print(f"{args.duration:.0f} s clips, {enc}, QP-51 deblock-off {seg[0]}-{seg[1]} s")
@@ -134,12 +136,14 @@ def main() -> None:
                 name += f"-{args.codec}" + (f"-crf{args.crf}" if args.codec in CRF_CODECS else "")
             elif (args.crf, args.preset) != (20, "veryfast"):  # the first runs' names kept
                 name += f"-crf{args.crf}-{args.preset}"
+            if args.rate != 30:
+                name += f"-{args.rate}fps"
             clip = folder / f"{name}.{'mkv' if args.codec == 'libvpx-vp9' else 'ts'}"
             if not clip.exists():
                 t_make = time.monotonic()
                 make_clip(
                     clip, source, size, args.duration, crf=args.crf, preset=args.preset,
-                    codec=args.codec, blocky=seg,
+                    codec=args.codec, blocky=seg, rate=args.rate,
                 )  # fmt: skip
                 print(f"  (made {clip.name} in {time.monotonic() - t_make:.0f} s)", flush=True)
             t0 = time.monotonic()

