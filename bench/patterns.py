@@ -124,10 +124,13 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     seg = (round(args.duration / 2), round(args.duration / 2) + SEGMENT_S)
     rows: list[tuple[str, str, str, list[str]]] = []
-    enc = f"x264 CRF {args.crf} {args.preset}, {args.rate} fps"
+    enc = f"x264 CRF {args.crf} {args.preset}"
     if args.codec != "libx264":
         enc = args.codec + (f" CRF {args.crf}" if args.codec in CRF_CODECS else "")
-    print(f"{args.duration:.0f} s clips, {enc}, QP-51 deblock-off {seg[0]}-{seg[1]} s")
+    print(
+        f"{args.duration:.0f} s clips, {enc}, {args.rate} fps, "
+        f"QP-51 deblock-off {seg[0]}-{seg[1]} s"
+    )
     print(f"{'source':<22} {'size':<10} {'found':<6} false alarms")
     for size in args.sizes.split(","):
         for source in args.sources.split(","):

@@ -82,7 +82,8 @@ def footage_path(name: str) -> Path:
 
 def footage_frames(name: str, size: str, count: int) -> Iterator[av.VideoFrame]:
     """``count`` frames of real footage scaled to ``size``, the clip looped (each loop
-    is a cut, as in programme content), timed at 30 fps."""
+    is a cut, as in programme content), one source picture a frame (timed at the rate
+    of the clip they go into)."""
     width, height = (int(v) for v in size.split("x"))
     made = 0
     while made < count:
