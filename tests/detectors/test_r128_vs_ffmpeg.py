@@ -94,6 +94,11 @@ def _programme(kind: str, rate: int = RATE) -> np.ndarray:
         # for the rate, and FFmpeg's true peak resamples to 192 kHz (4.35x, not 4x).
         ("speech-like", 44100),
         ("music-like", 44100),
+        # The other rates a feed may carry (32 kHz: NICAM, old satellite radio; 88.2 /
+        # 96 kHz: production audio): the filters and the gating blocks at each.
+        ("speech-like", 32000),
+        ("ramp", 88200),
+        ("quiet passages", 96000),
     ],
 )
 def test_integrated_loudness_and_range_match_ffmpeg_within_0_1_lu(kind: str, rate: int) -> None:
