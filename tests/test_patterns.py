@@ -61,6 +61,30 @@ def test_pattern_raises_no_blockiness_but_its_blocky_segment(
     assert abs(start - SEGMENT[0]) <= 0.5 and abs(end - SEGMENT[1]) <= 0.5, found
 
 
+def test_blocking_carried_by_a_scroll_is_found_at_25_fps(tmp_path: Path) -> None:
+    """cellauto scrolls a row a frame; at 25 fps through x264 (CRF 23 ``medium``, what the
+    ffmpeg CLI makes unless told) the QP-51 picture's block edges move 2 rows between two
+    scored pictures, and the horizontal boundaries' score flips sign on each (+0.05,
+    -0.05...). The vertical ones carry the blocking too, but this clip's level steps at
+    each 10 s GOP and 4x that step is their bar: 60 s, so two GOPs come before the
+    segment. Missed until a flip counted as blocking (bench/patterns.py --rate 25)."""
+    clip = make_clip(
+        tmp_path / "cellauto.ts",
+        "cellauto",
+        "1280x720",
+        60.0,
+        crf=23,
+        preset="medium",
+        blocky=(30.0, 32.0),
+        rate=25,
+    )
+    doc = check_json(clip, "--detectors", "blockiness")
+    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
+    assert len(found) == 1, found
+    start, end = found[0]
+    assert abs(start - 30.0) <= 0.5 and abs(end - 32.0) <= 0.5, found
+
+
 def test_blocking_through_mpeg2_is_found_between_its_key_frames(tmp_path: Path) -> None:
     """FFmpeg's MPEG-2 (no deblocking; 15 Mbit/s a 1080p picture, 0.5 s GOPs): its key
     frames step on the grid far more than the pictures between them (mandelbrot: ~0.27

@@ -16,7 +16,9 @@ scores (no raise before: a stream's first seconds say nothing of its normal leve
 Vertical and horizontal boundaries are scored and learned apart, and either raises: a
 predicted picture carries old block edges along with the motion, so under a scroll or a
 tilt only one orientation stays on the grid, and the other's swings (a moving pattern's
-edges crossing the grid) must not widen the level it is judged against.
+edges crossing the grid) must not widen the level it is judged against. A score that
+flips sign at full strength from one scored picture to the next is blocking carried by a
+scroll (``_Level._unflipped``), not a level to average away.
 A run that has been clearly past the level (by ``margin`` at least) goes on while the
 score stays half way past it (``HOLD_SHARE`` of each condition on the level;
 ``min_score`` whole): a dip of the running median ended a run just started, and the
@@ -202,8 +204,10 @@ class _Level:
         self.normal_count = 0
         self.high: float | None = None
         self.high_smoothed: float | None = None
+        self.last_raw: float | None = None  # the last score as measured (``_unflipped``)
 
     def add(self, t: float, score: float, active: bool) -> None:
+        score = self._unflipped(score)
         if self.second_start is None:
             self.second_start = t
         if t - self.second_start >= 1.0:
@@ -220,6 +224,22 @@ class _Level:
             at = self.normal_count % self.normal.size
             self.normal[at], self.normal_smoothed[at] = score, self.smoothed
             self.normal_count += 1
+
+    def _unflipped(self, score: float) -> float:
+        """Blocking carried along by a scroll: a predicted picture copies the blocks, and
+        their edges, with the motion, so edges that moved 2 rows between two scored
+        pictures (a row a frame, every other frame scored) sit on the grid's places (3, 7)
+        in one and on the controls (1, 5) in the next, and the score flips sign at full
+        strength: cellauto through x264 at 720p / 25 fps reads +0.05, -0.05, +0.05... on
+        its horizontal boundaries, which the running median averages away. A flip
+        between two scores both past ``margin`` counts as the smaller magnitude; natural
+        pictures' scores wander about their level with no such beat."""
+        last, self.last_raw = self.last_raw, score
+        if last is not None and score * last < 0:
+            folded = min(abs(score), abs(last))
+            if folded >= self.params.margin:
+                return folded
+        return score
 
     def _relearn(self) -> None:
         if len(self.seconds) < self.params.learn_s:
