@@ -13,8 +13,6 @@ through CRF 20 ``veryfast`` (``bench/patterns.py``'s two encodes).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from fractions import Fraction
@@ -25,6 +23,7 @@ import av
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.lavfi_clips import Blocker, _clean_options, source_frames
+from tests.test_accuracy import check_json
 
 # Two orders: still cards and moving ones (testsrc's counter, mandelbrot's zoom), then
 # cards between camera footage and animation.
@@ -77,17 +76,6 @@ def make_lineup(
     return out
 
 
-def analyse(path: Path) -> list[dict[str, float | str]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", "check", str(path), "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    defects: list[dict[str, float | str]] = json.loads(proc.stdout)["defects"]
-    return defects
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="640x360,1280x720")
@@ -107,7 +95,7 @@ def main() -> None:
                 clip = folder / name
                 if not clip.exists():
                     make_lineup(clip, cards, size, rate, crf, preset, blocky)
-                defects = analyse(clip)
+                defects = check_json(clip)["defects"]
                 found = [
                     seg
                     for seg in blocky

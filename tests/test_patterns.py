@@ -42,6 +42,16 @@ CASES = [
 ]
 
 
+def assert_blocking_found_once(clip: Path, segment: tuple[float, float]) -> None:
+    """The real `avmon check` raises one blockiness run, start and end within 0.5 s of
+    ``segment``, and no other."""
+    doc = check_json(clip, "--detectors", "blockiness")
+    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
+    assert len(found) == 1, found
+    start, end = found[0]
+    assert abs(start - segment[0]) <= 0.5 and abs(end - segment[1]) <= 0.5, found
+
+
 @pytest.mark.parametrize(("source", "size", "rate"), CASES)
 def test_pattern_raises_no_blockiness_but_its_blocky_segment(
     tmp_path_factory: pytest.TempPathFactory, source: str, size: str, rate: int
@@ -54,11 +64,7 @@ def test_pattern_raises_no_blockiness_but_its_blocky_segment(
         blocky=SEGMENT,
         rate=rate,
     )
-    doc = check_json(clip, "--detectors", "blockiness")
-    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
-    assert len(found) == 1, found
-    start, end = found[0]
-    assert abs(start - SEGMENT[0]) <= 0.5 and abs(end - SEGMENT[1]) <= 0.5, found
+    assert_blocking_found_once(clip, SEGMENT)
 
 
 def test_blocking_carried_by_a_scroll_is_found_at_25_fps(tmp_path: Path) -> None:
@@ -78,11 +84,7 @@ def test_blocking_carried_by_a_scroll_is_found_at_25_fps(tmp_path: Path) -> None
         blocky=(30.0, 32.0),
         rate=25,
     )
-    doc = check_json(clip, "--detectors", "blockiness")
-    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
-    assert len(found) == 1, found
-    start, end = found[0]
-    assert abs(start - 30.0) <= 0.5 and abs(end - 32.0) <= 0.5, found
+    assert_blocking_found_once(clip, (30.0, 32.0))
 
 
 def test_blocking_through_mpeg2_is_found_between_its_key_frames(tmp_path: Path) -> None:
@@ -94,11 +96,7 @@ def test_blocking_through_mpeg2_is_found_between_its_key_frames(tmp_path: Path) 
     clip = make_clip(
         tmp_path / "mpeg2.ts", "mandelbrot", "640x360", 20.0, codec="mpeg2video", blocky=SEGMENT
     )
-    doc = check_json(clip, "--detectors", "blockiness")
-    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
-    assert len(found) == 1, found
-    start, end = found[0]
-    assert abs(start - SEGMENT[0]) <= 0.5 and abs(end - SEGMENT[1]) <= 0.5, found
+    assert_blocking_found_once(clip, SEGMENT)
 
 
 def test_a_marginal_run_does_not_carry_into_the_blocking(tmp_path: Path) -> None:
@@ -115,11 +113,7 @@ def test_a_marginal_run_does_not_carry_into_the_blocking(tmp_path: Path) -> None
         preset="medium",
         blocky=(30.0, 32.0),
     )
-    doc = check_json(clip, "--detectors", "blockiness")
-    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
-    assert len(found) == 1, found
-    start, end = found[0]
-    assert abs(start - 30.0) <= 0.5 and abs(end - 32.0) <= 0.5, found
+    assert_blocking_found_once(clip, (30.0, 32.0))
 
 
 def test_a_held_key_frame_quality_raises_no_blockiness(tmp_path: Path) -> None:
