@@ -128,7 +128,8 @@ def test_g1_sigkill_orphans_run_again_quickly_and_survivors_keep_theirs(cluster:
 
     assert wait_for(recovered, 10, interval=0.05)
     # Running = the new owner's runner analysed its first frame (logged by the runner).
-    assert wait_for(lambda: _running_again(cluster, orphans, killed) is not None, 5)
+    ran = wait_for(lambda: _running_again(cluster, orphans, killed) is not None, 5)
+    assert ran, _not_running_yet(cluster, orphans, killed)
     log = cluster.log()
     worst = _running_again(cluster, orphans, killed)
     assert worst is not None and worst <= 3.5 + 1.5, f"orphans ran again after {worst} s"
@@ -139,6 +140,15 @@ def test_g1_sigkill_orphans_run_again_quickly_and_survivors_keep_theirs(cluster:
     assert wait_for(lambda: cluster.redis.hget(keys.MEMBER_INFO, "m2") is None, 5)
     # m2 was killed: its intervals stay open in the log; no survivor overlaps a survivor.
     assert [o for o in log.overlaps() if "m2" not in (o[1].pod, o[2].pod)] == []
+
+
+def _not_running_yet(cluster: Cluster, units: set[Any], since_ns: int) -> str:
+    """What the members said about the units not analysing again (for a failure)."""
+    ran = {(sid, g) for _, _, sid, g in cluster.log().runs_after(since_ns)}
+    late = sorted(u for u in units if u not in ran)
+    return f"not analysing again: {late}\n" + "\n".join(
+        cluster.logs_about(sid) for sid in sorted({sid for sid, _ in late})
+    )
 
 
 def _running_again(cluster: Cluster, units: set[Any], since_ns: int) -> float | None:
@@ -162,7 +172,8 @@ def test_g2_sigterm_hands_over_fast_with_zero_overlap(cluster: Cluster) -> None:
     leaving.proc.wait(10)
     exit_s = time.monotonic() - wall
     assert wait_for(lambda: all(cluster.owners().get(u) in ("m1", "m2") for u in units), 5)
-    assert wait_for(lambda: _running_again(cluster, units, t0) is not None, 5)
+    ran = wait_for(lambda: _running_again(cluster, units, t0) is not None, 5)
+    assert ran, _not_running_yet(cluster, units, t0)
     log = cluster.log()
     worst = _running_again(cluster, units, t0)
     assert worst is not None and worst <= 1.5 + 1.0, f"handoff took {worst} s"  # CI margin
