@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from fractions import Fraction
 from pathlib import Path
-
-import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.lavfi_clips import Blocker, _clean_options, source_frames
+from tests.lavfi_clips import make_line_up
 from tests.test_accuracy import check_json
 
 # Two orders: still cards and moving ones (testsrc's counter, mandelbrot's zoom), then
@@ -46,36 +43,6 @@ def card_seconds(k: int) -> int:
     return 6 + (k * 3) % 5  # 6, 9, 7, 10, 8, ...: changes fall on no common beat
 
 
-def make_lineup(
-    out: Path,
-    cards: tuple[str, ...],
-    size: str,
-    rate: int,
-    crf: int,
-    preset: str,
-    blocky: tuple[tuple[float, float], ...] = (),
-) -> Path:
-    width, height = (int(v) for v in size.split("x"))
-    blocker = Blocker(width, height, rate) if blocky else None
-    with av.open(str(out), "w", format="mpegts") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        assert isinstance(stream, av.VideoStream)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = _clean_options("libx264", crf, preset, width * height)
-        i = 0
-        for k, card in enumerate(cards):
-            for made in source_frames(card, size, card_seconds(k) * rate, rate):
-                picture = made
-                if blocker is not None and any(a <= i / rate < b for a, b in blocky):
-                    picture = (blocker(made) or [made])[-1]
-                frame = picture.reformat(format="yuv420p")
-                frame.pts, frame.time_base = i, Fraction(1, rate)
-                container.mux(stream.encode(frame))
-                i += 1
-        container.mux(stream.encode(None))
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="640x360,1280x720")
@@ -94,7 +61,8 @@ def main() -> None:
                 name = f"lineup{n}{'-blocky' if blocky else ''}-{size}-crf{crf}-{rate}fps.ts"
                 clip = folder / name
                 if not clip.exists():
-                    make_lineup(clip, cards, size, rate, crf, preset, blocky)
+                    timed = [(card, card_seconds(k)) for k, card in enumerate(cards)]
+                    make_line_up(clip, timed, size, rate, crf, preset, blocky)
                 defects = check_json(clip)["defects"]
                 found = [
                     seg

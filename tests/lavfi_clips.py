@@ -218,6 +218,40 @@ def make_clip(
     return out
 
 
+def make_line_up(
+    out: Path,
+    cards: Iterable[tuple[str, float]],
+    size: str = "640x360",
+    rate: int = 25,
+    crf: int = 23,
+    preset: str = "medium",
+    blocky: Iterable[tuple[float, float]] = (),
+) -> Path:
+    """Test cards in turn, ``(source, seconds)`` each, as an engineer steps through them
+    lining a feed up, encoded clean by x264 as one stream (MPEG-TS); ``blocky``: (start,
+    end) seconds of QP-51 frames."""
+    width, height = (int(v) for v in size.split("x"))
+    segments = list(blocky)
+    blocker = Blocker(width, height, rate) if segments else None
+    with av.open(str(out), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = _clean_options("libx264", crf, preset, width * height)
+        i = 0
+        for card, seconds in cards:
+            for made in source_frames(card, size, round(seconds * rate), rate):
+                picture = made
+                if blocker is not None and any(a <= i / rate < b for a, b in segments):
+                    picture = (blocker(made) or [made])[-1]
+                frame = picture.reformat(format="yuv420p")
+                frame.pts, frame.time_base = i, Fraction(1, rate)
+                container.mux(stream.encode(frame))
+                i += 1
+        container.mux(stream.encode(None))
+    return out
+
+
 def encode_frames(
     frames: Iterable[av.VideoFrame],
     out: Path,

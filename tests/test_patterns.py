@@ -20,7 +20,7 @@ import av
 import pytest
 
 from tests.gst_clips import held
-from tests.lavfi_clips import THREADS, encode_frames, make_clip, source_frames
+from tests.lavfi_clips import THREADS, encode_frames, make_clip, make_line_up, source_frames
 from tests.test_accuracy import check_json
 
 SEGMENT = (10.0, 12.0)
@@ -159,6 +159,25 @@ def test_a_clean_pattern_clip_raises_no_blockiness(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clean.ts", "testsrc2", "1280x720", 20.0)
     doc = check_json(clip, "--detectors", "blockiness")
     assert [d for d in doc["defects"] if d["type"] == "blockiness"] == []
+
+
+def test_a_line_up_stepping_to_its_next_card_raises_nothing(tmp_path: Path) -> None:
+    """A line-up holds smptebars, then steps to testsrc (x264, lavfi's 25 fps, CRF 23
+    ``medium``). The level learned from one held card has no spread, and testsrc's own
+    vertical edges on the grid (0.095 against 0.042) raised blockiness for two seconds at
+    the change (6.00-8.16): a new still shot is judged against itself first."""
+    clip = make_line_up(tmp_path / "line-up.ts", [("smptebars", 7.0), ("testsrc", 5.0)])
+    doc = check_json(clip)
+    assert doc["defects"] == [], doc["defects"]
+
+
+def test_blocking_across_the_picture_at_a_card_change_is_found(tmp_path: Path) -> None:
+    """The other side: a card blocky from its first picture has no clean self to be
+    judged against, but QP-51 blocking across the whole picture (mandelbrot: ~0.25 on both
+    orientations, no card's own edges read that) is found at the change all the same."""
+    cards = [("smptebars", 7.0), ("mandelbrot", 5.0)]
+    clip = make_line_up(tmp_path / "line-up.ts", cards, blocky=[(7.0, 10.0)])
+    assert_blocking_found_once(clip, (7.0, 10.0))
 
 
 @pytest.mark.parametrize(
