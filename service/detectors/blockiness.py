@@ -37,19 +37,20 @@ encoder's held picture keeps its own coding's grid steps -- held through x264 at
 0.025-0.030 and raised blockiness beside the freeze; so did carphone through MPEG-2 at
 700 kbit/s, VP9 at CRF 45 and VP8, bikes through VP8. QP-51 blocking on a held line-up
 pattern scores no higher (0.044-0.158) and is still found: freeze leaves patterns alone.
-A *new still shot* -- a wholesale change of the picture (``CUT``) after a second or more of
-still pictures, as a line-up steps from one test card to the next -- is first judged
-against itself: for ``learn_s`` seconds a run starts only once the shot's smoothed score
-has risen ``margin`` past what it scored on its first pictures (``_Shot``). A level learned
-from one held card has no spread, so the next card's own edges on the grid passed every
-condition: a carousel stepping from smptebars to testsrc (0.095 against 0.042 on the
-vertical boundaries) raised blockiness for two seconds at its first change, in 10 of 12
-line-ups (`bench/lineup.py`). Not judged so: a new shot that moves (its level judges it as
-any moving picture) and one blocky across the whole picture (both orientations at
-``WHOLE`` or more: no card's own edges fall on the grid that densely both ways, the
-cards' weaker orientation reads at most 0.065). Limitation: a still card that is blocky
-from its first picture, on one orientation only, is taken for the card (QP-51 through a
-new smptehdbars).
+A *new shot* -- a wholesale change of the picture (``CUT``), as a line-up steps to its next
+test card or a programme cuts to one -- is first judged against itself: for ``learn_s``
+seconds a run starts only once the shot's smoothed score has risen ``margin`` past what it
+scored on its first pictures (``_Shot``). The level was learned from what came before: one
+held card has no spread, footage sits near 0, so a card's own edges on the grid passed
+every condition -- a line-up stepping from smptebars to testsrc (0.095 against 0.042 on
+the vertical boundaries) raised blockiness for two seconds at its first change in 10 of
+12 line-ups (`bench/lineup.py`), and footage or a moving pattern cut to a card raised it
+in 15 of 15 (360p). Not judged so: a new shot that moves (its level judges it as any
+moving picture; a change on every picture, cellauto's scroll, is motion, not a cut), and
+one blocky across the whole picture (both orientations at ``WHOLE`` or more: no card's
+own edges fall on the grid that densely both ways -- the cards' weaker orientation reads
+at most 0.065). Limitation: a still card blocky from its first picture on one orientation
+only is taken for the card (QP-51 through a new smptehdbars).
 Limitation: blocking already present for the whole of the first seconds is learned as
 the stream's normal until it clears. Flat pictures (black, slates) carry no evidence;
 neither does a held picture that is not a pattern.
@@ -82,10 +83,9 @@ STILL = 1.5
 # picture: 0.000-0.014 through x264 between its re-codes), a tenth of STILL's motion floor.
 HELD = 0.25
 HOLD_SHARE = 0.5  # a run goes on while past this share of each condition on the level
-# A new shot: the sample grid changed wholesale (8-bit code values; one test card to the
-# next: 64-95), after STILL_BEFORE_S or more of still pictures (a card held on screen).
+# A new shot: the sample grid changed wholesale from the picture scored before (8-bit code
+# values; one test card to the next: 64-95, footage to a card: 66), unlike the one before.
 CUT = 30.0
-STILL_BEFORE_S = 1.0
 WHOLE = 0.1  # both orientations at this or more: blocky across the picture, not a card
 
 
@@ -309,8 +309,8 @@ class _Level:
 
 
 class _Shot:
-    """A still shot cut to from a still shot (module doc): judged against its own first
-    scores for its first ``learn_s`` seconds."""
+    """A new shot (module doc): judged against its own first scores for its first
+    ``learn_s`` seconds, unless it moves."""
 
     def __init__(self, start: float) -> None:
         self.start = start
@@ -360,8 +360,8 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self.clear = False  # the open run has been past the level by ``margin`` at least
         self.last_eval = -1e9
         self.last_grid: np.ndarray | None = None  # the last scored picture's sample grid
-        self.still_since: float | None = None  # first of the still pictures up to now
-        self.shot: _Shot | None = None  # a new still shot, while judged against itself
+        self.last_moved: float | None = None  # the last scored picture's motion
+        self.shot: _Shot | None = None  # a new shot, while judged against itself
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
@@ -375,7 +375,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         )
         still = moved is not None and moved <= STILL
         self.last_grid = grid
-        self._follow_shot(frame.t, before, moved)
+        self._follow_shot(moved, frame.t, before)
         scores = grid_scores(frame.luma, frame.bit_depth)
         if scores == (None, None):
             return []
@@ -409,21 +409,21 @@ class BlockinessDetector(Detector[BlockinessParams]):
         # Cleared: dated by the orientation that was raising it (both see the same frames).
         return [Change(max(lv.dated() for lv in self.levels if lv.recent), False)]
 
-    def _follow_shot(self, t: float, before: float, moved: float | None) -> None:
-        """Whether this picture starts a new still shot, ends one, or goes on with it."""
+    def _follow_shot(self, moved: float | None, t: float, before: float) -> None:
+        """Whether this picture starts a new shot, or goes on with the one judged."""
+        last, self.last_moved = self.last_moved, moved
         if moved is None:
             return
-        if moved >= CUT:
-            held = self.still_since is not None and before - self.still_since >= STILL_BEFORE_S
-            self.shot = _Shot(t) if held else None
-            self.still_since = None
-        elif moved <= STILL:
-            self.still_since = t if self.still_since is None else self.still_since
-        else:
-            self.still_since = None
-        if self.shot is not None and t - self.shot.start > self.params.learn_s:
+        # A wholesale change on every picture is motion (cellauto's scroll), not a cut --
+        # unless the picture then stands still: the shot began at the last change.
+        if moved >= CUT and (last is None or last < CUT):
+            self.shot = _Shot(t)
+        elif moved <= STILL and last is not None and last >= CUT and self.shot is None:
+            self.shot = _Shot(before)
+            self.shot.moved.append(moved)
+        elif self.shot is not None and t - self.shot.start > self.params.learn_s:
             self.shot = None
-        if self.shot is not None and t > self.shot.start:
+        elif self.shot is not None:
             self.shot.moved.append(moved)
 
     def near_raise(self) -> bool:
