@@ -406,6 +406,7 @@ class Coordinator:
                 old = self.owned[unit].epoch
                 epoch = self._claim_one(unit)
                 if epoch is None:
+                    log.warning("lease of %s lost and claimed by another: stopping it", unit)
                     self._drop(unit, release=False)
                 else:
                     self.owned[unit] = Owned(epoch, now + self.ttl - MARGIN_S)
@@ -425,6 +426,7 @@ class Coordinator:
         wanted = set(units)
         # Streams deleted from the registry: stop them here (their leases are released).
         for unit in [u for u in self.owned if u not in wanted]:
+            log.info("%s is no longer registered: stopping it, its defects purged", unit)
             self._drop(unit, release=True, purge=True)
         ready = sorted(m for m, i in self.members.items() if i.get("ready"))
         if self.pod not in ready:

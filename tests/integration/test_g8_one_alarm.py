@@ -199,6 +199,10 @@ def test_g8_sigkill(cluster: Cluster, source: LiveHttpSource) -> None:
     assert all(_handed_over(per_stream, sid) for sid in per_stream)
 
 
+# The newcomer starts, joins and warms up inside the black: with the 9 s black, on a
+# machine at load 13 the move came after it had ended (closed by its first owner, so
+# nothing was handed over; one open and one close all the same).
+@long_black
 def test_g8_rebalance_on_scale_out(cluster: Cluster, source: LiveHttpSource) -> None:
     def fault(c: Cluster, owners: dict[str, str]) -> None:
         assert set(owners.values()) == {"m1"}
