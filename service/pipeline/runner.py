@@ -545,9 +545,6 @@ class StreamRunner:
                 self._video_bytes -= _picture_bytes(item)
             self._latest_video = item
             self._fps_window.append(time.monotonic())
-            if self.first_frame_wall is None:
-                self.first_frame_wall = now
-                self.on_stats(self, "first_frame", now)
             self.stats.frames += 1
             self.on_stats(self, "frame", 1)
             if now - self._last_thumb >= THUMBNAIL_EVERY_S:
@@ -561,6 +558,11 @@ class StreamRunner:
             self._last_detector_time = now
             self._export_detector_time()
         if isinstance(item, VideoFrame | AudioFrame):
+            if self.first_frame_wall is None:
+                # Picture or sound: a runner of a stream's audio units only decodes no
+                # picture, and its units ran without ever saying so (cluster G2 failed).
+                self.first_frame_wall = now
+                self.on_stats(self, "first_frame", now)
             end = item.end if isinstance(item, AudioFrame) else item.t
             arrived = item.arrived or now
             if self._wall_of_media0 is None:
