@@ -12,7 +12,7 @@ import pytest
 
 from service.pipeline.runner import StreamRunner, StreamSpec
 from tests.conftest import ClipFactory
-from tests.integration.service_proc import wait_for
+from tests.pipeline.runners import run_to_the_end
 
 
 @pytest.mark.parametrize(
@@ -31,11 +31,7 @@ def test_a_runner_says_it_analysed_its_first_media(
 
     spec = StreamSpec(id="s1", name="cam", url=str(clip), detectors=detectors)
     runner = StreamRunner(spec, lambda *_: None, on_frame_stats=on_stats)
-    runner.start()
-    try:
-        assert wait_for(lambda: runner.state == "stopped", 15), runner.state
-    finally:
-        runner.stop()
+    run_to_the_end(runner)
     with lock:
         assert said.count("first_frame") == 1, said
     assert runner.first_frame_wall is not None

@@ -12,7 +12,7 @@ import time
 from service.pipeline.lifecycle import DefectEvent
 from service.pipeline.runner import StreamRunner, StreamSpec
 from tests.conftest import ClipFactory
-from tests.integration.service_proc import wait_for
+from tests.pipeline.runners import run_to_the_end
 
 SEEN_BEFORE_S = 1.0  # the previous owner saw the run begin this long before
 
@@ -27,11 +27,7 @@ def _run(clip: str, handed: list[tuple[str, str, float]]) -> list[DefectEvent]:
 
     spec = StreamSpec(id="s1", name="cam", url=clip, detectors=["black"], pace="live")
     runner = StreamRunner(spec, on_event, handed=handed)
-    runner.start()
-    try:
-        assert wait_for(lambda: runner.state == "stopped", 15), runner.state
-    finally:
-        runner.stop()
+    run_to_the_end(runner)
     with lock:
         return list(events)
 

@@ -22,6 +22,7 @@ from tests.conftest import ClipFactory
 from tests.integration.live_http import LiveHttpSource
 from tests.integration.service_proc import wait_for
 from tests.integration.test_no_signal_sources import HLS_OPTIONS, Folder, Sender
+from tests.pipeline.runners import run_to_the_end
 
 HEAD_START_S = 0.5  # the senders send this far ahead of their clock (service.demo.send_udp)
 BLACK_FROM, BLACK_TO, CLIP_S = 3.0, 6.0, 8.0
@@ -130,11 +131,7 @@ def test_a_paced_file_dates_its_media_when_due_never_before(make_clip: ClipFacto
         return feed(item)
 
     runner.analyzer.feed = record  # type: ignore[method-assign]
-    runner.start()
-    try:
-        assert wait_for(lambda: runner.state == "stopped", 15), runner.state
-    finally:
-        runner.stop()
+    run_to_the_end(runner)
     media = [(t, arrived) for t, arrived, kind in seen if kind in ("VideoFrame", "AudioFrame")]
     assert len(media) > 100, seen[:5]
     (t0, wall0), *rest = media
