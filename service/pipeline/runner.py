@@ -175,7 +175,6 @@ class StreamRunner:
         self._unresolvable: list[Defect] = []  # inherited, but nothing here can end them
         for defect in inherited or []:
             self._inherit(defect)
-        self.first_frame_wall: float | None = None  # when this runner analysed its first
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         # Runs the previous runner saw begin (wall clock): placed on the first media.
         self._handed = list(handed or [])
@@ -558,10 +557,9 @@ class StreamRunner:
             self._last_detector_time = now
             self._export_detector_time()
         if isinstance(item, VideoFrame | AudioFrame):
-            if self.first_frame_wall is None:
+            if self.last_frame_wall is None:
                 # Picture or sound: a runner of a stream's audio units only decodes no
                 # picture, and its units ran without ever saying so (cluster G2 failed).
-                self.first_frame_wall = now
                 self.on_stats(self, "first_frame", now)
             end = item.end if isinstance(item, AudioFrame) else item.t
             arrived = item.arrived or now

@@ -203,7 +203,7 @@ class Supervisor:
         with self._lock:
             self._streams[spec.id] = entry
         runner.take_over(committed, ended, handed)
-        if runner.first_frame_wall is not None:
+        if runner.has_media:  # analysed its first frame while warming up
             self.on_first_frame(spec)
 
     def _retire(

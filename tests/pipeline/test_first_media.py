@@ -34,4 +34,4 @@ def test_a_runner_says_it_analysed_its_first_media(
     run_to_the_end(runner)
     with lock:
         assert said.count("first_frame") == 1, said
-    assert runner.first_frame_wall is not None
+    assert runner.has_media
