@@ -3,14 +3,16 @@ fault reaches the webhook receiver as exactly one open and one close, with one d
 in the API, closed, and nothing left open -- for SIGTERM, SIGKILL, a rebalance on
 scale-out, one member cut off from Redis for 15 s, and Redis restarted empty.
 
-Real processes throughout: a real sender plays a clip (black from 2 s to 11 s, or to
-18 s) as a live MPEG-TS feed that members read over HTTP, so the picture goes on whatever
-happens to the members; real `avmon serve` members; a real redis-server; a real proxy
+Real processes throughout: a real sender loops a clip (black from 6 s to 15 s, or later)
+as a live MPEG-TS feed that members read over HTTP, so the picture goes on whatever
+happens to the members -- each scenario watches the first black run its members saw
+begin; real `avmon serve` members; a real redis-server; a real proxy
 for the cut. What is checked is what a receiver got (verified with the standardwebhooks
 library) and what the API says."""
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from collections import defaultdict
@@ -31,22 +33,32 @@ from tests.integration.service_proc import wait_for
 
 # (black from, black to, clip length): long enough for each fault to happen mid-black;
 # the 15 s cut needs the long one, the outage followed by a warmed-up SIGTERM the longest.
-BLACK = (2.0, 11.0, 18.0)
-LONG_BLACK = (2.0, 18.0, 26.0)
+# The black starts 6 s in: members that start on a quiet machine run by then (~4 s).
+BLACK = (6.0, 15.0, 22.0)
+LONG_BLACK = (6.0, 22.0, 30.0)
 # An outage of two TTLs, then a warmed-up handoff (a 2 s GOP), all before the black ends.
-LONGEST_BLACK = (2.0, 22.0, 30.0)
+LONGEST_BLACK = (6.0, 26.0, 34.0)
 TTL = 3.0
 HEAD_START_S = 0.5  # the sender sends this far ahead of its clock (service.demo.send_udp)
 # How far from when the media was sent a runner may date the end (G8 allows 3 s): a
 # warmed-up successor dates it +0.2 s, a cold one (SIGKILL) too if the black is still on
 # at its first picture; one that ended before then is dated by that picture.
 END_TOLERANCE_S = 2.5
+LEAD_S = 0.5  # every unit runs at least this long before the watched black starts
 long_black = pytest.mark.long_black
 
 
 class Feed(LiveHttpSource):
+    """The clip loops; ``loop`` is the pass whose black run a scenario watches."""
+
     black_from: float
     black_to: float
+    clip_s: float
+    loop = 0
+
+    def at(self, t: float) -> float:
+        """Wall clock of ``t`` s into the watched pass (the sender's clock)."""
+        return self.started + self.loop * self.clip_s + t
 
 
 @pytest.fixture
@@ -58,7 +70,7 @@ def source(make_clip: ClipFactory, request: pytest.FixtureRequest) -> Iterator[F
     )
     clip, _ = make_clip(f"black@{black_from:g}-{black_to:g}", duration=clip_s, size="320x180")
     live = Feed(clip)
-    live.black_from, live.black_to = black_from, black_to
+    live.black_from, live.black_to, live.clip_s = black_from, black_to, clip_s
     yield live
     live.close()
 
@@ -82,14 +94,35 @@ def _register(cluster: Cluster, source: LiveHttpSource, n: int) -> list[str]:
     return ids
 
 
-def _opens(cluster: Cluster, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """stream -> the black defect the receiver was told opened (the first per stream)."""
+def _opens(cluster: Cluster, source: Feed, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """stream -> the black defect of the watched pass the receiver was told opened."""
     out: dict[str, dict[str, Any]] = {}
     for e in cluster.hooks.events():
         d = e["defect"]
-        if e["kind"] == "open" and d["type"] == "black" and d["stream_id"] in ids:
+        if (
+            e["kind"] == "open"
+            and d["type"] == "black"
+            and d["stream_id"] in ids
+            and _wall(d["started_at"]) > source.at(0.0)
+        ):
             out.setdefault(d["stream_id"], d)
     return out
+
+
+def _all_running(cluster: Cluster) -> bool:
+    member = next(iter(cluster.members.values()))
+    status, streams = member.request("GET", "/api/v1/streams")
+    return status == 200 and all(u["running"] for s in streams for u in s["units"])
+
+
+def _watch_the_next_black(cluster: Cluster, source: Feed) -> None:
+    """Watch the first pass whose black starts after every unit runs. A member that
+    joined mid-black (slow to start on a loaded machine) raised the defect so late that
+    it could end before the fault: with Redis restarted empty, its record was gone with
+    Redis's data -- one open and one close at the receiver, nothing in the API."""
+    assert wait_for(lambda: _all_running(cluster), 30)
+    first = time.time() + LEAD_S - (source.started + source.black_from - HEAD_START_S)
+    source.loop = max(0, math.ceil(first / source.clip_s))
 
 
 def _scenario(
@@ -102,24 +135,30 @@ def _scenario(
     for name in names:
         cluster.add(name)
     ids = _register(cluster, source, streams)
-    assert wait_for(lambda: len(_opens(cluster, ids)) == streams, 20), cluster.hooks.events()
+    _watch_the_next_black(cluster, source)
+    opened = lambda: len(_opens(cluster, source, ids)) == streams  # noqa: E731
+    assert wait_for(opened, max(0.0, source.at(source.black_from) - time.time()) + 20), (
+        cluster.hooks.events()
+    )
     time.sleep(1.0)  # well inside the black: it lasts 9 s (or 16), raised after 2
     owners = {sid: cluster.owners()[(sid, "video")] for sid in ids}
     fault(cluster, owners)
-    end_wall = source.started + source.black_to + 0.5
+    end_wall = source.at(source.black_to) + 0.5
 
     def closed() -> bool:
-        return all(_kinds(cluster, sid).get("close") for sid in ids)
+        return all(_kinds(cluster, source, sid).get("close") for sid in ids)
 
     assert wait_for(closed, max(5.0, end_wall - time.time()) + 15.0), cluster.hooks.events()
     time.sleep(1.5)  # anything duplicated would arrive by now
     return _check_one_alarm(cluster, source, ids)
 
 
-def _kinds(cluster: Cluster, sid: str) -> dict[str, int]:
+def _kinds(cluster: Cluster, source: Feed, sid: str) -> dict[str, int]:
+    """kind -> how many events of the watched pass's black run the receiver got."""
     out: dict[str, int] = defaultdict(int)
     for e in cluster.hooks.events():
-        if e["defect"]["stream_id"] == sid and e["defect"]["type"] == "black":
+        d = e["defect"]
+        if d["stream_id"] == sid and d["type"] == "black" and _wall(d["started_at"]) > source.at(0):
             out[e["kind"]] += 1
     return out
 
@@ -129,11 +168,15 @@ def _check_one_alarm(
 ) -> dict[str, list[dict[str, Any]]]:
     """Exactly one open and one close per stream's black run, as a receiver verifies
     them; one id; the API shows it closed; nothing of it left open."""
-    before = source.started + source.black_to + 4.0  # the next loop's black is not this run's
+    after, before = source.at(0.0), source.at(source.black_to) + 4.0  # this pass's black
     per_stream: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for _, event in cluster.hooks.verified(HOOK_SECRET):
         d = event["defect"]
-        if d["stream_id"] in ids and d["type"] == "black" and _wall(d["started_at"]) < before:
+        if (
+            d["stream_id"] in ids
+            and d["type"] == "black"
+            and after < _wall(d["started_at"]) < before
+        ):
             per_stream[d["stream_id"]].append(event)
     member = next(m for m in cluster.members.values() if m.proc.poll() is None)
     for sid in ids:
@@ -147,8 +190,8 @@ def _check_one_alarm(
         # Dated by when the media was sent: the start by the runner that first saw the
         # black (a member that joined the feed late sees it begin at its first frame),
         # the end by whichever runner saw it end -- the successor, in most faults.
-        sent_from = source.started + source.black_from - HEAD_START_S
-        sent_to = source.started + source.black_to - HEAD_START_S
+        sent_from = source.at(source.black_from) - HEAD_START_S
+        sent_to = source.at(source.black_to) - HEAD_START_S
         started, ended = _wall(record["started_at"]), _wall(record["ended_at"])
         print(f"FIGURE dated: start {started - sent_from:+.2f} s, end {ended - sent_to:+.2f} s")
         assert sent_from - 1.0 < started < sent_to, (started - sent_from, record)
@@ -160,7 +203,7 @@ def _check_one_alarm(
         assert closed["end"] is not None and closed["end"] > opened["start"]
     still_open = member.request("GET", "/api/v1/defects?open=true")[1]
     this_run = [d for d in still_open if d["stream_id"] in ids and d["type"] == "black"]
-    assert [d for d in this_run if _wall(d["started_at"]) < before] == []  # not the next
+    assert [d for d in this_run if after < _wall(d["started_at"]) < before] == []
     return per_stream
 
 
@@ -177,7 +220,7 @@ def _handed_over(per_stream: dict[str, list[dict[str, Any]]], sid: str) -> bool:
     return int(closed["defect"]["epoch"]) > int(opened["defect"]["epoch"])
 
 
-def test_g8_sigterm(cluster: Cluster, source: LiveHttpSource) -> None:
+def test_g8_sigterm(cluster: Cluster, source: Feed) -> None:
     def fault(c: Cluster, owners: dict[str, str]) -> None:
         leaving = c.members[next(iter(owners.values()))]
         leaving.signal(signal.SIGTERM)
@@ -191,7 +234,7 @@ def test_g8_sigterm(cluster: Cluster, source: LiveHttpSource) -> None:
 # s on a loaded machine): with the 9 s black, a busy run's successor joined after it had
 # ended and could only date its end by its first good picture (+3.3 s).
 @long_black
-def test_g8_sigkill(cluster: Cluster, source: LiveHttpSource) -> None:
+def test_g8_sigkill(cluster: Cluster, source: Feed) -> None:
     def fault(c: Cluster, owners: dict[str, str]) -> None:
         c.members[next(iter(owners.values()))].kill()
 
@@ -203,7 +246,7 @@ def test_g8_sigkill(cluster: Cluster, source: LiveHttpSource) -> None:
 # machine at load 13 the move came after it had ended (closed by its first owner, so
 # nothing was handed over; one open and one close all the same).
 @long_black
-def test_g8_rebalance_on_scale_out(cluster: Cluster, source: LiveHttpSource) -> None:
+def test_g8_rebalance_on_scale_out(cluster: Cluster, source: Feed) -> None:
     def fault(c: Cluster, owners: dict[str, str]) -> None:
         assert set(owners.values()) == {"m1"}
         c.add("m2")
@@ -215,9 +258,7 @@ def test_g8_rebalance_on_scale_out(cluster: Cluster, source: LiveHttpSource) -> 
 
 
 @long_black
-def test_g8_one_member_cut_off_from_redis_for_15_s(
-    cluster: Cluster, source: LiveHttpSource
-) -> None:
+def test_g8_one_member_cut_off_from_redis_for_15_s(cluster: Cluster, source: Feed) -> None:
     proxy = CutProxy(cluster.server.port)
     cluster.add("m1", redis_url=f"redis://127.0.0.1:{proxy.port}/0")
     healed: list[float] = []
@@ -230,7 +271,7 @@ def test_g8_one_member_cut_off_from_redis_for_15_s(
         mark = now_ns()
         assert wait_for(lambda: set(c.owners().values()) == {"m2"}, 2 * TTL + 1.0)
         assert c.log().starts_after(mark)
-        # Still cut off while the black ends (at 18 s): the cut-off member sees the end
+        # Still cut off while the black ends (22 s in): the cut-off member sees the end
         # too, and must not tell anyone; its successor closes the defect.
         time.sleep(max(0.0, 15.0 - (time.monotonic() - cut)))
         proxy.heal()
@@ -251,14 +292,14 @@ def _lease_epoch(cluster: Cluster, sid: str) -> int:
     return int(value.decode().rsplit("|", 2)[1])
 
 
-def test_g8_redis_restarted_empty_mid_defect(cluster: Cluster, source: LiveHttpSource) -> None:
+def test_g8_redis_restarted_empty_mid_defect(cluster: Cluster, source: Feed) -> None:
     """Redis dies with the defect open and comes back empty after the black has ended:
     the owner held the close through the outage, re-claims its unit under a new epoch,
     and commits the close under it."""
 
     def fault(c: Cluster, owners: dict[str, str]) -> None:
         c.server.stop()
-        time.sleep(max(2 * TTL, source.started + source.black_to + 1.0 - time.time()))
+        time.sleep(max(2 * TTL, source.at(source.black_to) + 1.0 - time.time()))
         c.server.start()
         c.redis = redis.Redis(port=c.server.port)
         assert wait_for(lambda: len(c.owners()) == 1, 10)
@@ -268,9 +309,7 @@ def test_g8_redis_restarted_empty_mid_defect(cluster: Cluster, source: LiveHttpS
 
 
 @pytest.mark.long_black(LONGEST_BLACK)
-def test_g8_redis_restarted_empty_then_the_owner_leaves(
-    cluster: Cluster, source: LiveHttpSource
-) -> None:
+def test_g8_redis_restarted_empty_then_the_owner_leaves(cluster: Cluster, source: Feed) -> None:
     """After an empty restart the owner writes its open defect back (no second event),
     so when it then leaves, its successor finds the defect and continues it."""
 
@@ -283,7 +322,7 @@ def test_g8_redis_restarted_empty_then_the_owner_leaves(
         owner = c.members[c.owners()[(next(iter(owners)), "video")]]
         owner.signal(signal.SIGTERM)
         owner.proc.wait(10)
-        assert time.time() < source.started + source.black_to - 2.0, "too slow: the black is over"
+        assert time.time() < source.at(source.black_to) - 2.0, "too slow: the black is over"
 
     per_stream = _scenario(cluster, source, ["m1", "m2"], 1, fault)
     assert all(_handed_over(per_stream, sid) for sid in per_stream)
