@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,9 @@ def main() -> None:
     ap.add_argument("--crf", type=int, default=20, help="x264 CRF of the clean picture")
     ap.add_argument("--preset", default="veryfast", help="x264 preset")
     ap.add_argument("--codec", default="libx264", choices=CODECS, help="the clean encode")
-    ap.add_argument("--rate", type=int, default=30, help="frames a second (lavfi's own: 25)")
+    ap.add_argument(
+        "--rate", type=Fraction, default=30, help="frames a second: 25, 50, 30000/1001..."
+    )
     args = ap.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="avmon-patterns-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,7 +131,7 @@ def main() -> None:
     if args.codec != "libx264":
         enc = args.codec + (f" CRF {args.crf}" if args.codec in CRF_CODECS else "")
     print(
-        f"{args.duration:.0f} s clips, {enc}, {args.rate} fps, "
+        f"{args.duration:.0f} s clips, {enc}, {float(args.rate):g} fps, "
         f"QP-51 deblock-off {seg[0]}-{seg[1]} s"
     )
     print(f"{'source':<22} {'size':<10} {'found':<6} false alarms")
@@ -140,7 +143,7 @@ def main() -> None:
             elif (args.crf, args.preset) != (20, "veryfast"):  # the first runs' names kept
                 name += f"-crf{args.crf}-{args.preset}"
             if args.rate != 30:
-                name += f"-{args.rate}fps"
+                name += f"-{float(args.rate):g}fps"
             clip = folder / f"{name}.{'mkv' if args.codec == 'libvpx-vp9' else 'ts'}"
             if not clip.exists():
                 t_make = time.monotonic()

