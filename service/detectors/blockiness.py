@@ -20,14 +20,14 @@ edges crossing the grid) must not widen the level it is judged against. A score 
 flips sign at full strength from one scored picture to the next is blocking carried by a
 scroll (``_Level._unflipped``), not a level to average away.
 A run that has been clearly past the level (by ``margin`` at least) goes on while the
-score stays half way past it (``HOLD_SHARE`` of each condition on the level, and of
-the stream's normal peaks; ``min_score`` whole): a dip of the running median ended a run just started, and the
-pictures after it, judged as still, could not raise it again -- QP-51 blocking through
-FFmpeg's MPEG-2 on a slow zoom (mandelbrot, 360p) was found whole on 6 of 12 encodes
-that differ only in the encoders' thread counts, 0.8 s short on 2, missed on 4; held
-half way, 12 of 12 (ends within 0.07 s). Only a clear run: held, a marginal one (a still
-`smptehdbars` creeping 0.01 past its level before the blocking, bikes at the floor through
-x264 CRF 28) ran on into the blocking, or past ``d`` by itself.
+score stays half way past it (``HOLD_SHARE`` of each condition on the level, and of the
+stream's normal peaks; ``min_score`` whole): a dip of the running median ended a run
+just started, and the pictures after it, judged as still, could not raise it again --
+QP-51 blocking through FFmpeg's MPEG-2 on a slow zoom (mandelbrot, 360p) was found whole
+on 6 of 12 encodes that differ only in the encoders' thread counts, 0.8 s short on 2,
+missed on 4; held half way, 12 of 12 (ends within 0.07 s). Only a clear run: held, a
+marginal one (a still `smptehdbars` creeping 0.01 past its level before the blocking,
+bikes at the floor through x264 CRF 28) ran on into the blocking, or past ``d`` by itself.
 
 A *held* picture (its sample grid within ``HELD`` of the picture scored before: an
 encoder copying a frozen picture) starts no run unless it is a test pattern: it is the

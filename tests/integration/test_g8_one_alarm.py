@@ -121,8 +121,8 @@ def _watch_the_next_black(cluster: Cluster, source: Feed) -> None:
     it could end before the fault: with Redis restarted empty, its record was gone with
     Redis's data -- one open and one close at the receiver, nothing in the API."""
     assert wait_for(lambda: _all_running(cluster), 30)
-    first = time.time() + LEAD_S - (source.started + source.black_from - HEAD_START_S)
-    source.loop = max(0, math.ceil(first / source.clip_s))
+    late = time.time() + LEAD_S - (source.started + source.black_from - HEAD_START_S)
+    source.loop = max(0, math.ceil(late / source.clip_s))  # late for pass 0 by ``late`` s
 
 
 def _scenario(
