@@ -361,13 +361,7 @@ def test_g8_a_short_run_cut_by_sigterm_is_raised_once(
         cluster.add("m1")
         cluster.add("m2")
         ids = _register(cluster, source, 4)
-        member = cluster.members["m1"]
-
-        def all_running() -> bool:
-            status, streams = member.request("GET", "/api/v1/streams")
-            return status == 200 and all(u["running"] for s in streams for u in s["units"])
-
-        assert wait_for(lambda: len(cluster.owners()) == 4 and all_running(), 20)
+        assert wait_for(lambda: len(cluster.owners()) == 4 and _all_running(cluster), 20)
         # The next loop whose black run starts at least 2 s from now: cut it 1.3 s in.
         period = SHORT_CLIP_S
         k = int((time.time() + 2.0 - source.started - SHORT_FROM + HEAD_START_S) // period) + 1
