@@ -4,12 +4,14 @@ Starts a real `avmon serve` pinned to one CPU (taskset), registers N looping fil
 streams paced at real time (`pace: live`, like a live feed), lets them run, and reads
 dropped frames and analysis lag from the API, CPU from /proc and memory (RSS). N grows
 until frames are dropped or the lag passes 1 s; the last clean N is the answer. Next to
-it, in the same run, pinned to the same CPUs and grown the same way: the decode-only
-floor at live rate, N threads of PyAV alone decoding the same looping clip at real time
-(bench/live_decode.py) -- what watching N live streams costs before any frame is looked
-at. Also printed: the tight-loop figure, media seconds per CPU second of one stream
-decoded as fast as possible (`service.benchmark.run_decode`), which leaves out what N
-concurrent decoders cost each other.
+it, in the same run, pinned to the same CPUs and grown in lockstep (at each N, the two
+trials back to back): the decode-only floor at live rate, N threads of PyAV alone
+decoding the same looping clip at real time (bench/live_decode.py) -- what watching N
+live streams costs before any frame is looked at. Each trial also prints the share of
+the CPUs the hypervisor took meanwhile (steal). Also printed: the tight-loop figure,
+media seconds per CPU second of one stream decoded as fast as possible
+(`service.benchmark.run_decode`), which leaves out what N concurrent decoders cost each
+other.
 
     python bench/load.py [--sizes 1280x720,1920x1080] [--seconds 20] [--max 24]
 """
@@ -134,15 +136,29 @@ def clean(trial: dict[str, float]) -> bool:
     return trial["dropped"] == 0 and trial["max_lag_s"] < 1.0
 
 
-def grow(
-    name: str, run: Any, start: int, step: int, most: int
-) -> tuple[dict[str, float] | None, dict[int, dict[str, float]]]:
-    """Grow N until the trial saturates; (the last clean trial, every trial by N)."""
-    best = None
-    seen: dict[int, dict[str, float]] = {}
-    n = start
-    while n <= most:
-        r = seen[n] = run(n)
+def _steal_ticks(cores: list[int]) -> int:
+    """Ticks the hypervisor took from these CPUs (the 8th field of /proc/stat's lines)."""
+    total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            total += int(fields[7])
+    return total
+
+
+class Growth:
+    """One side's trials, N growing until it saturates (a trial drops frames or lags)."""
+
+    def __init__(self, name: str, run: Any, cores: list[int]) -> None:
+        self.name, self.run, self.cores = name, run, cores
+        self.best: dict[str, float] | None = None  # the last clean trial
+        self.seen: dict[int, dict[str, float]] = {}
+        self.done = False
+
+    def step(self, n: int) -> None:
+        steal0, t0 = _steal_ticks(self.cores), time.monotonic()
+        r = self.seen[n] = self.run(n)
+        stolen = (_steal_ticks(self.cores) - steal0) / TICKS / (time.monotonic() - t0)
         ok = clean(r)
         extra = (
             f", RSS {r['rss_mb']:.0f} MB ({r['rss_per_stream_mb']:.1f} MB/stream)"
@@ -150,16 +166,31 @@ def grow(
             else ""
         )
         print(
-            f"  {name} {n:3d} streams: frames {r['frames']:.0f}/{r['expected_frames']}, dropped "
-            f"{r['dropped']}, max lag {r['max_lag_s']:.2f} s, CPU/stream "
-            f"{100 * r['cpu_per_stream']:.1f}% of a core{extra} {'ok' if ok else 'SATURATED'}",
+            f"  {self.name} {n:3d} streams: frames {r['frames']:.0f}/{r['expected_frames']}, "
+            f"dropped {r['dropped']}, max lag {r['max_lag_s']:.2f} s, CPU/stream "
+            f"{100 * r['cpu_per_stream']:.1f}% of a core{extra}, steal "
+            f"{100 * stolen / len(self.cores):.1f}% {'ok' if ok else 'SATURATED'}",
             flush=True,
         )
-        if not ok:
-            break
-        best = r
+        if ok:
+            self.best = r
+        else:
+            self.done = True
+
+
+def grow_both(ours: Growth, theirs: Growth, start: int, step: int, most: int) -> None:
+    """Both sides grown in lockstep: at each N, avmon's trial and the floor's back to
+    back (which goes first alternates), so a host that speeds up or slows down during
+    the run (shared machines do, by a stream or three) moves both alike instead of
+    whichever side happened to run in its slow minutes."""
+    n, turn = start, 0
+    while n <= most and not (ours.done and theirs.done):
+        pair = (ours, theirs) if turn % 2 == 0 else (theirs, ours)
+        for side in pair:
+            if not side.done:
+                side.step(n)
+        turn += 1
         n = n * 2 if n < 4 else n + step
-    return best, seen
 
 
 _FLOOR_CODE = (
@@ -201,11 +232,15 @@ def main() -> None:
             ours_run = functools.partial(
                 trial, clip, seconds=args.seconds, cores=args.cores, workers=args.workers
             )
-            best, ours = grow("avmon      ", ours_run, *span)
             theirs_run = functools.partial(
                 floor_trial, clip, seconds=args.seconds, cores=args.cores
             )
-            floor, theirs = grow("decode only", theirs_run, *span)
+            cores = _cpu_list(args.cores)
+            ours_g = Growth("avmon      ", ours_run, cores)
+            theirs_g = Growth("decode only", theirs_run, cores)
+            grow_both(ours_g, theirs_g, *span)
+            best, ours = ours_g.best, ours_g.seen
+            floor, theirs = theirs_g.best, theirs_g.seen
             for name, trials in (("avmon", ours), ("decode only", theirs)):
                 last = trials[max(trials)] if trials else None
                 if last is not None and clean(last):
