@@ -171,7 +171,7 @@ def make_clip(
     crf: int = 20,
     preset: str = "veryfast",
     codec: str = "libx264",
-    blocky: tuple[float, float] | None = None,
+    blocky: tuple[float, float] | list[tuple[float, float]] | None = None,
     tone_hz: float | None = None,
     black: tuple[float, float] | None = None,
     freeze: tuple[float, float] | None = None,
@@ -179,13 +179,14 @@ def make_clip(
 ) -> Path:
     """An MPEG-TS clip of ``source`` (Matroska for VP9, which MPEG-TS does not carry),
     encoded clean by ``codec`` (``crf`` for x264, x265 and VP9); ``blocky`` = (start, end)
-    seconds of QP-51 frames;
+    seconds of QP-51 frames, or a list of them;
     ``tone_hz`` adds a stereo AAC sine at -20 dBFS (the programme a line-up carries);
     ``black`` = seconds of black picture, ``freeze`` = seconds holding one picture;
     ``rate``: frames a second (lavfi's sources default to 25, as PAL broadcast)."""
     width, height = (int(v) for v in size.split("x"))
     count = round(duration * rate)
-    blocker = Blocker(width, height, rate) if blocky else None
+    segments = [blocky] if isinstance(blocky, tuple) else list(blocky or [])
+    blockers = _Blockers(width, height, rate, segments)
     fmt = "matroska" if codec == "libvpx-vp9" else "mpegts"
     with av.open(str(out), "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=rate)
@@ -204,7 +205,8 @@ def make_clip(
             if freeze is not None and freeze[0] <= t < freeze[1]:
                 held = held if held is not None else made
                 picture = held
-            if blocker is not None and blocky is not None and blocky[0] <= t < blocky[1]:
+            blocker = blockers.at(t)
+            if blocker is not None:
                 decoded = blocker(made)
                 if not decoded:  # zerolatency: one out per frame in; never expected
                     continue
@@ -233,8 +235,7 @@ def make_line_up(
     lining a feed up, encoded clean by x264 as one stream (MPEG-TS); ``blocky``: (start,
     end) seconds of QP-51 frames."""
     width, height = (int(v) for v in size.split("x"))
-    segments = list(blocky)
-    blocker = Blocker(width, height, rate) if segments else None
+    blockers = _Blockers(width, height, rate, list(blocky))
     with av.open(str(out), "w", format="mpegts") as container:
         stream = container.add_stream("libx264", rate=rate)
         assert isinstance(stream, av.VideoStream)
@@ -244,7 +245,8 @@ def make_line_up(
         for card, seconds in cards:
             for made in source_frames(card, size, round(seconds * rate), rate):
                 picture = made
-                if blocker is not None and any(a <= i / rate < b for a, b in segments):
+                blocker = blockers.at(i / rate)
+                if blocker is not None:
                     picture = (blocker(made) or [made])[-1]
                 frame = picture.reformat(format="yuv420p")
                 frame.pts, frame.time_base = i, Fraction(1, rate)
@@ -252,6 +254,20 @@ def make_line_up(
                 i += 1
         container.mux(stream.encode(None))
     return out
+
+
+class _Blockers:
+    """A QP-51 encoder of its own for each segment, as an injection starts one: shared,
+    a later segment's first pictures were predicted from the last one's, seconds stale,
+    and a scrolling picture (cellauto) came out all but clean."""
+
+    def __init__(
+        self, width: int, height: int, rate: Rate, segments: list[tuple[float, float]]
+    ) -> None:
+        self.segments = [(a, b, Blocker(width, height, rate)) for a, b in segments]
+
+    def at(self, t: float) -> Blocker | None:
+        return next((blocker for a, b, blocker in self.segments if a <= t < b), None)
 
 
 def encode_frames(

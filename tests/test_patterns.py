@@ -86,6 +86,29 @@ def test_blocking_on_footage_at_29_97_fps_ends_where_it_does(tmp_path: Path) -> 
     assert_blocking_found_once(clip, (15.0, 17.0))
 
 
+RECURRING = [(8.0, 10.0), (17.0, 19.0), (26.0, 28.0), (35.0, 37.0)]
+
+
+@pytest.mark.parametrize(("source", "runs"), [("life", RECURRING), ("mandelbrot", RECURRING[:2])])
+def test_recurring_blocking_is_found_every_time(
+    tmp_path: Path, source: str, runs: list[tuple[float, float]]
+) -> None:
+    """A flaky link blocks again and again: QP-51 for 2 s every 9 s (360p, 25 fps). Each
+    run's first scores were kept among the stream's normal peaks before the running
+    median let it start: after one run, QP-51 was the stream's 99th percentile and
+    mandelbrot's second run was missed. Its per-second scores went into the level's
+    history too: a few runs in, the spread had taken them in, and life's second run ended
+    0.44 s early, its third and fourth were missed. A run that lasts ``d`` now takes its
+    first scores back, and a run's first 20 s are not learned as the level."""
+    end = runs[-1][1] + 3.0
+    clip = make_clip(tmp_path / "clip.ts", source, "640x360", end, blocky=runs, rate=25)
+    doc = check_json(clip, "--detectors", "blockiness")
+    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
+    assert len(found) == len(runs), found
+    for (start, stop), (a, b) in zip(found, runs, strict=True):
+        assert abs(start - a) <= 0.5 and abs(stop - b) <= 0.5, found
+
+
 def test_blocking_carried_by_a_scroll_is_found_at_25_fps(tmp_path: Path) -> None:
     """cellauto scrolls a row a frame; at 25 fps through x264 (CRF 23 ``medium``, what the
     ffmpeg CLI makes unless told) the QP-51 picture's block edges move 2 rows between two

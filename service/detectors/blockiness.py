@@ -13,6 +13,9 @@ a line) instead of dominating the score, as a summed gradient would let it.
 A run is raised when the score is well above the stream's *own* level: a low percentile
 of the last two minutes' per-second scores, trusted only after ``learn_s`` seconds of
 scores (no raise before: a stream's first seconds say nothing of its normal level).
+Blocking that recurs (a flaky link) must not become that level: a run's first
+``UNLEARNED_S`` seconds are not learned, and a run that lasts ``d`` takes the scores it
+left among the normal peaks before it started back out of them (``_Level.forget_since``).
 Vertical and horizontal boundaries are scored and learned apart, and either raises: a
 predicted picture carries old block edges along with the motion, so under a scroll or a
 tilt only one orientation stays on the grid, and the other's swings (a moving pattern's
@@ -86,6 +89,7 @@ HOLD_SHARE = 0.5  # a run goes on while past this share of each condition on the
 # A new shot: the sample grid changed wholesale from the picture scored before (8-bit code
 # values; one test card to the next: 64-95, footage to a card: 66), unlike the one before.
 CUT = 30.0
+UNLEARNED_S = 20.0  # a run's first seconds are not learned as the stream's level
 WHOLE = 0.1  # both orientations at this or more: blocky across the picture, not a card
 
 
@@ -223,8 +227,13 @@ class _Level:
         self.high: float | None = None
         self.high_smoothed: float | None = None
         self.last_raw: float | None = None  # the last score as measured (``_unflipped``)
+        # (t, ring position) of the last scores kept as normal: a run's first scores are
+        # kept before the running median lets it start, taken back once it is a defect.
+        self.kept: deque[tuple[float, int]] = deque(maxlen=4 * SMOOTH)
 
-    def add(self, t: float, score: float, active: bool) -> None:
+    def add(self, t: float, score: float, active: bool, learn: bool = True) -> None:
+        """A scored picture's score; ``active``: in a run (not a normal score);
+        ``learn``: one the level may learn from (``BlockinessDetector._learns``)."""
         score = self._unflipped(score)
         if self.second_start is None:
             self.second_start = t
@@ -236,12 +245,29 @@ class _Level:
                 self._relearn()
             self.second_scores = []
             self.second_start = t
-        self.second_scores.append(score)
+        if learn:
+            self.second_scores.append(score)
         self.recent.append((t, score))
         if not active:
             at = self.normal_count % self.normal.size
             self.normal[at], self.normal_smoothed[at] = score, self.smoothed
             self.normal_count += 1
+            self.kept.append((t, at))
+
+    def forget_since(self, start: float) -> None:
+        """Take the scores kept as normal from ``start`` on back out of the normal peaks
+        (a run that turned out to be a defect: its first scores were kept before the
+        running median let it start). Each onset left three raw scores and one smoothed
+        in them, and a few runs within the window made QP-51 the stream's 99th
+        percentile: Big Buck Bunny at 360p with six 2 s runs in 60 s (x264 CRF 20) was
+        found three times, bikes and carphone four, life twice. Replaced by the level
+        (a normal score); the peaks are read again at once."""
+        value = self.baseline[0] if self.baseline is not None else 0.0
+        for t, at in self.kept:
+            if t >= start:
+                self.normal[at] = self.normal_smoothed[at] = value
+        self.kept.clear()
+        self._read_peaks()
 
     def _unflipped(self, score: float) -> float:
         """Blocking carried along by a scroll: a predicted picture copies the blocks, and
@@ -267,6 +293,9 @@ class _Level:
         # must not raise the level.
         low, high = np.percentile(np.fromiter(self.seconds, float), [20, 80])
         self.baseline = float(low), float(high - low)
+        self._read_peaks()
+
+    def _read_peaks(self) -> None:
         kept = min(self.normal_count, self.normal.size)
         if kept:
             self.high = float(np.percentile(self.normal[:kept], 99))
@@ -371,6 +400,8 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self.last_grid: np.ndarray | None = None  # the last scored picture's sample grid
         self.last_moved: float | None = None  # the last scored picture's motion
         self.shot: _Shot | None = None  # a new shot, while judged against itself
+        self.run_start: float | None = None  # the open run's start while not yet ``d`` long
+        self.run_began: float | None = None  # the open run's start
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
@@ -390,7 +421,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
             return []
         for level, score in zip(self.levels, scores, strict=True):
             if score is not None:
-                level.add(frame.t, score, self.active)
+                level.add(frame.t, score, self.active, self._learns(frame.t))
         if self.shot is not None:
             self.shot.settle(self.levels)
         # Raised past the level and above the stream's normal range; held while half way
@@ -411,6 +442,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
             # A held picture is a freeze's, unless a test pattern (module doc).
             blocky = blocky if is_test_pattern(grid, frame.bit_depth) else []
         if bool(blocky) == self.active:
+            self._confirm(frame.t)
             return []
         self.active = bool(blocky)
         self.clear = self.clear and self.active
@@ -418,9 +450,31 @@ class BlockinessDetector(Detector[BlockinessParams]):
             worst = max(blocky, key=lambda pair: pair[0])[1]
             assert worst.baseline is not None
             details = {"score": round(worst.smoothed, 3), "baseline": round(worst.baseline[0], 3)}
-            return [Change(worst.dated(), True, details=details)]
+            self.run_start = self.run_began = worst.dated()
+            self._confirm(frame.t)
+            return [Change(self.run_start, True, details=details)]
+        self.run_start = self.run_began = None
         # Cleared: dated by the orientation that was raising it (both see the same frames).
         return [Change(max(lv.dated() for lv in self.levels if lv.recent), False)]
+
+    def _learns(self, t: float) -> bool:
+        """Whether the level learns from this picture's score: not in a run's first
+        ``UNLEARNED_S``. Learned, a 2 s run's per-second scores were a fifth of a short
+        history after a few runs, the spread (80th percentile) took them in and the next
+        run ended at once (Big Buck Bunny at 360p, QP-51 for 2 s every 9 s: 17.04-18.56),
+        its tail then kept as normal. A run that goes on longer is learned as before:
+        content that changed for good (a new graphic on the grid) ends its own alarm."""
+        return self.run_began is None or t - self.run_began >= UNLEARNED_S
+
+    def _confirm(self, t: float) -> None:
+        """A run that has lasted ``d`` is a defect: its first scores are not the stream's
+        normal (``_Level.forget_since``). A shorter one keeps them -- a natural rise that
+        ends before ``d`` lifts the bar a later rise of the same content must pass (a
+        line-up's Big Buck Bunny rose twice within seconds at 720p)."""
+        if self.active and self.run_start is not None and t - self.run_start >= self.params.d:
+            for level in self.levels:
+                level.forget_since(self.run_start)
+            self.run_start = None
 
     def _follow_shot(self, moved: float | None, t: float, before: float) -> None:
         """Whether this picture starts a new shot, or goes on with the one judged."""
