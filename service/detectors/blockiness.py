@@ -24,8 +24,10 @@ flips sign at full strength from one scored picture to the next is blocking carr
 scroll (``_Level._unflipped``), not a level to average away.
 A run that has been clearly past the level (by ``margin`` at least) goes on while the
 score stays half way past it (``HOLD_SHARE`` of each condition on the level, and of the
-stream's normal peaks; ``min_score`` whole): a dip of the running median ended a run
-just started, and the pictures after it, judged as still, could not raise it again --
+stream's normal peaks; ``min_score`` whole) and keeps a quarter of the run's own highest
+score (``RUN_SHARE``: what follows a strong run is the stream's, however high): a dip of
+the running median ended a run just started, and the pictures after it, judged as still,
+could not raise it again --
 QP-51 blocking through FFmpeg's MPEG-2 on a slow zoom (mandelbrot, 360p) was found whole
 on 6 of 12 encodes that differ only in the encoders' thread counts, 0.8 s short on 2,
 missed on 4; held half way, 12 of 12 (ends within 0.07 s). Only a clear run: held, a
@@ -89,6 +91,8 @@ HOLD_SHARE = 0.5  # a run goes on while past this share of each condition on the
 # A new shot: the sample grid changed wholesale from the picture scored before (8-bit code
 # values; one test card to the next: 64-95, footage to a card: 66), unlike the one before.
 CUT = 30.0
+# A run goes on only while its smoothed score keeps this share of the run's own highest.
+RUN_SHARE = 0.25
 UNLEARNED_S = 20.0  # a run's first seconds are not learned as the stream's level
 WHOLE = 0.1  # both orientations at this or more: blocky across the picture, not a card
 
@@ -227,6 +231,7 @@ class _Level:
         self.high: float | None = None
         self.high_smoothed: float | None = None
         self.last_raw: float | None = None  # the last score as measured (``_unflipped``)
+        self.run_high = 0.0  # the open run's highest smoothed score (0: no run open)
         # (t, ring position) of the last scores kept as normal: a run's first scores are
         # kept before the running median lets it start, taken back once it is a defect.
         self.kept: deque[tuple[float, int]] = deque(maxlen=4 * SMOOTH)
@@ -248,6 +253,7 @@ class _Level:
         if learn:
             self.second_scores.append(score)
         self.recent.append((t, score))
+        self.run_high = max(self.run_high, self.smoothed) if active else 0.0
         if not active:
             at = self.normal_count % self.normal.size
             self.normal[at], self.normal_smoothed[at] = score, self.smoothed
@@ -320,6 +326,11 @@ class _Level:
         (0.03 on Big Buck Bunny through x264 at 720p / 29.97 fps, against normal peaks
         of 0.09) held a run until the next cut's picture (the clip's loop) lifted the
         median again: ended 0.95 s late."""
+        if self.smoothed < RUN_SHARE * self.run_high:
+            # Far below what the run itself scored: the blocking is over, and what holds
+            # the score up is the stream's own (Big Buck Bunny at 360p: a run at 0.40-0.48,
+            # then a cut's first pictures at its normal peaks, 0.04-0.09, held it 0.72 s on).
+            return False
         return self.high_smoothed is None or self.smoothed > HOLD_SHARE * self.high_smoothed
 
     @property
