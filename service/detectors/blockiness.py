@@ -479,9 +479,9 @@ class BlockinessDetector(Detector[BlockinessParams]):
 
     def _confirm(self, t: float) -> None:
         """A run that has lasted ``d`` is a defect: its first scores are not the stream's
-        normal (``_Level.forget_since``). A shorter one keeps them -- a natural rise that
-        ends before ``d`` lifts the bar a later rise of the same content must pass (a
-        line-up's Big Buck Bunny rose twice within seconds at 720p)."""
+        normal (``_Level.forget_since``). A shorter one keeps them, as before: a natural
+        rise that ends before ``d`` lifts the bar the next rise of the same content must
+        pass."""
         if self.active and self.run_start is not None and t - self.run_start >= self.params.d:
             for level in self.levels:
                 level.forget_since(self.run_start)
