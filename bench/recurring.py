@@ -16,31 +16,18 @@ whether the earlier ones were learned as the stream's normal.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.lavfi_clips import FOOTAGE, SOURCES, make_clip
+from tests.test_accuracy import check_json
 
 TOL = 0.5
 SEGMENT_S = 2.0
-
-
-def analyse(path: Path) -> list[dict[str, Any]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", "check", str(path), "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    defects: list[dict[str, Any]] = json.loads(proc.stdout)["defects"]
-    return defects
 
 
 def main() -> None:
@@ -65,7 +52,7 @@ def main() -> None:
         if not clip.exists():
             make_clip(clip, source, args.size, duration, blocky=segments, rate=args.rate)
         t0 = time.monotonic()
-        defects = analyse(clip)
+        defects = check_json(clip)["defects"]
         runs = [(d["start"], d["end"]) for d in defects if d["type"] == "blockiness"]
         marks = []
         for a, b in segments:

@@ -43,14 +43,14 @@ CASES = [
 ]
 
 
-def assert_blocking_found_once(clip: Path, segment: tuple[float, float]) -> None:
-    """The real `avmon check` raises one blockiness run, start and end within 0.5 s of
-    ``segment``, and no other."""
+def assert_blocking_found_once(clip: Path, *segments: tuple[float, float]) -> None:
+    """The real `avmon check` raises one blockiness run per segment, in order, start and
+    end within 0.5 s of it, and no other."""
     doc = check_json(clip, "--detectors", "blockiness")
     found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
-    assert len(found) == 1, found
-    start, end = found[0]
-    assert abs(start - segment[0]) <= 0.5 and abs(end - segment[1]) <= 0.5, found
+    assert len(found) == len(segments), found
+    for (start, end), (a, b) in zip(found, segments, strict=True):
+        assert abs(start - a) <= 0.5 and abs(end - b) <= 0.5, found
 
 
 @pytest.mark.parametrize(("source", "size", "rate"), CASES)
@@ -113,11 +113,7 @@ def test_recurring_blocking_is_found_every_time(
     first scores back, and a run's first 20 s are not learned as the level."""
     end = runs[-1][1] + 3.0
     clip = make_clip(tmp_path / "clip.ts", source, "640x360", end, blocky=runs, rate=25)
-    doc = check_json(clip, "--detectors", "blockiness")
-    found = [(d["start"], d["end"]) for d in doc["defects"] if d["type"] == "blockiness"]
-    assert len(found) == len(runs), found
-    for (start, stop), (a, b) in zip(found, runs, strict=True):
-        assert abs(start - a) <= 0.5 and abs(stop - b) <= 0.5, found
+    assert_blocking_found_once(clip, *runs)
 
 
 def test_blocking_carried_by_a_scroll_is_found_at_25_fps(tmp_path: Path) -> None:
