@@ -47,7 +47,7 @@ NO_SIGNAL_RETRY_S = 1.0
 # overload), bounded in bytes too (each holds its decoded picture: 1080p ~0.5 s, 4K ~4).
 QUEUE_VIDEO_FRAMES = 30
 QUEUE_VIDEO_BYTES = 48 << 20
-QUEUE_MAX_ITEMS = 400  # video + audio items: a bound even if analysis stalls
+QUEUE_MAX_BATCHES = 100  # hand-overs (<= HAND_OVER_ITEMS each): a bound if analysis stalls
 # The dashboard refreshes every 2 s; a JPEG costs ~0.9 ms at 1080p (the picture is read
 # cold), as much as some detectors spend in that time.
 THUMBNAIL_EVERY_S = 2.0
@@ -59,6 +59,12 @@ LAG_METRIC_EVERY_S = 0.25
 # second, 7.48 -> 7.28 % of the core a stream (3 runs each). Items carry when they were
 # due, not when released, so nothing is dated early.
 PACE_SLACK_S = 0.04
+# The reader hands the analyser what it read in batches, not item by item: each hand-over
+# can wake the analyser thread, and a wake-up costs more than analysing the items (a
+# thread switch on a busy core refills the caches). A paced file hands over before it
+# sleeps, a live source at each picture (audio rides with the next one, <= a frame
+# period late), either at this many items at most (a reader running behind never sleeps).
+HAND_OVER_ITEMS = 8
 READINGS_EVERY_S = 1.0  # loudness, true peak...: metrics and status per stream
 KERNEL_DROPS_EVERY_S = 1.0
 BURST_GAP_S = 0.5  # HLS: arrivals further apart than this start a new segment's burst
@@ -149,7 +155,7 @@ class StreamRunner:
         self.last_error: str | None = None
         # Bounded by the counts below (pictures, bytes, items), so the C queue serves:
         # queue.Queue's put and get run ~20 lines of Python and a Condition each.
-        self._queue: queue.SimpleQueue[MediaItem | Gap | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[MediaItem | Gap] | None] = queue.SimpleQueue()
         # HLS: the wall clock until which the media received lasts (see ``_cover``), and
         # the current burst (its first arrival, its first media time, its last arrival).
         self.covered_until = 0.0
@@ -364,7 +370,7 @@ class StreamRunner:
                 gap = 0.0 if is_file else max(0.0, time.time() - self.last_frame_wall)
                 offset = self._media_end + gap
                 if not is_file:
-                    self._queue.put(Gap(offset))  # nothing was seen in between
+                    self._queue.put([Gap(offset)])  # nothing was seen in between
             try:
                 self._pump(reader, offset, paced=is_file and self.spec.pace == "live")
             except Exception as exc:  # never let one bad stream end its monitoring
@@ -400,6 +406,15 @@ class StreamRunner:
 
     def _pump(self, reader: MediaReader, offset: float, paced: bool) -> None:
         self._real_time = paced or reader.spec.is_network
+        batch: list[MediaItem | Gap] = []  # read, not handed to the analyser yet
+        try:
+            self._pump_into(reader, offset, paced, batch)
+        finally:
+            self._hand_over(batch)  # before a Gap or the end of input follows it
+
+    def _pump_into(
+        self, reader: MediaReader, offset: float, paced: bool, batch: list[MediaItem | Gap]
+    ) -> None:
         wall0: float | None = None
         t0 = 0.0
         cpu: float | None = None  # thread CPU clock at the picture before a sampled one
@@ -434,6 +449,7 @@ class StreamRunner:
                     wall0, t0 = time.monotonic(), item.t
                 ahead = (item.t - t0) - (time.monotonic() - wall0)
                 if ahead > PACE_SLACK_S:
+                    self._hand_over(batch)
                     if self._stop.wait(ahead):
                         return
                 else:
@@ -447,7 +463,14 @@ class StreamRunner:
                     item.arrived = self.last_packet_wall or time.time()
                 if hls:
                     self._cover(item)
-            self._enqueue(item, live=live)
+            self._enqueue(item, live, batch)
+            if len(batch) >= HAND_OVER_ITEMS or (not paced and isinstance(item, VideoFrame)):
+                self._hand_over(batch)
+
+    def _hand_over(self, batch: list[MediaItem | Gap]) -> None:
+        if batch:
+            self._queue.put(batch.copy())
+            batch.clear()
 
     def _cover(self, item: VideoFrame | AudioFrame) -> None:
         """HLS delivers a segment's media at once, then nothing for its duration: the
@@ -471,9 +494,10 @@ class StreamRunner:
             return now
         return seen
 
-    def _enqueue(self, item: MediaItem, live: bool) -> None:
-        """Live: drop the newest video frame when analysis is behind (counted).
-        A file read as fast as possible waits instead (backpressure)."""
+    def _enqueue(self, item: MediaItem, live: bool, batch: list[MediaItem | Gap]) -> None:
+        """Add ``item`` to the batch for the analyser. Live: drop the newest video frame
+        when analysis is behind (counted). A file read as fast as possible waits instead
+        (backpressure), its batch handed over first: the analyser frees the room."""
         if isinstance(item, VideoFrame):
             size = _picture_bytes(item)
             while True:
@@ -489,12 +513,13 @@ class StreamRunner:
                     self.stats.dropped += 1
                     self.on_stats(self, "dropped", 1)
                     return
+                self._hand_over(batch)
                 if self._stop.wait(0.005):
                     return
-        elif live and self._queue.qsize() > QUEUE_MAX_ITEMS:
+        elif live and self._queue.qsize() > QUEUE_MAX_BATCHES:
             self.stats.dropped += 1  # analysis is stuck: audio must not pile up either
             return
-        self._queue.put(item)
+        batch.append(item)
 
     # ------------------------------------------------------------------ analyser thread
     def _analyse_loop(self) -> None:
@@ -511,13 +536,11 @@ class StreamRunner:
                 self.on_warm = None
                 warm()
             try:
-                item = self._queue.get(timeout=0.25)
+                batch = self._queue.get(timeout=0.25)
             except queue.Empty:
                 self._watchdog()
                 continue
-            if self._stop.is_set():
-                return  # stopped (handed over, deleted): queued frames emit nothing more
-            if item is None:
+            if batch is None:
                 if not self._stop.is_set():  # a file ended: close what is open
                     self._close_no_signal(self._media_end, end_of_input=True)
                     for ev in self.analyzer.finish():
@@ -526,10 +549,13 @@ class StreamRunner:
                     self._export_detector_time()  # the last second's too
                     self.state = "stopped"  # every frame analysed, every defect closed
                 return
-            try:
-                self._analyse(item)
-            except Exception:  # a detector bug must not kill monitoring of the stream
-                log.exception("stream %s: analysis failed on a frame", self.spec.id)
+            for item in batch:
+                if self._stop.is_set():
+                    return  # stopped (handed over, deleted): queued frames emit nothing more
+                try:
+                    self._analyse(item)
+                except Exception:  # a detector bug must not kill monitoring of the stream
+                    log.exception("stream %s: analysis failed on a frame", self.spec.id)
             self._watchdog()
 
     def _analyse(self, item: MediaItem | Gap) -> None:
