@@ -330,7 +330,10 @@ class TruePeakMeter:
         ``lag`` samples before the end of ``x``."""
         return np.abs(self._interpolate(x)).max(axis=(0, 2))
 
-    def _interpolate(self, x: np.ndarray) -> np.ndarray:
+    def _interpolate(self, x: np.ndarray, above: float = 0.0) -> np.ndarray:
+        """(channels, n, 4): the oversampled signal, in blocks of _BLOCK outputs; with
+        ``above``, only the blocks whose windows reach a sample that could lift past it
+        (over ``above / gain``, see ``bound``): the rest are left out."""
         if x.shape[0] != self.history.shape[0]:
             self.history = np.zeros((x.shape[0], 2 * _REACH), np.float32)
         channels, n = x.shape
@@ -348,13 +351,25 @@ class TruePeakMeter:
         pairs = np.lib.stride_tricks.as_strided(
             rows, (channels, blocks, 2 * _BLOCK), (rows.strides[0], rows.strides[1], xx.itemsize)
         )
+        if above > 0.0:
+            # A block's windows lie within its row of input and the next.
+            loud = (np.abs(rows).max(axis=(0, 2)) > above / self.gain).nonzero()[0]
+            take = np.union1d(loud, loud - 1)
+            take = take[(take >= 0) & (take < blocks)]
+            up = (pairs[:, take] @ self.toeplitz).reshape(channels, -1, _BLOCK, OVERSAMPLE)
+            if take.size and take[-1] == blocks - 1:
+                up[:, -1, n - (blocks - 1) * _BLOCK :] = 0.0  # past the input: padding
+            return up.reshape(channels, -1, OVERSAMPLE)
         up = (pairs @ self.toeplitz).reshape(channels, blocks * _BLOCK, OVERSAMPLE)
         return up[:, :n]  # (channels, n, 4)
 
-    def feed_max(self, x: np.ndarray) -> float:
-        """The highest true peak (linear) among what ``feed`` would return."""
-        up = self._interpolate(x)
-        return max(float(up.max()), -float(up.min()))
+    def feed_max(self, x: np.ndarray, above: float = 0.0) -> float:
+        """The highest true peak (linear) among what ``feed`` would return -- exactly,
+        where it exceeds ``above``; else some value no higher than ``above``. Once the
+        highest peak so far is known, programme audio has few blocks near it: the rest
+        need not be oversampled."""
+        up = self._interpolate(x, above)
+        return max(float(up.max()), -float(up.min())) if up.size else 0.0
 
     def bound(self, sample_peak: float) -> float:
         """No true peak ``feed`` measures for a block whose largest magnitude is

@@ -111,7 +111,7 @@ class LoudnessDetector(Detector[LoudnessParams]):
         if self.peak_meter.bound(float(frame.peak().max())) < self.true_peak:
             self.peak_meter.skip(x)
         else:
-            self.true_peak = max(self.true_peak, self.peak_meter.feed_max(x))
+            self.true_peak = max(self.true_peak, self.peak_meter.feed_max(x, self.true_peak))
 
     def readings(self) -> dict[str, float]:
         m = self.meter
