@@ -556,6 +556,7 @@ class StreamRunner:
                     self._analyse(item)
                 except Exception:  # a detector bug must not kill monitoring of the stream
                     log.exception("stream %s: analysis failed on a frame", self.spec.id)
+            del batch  # its pictures go now, not once the next batch has come
             self._watchdog()
 
     def _analyse(self, item: MediaItem | Gap) -> None:
