@@ -61,9 +61,10 @@ LAG_METRIC_EVERY_S = 0.25
 PACE_SLACK_S = 0.04
 # The reader hands the analyser what it read in batches, not item by item: each hand-over
 # can wake the analyser thread, and a wake-up costs more than analysing the items (a
-# thread switch on a busy core refills the caches). A paced file hands over before it
-# sleeps, a live source at each picture (audio rides with the next one, <= a frame
-# period late), either at this many items at most (a reader running behind never sleeps).
+# thread switch on a busy core refills the caches). A batch goes at each picture (audio
+# rides with the next one, <= a frame period late) -- not later: a picture held back
+# keeps the decoder from reusing its buffer, and its pool grows (+2.5 MB a 720p stream
+# when paced files handed over only before sleeping) -- or at this many items (audio only).
 HAND_OVER_ITEMS = 8
 READINGS_EVERY_S = 1.0  # loudness, true peak...: metrics and status per stream
 KERNEL_DROPS_EVERY_S = 1.0
@@ -449,7 +450,6 @@ class StreamRunner:
                     wall0, t0 = time.monotonic(), item.t
                 ahead = (item.t - t0) - (time.monotonic() - wall0)
                 if ahead > PACE_SLACK_S:
-                    self._hand_over(batch)
                     if self._stop.wait(ahead):
                         return
                 else:
@@ -464,7 +464,7 @@ class StreamRunner:
                 if hls:
                     self._cover(item)
             self._enqueue(item, live, batch)
-            if len(batch) >= HAND_OVER_ITEMS or (not paced and isinstance(item, VideoFrame)):
+            if isinstance(item, VideoFrame) or len(batch) >= HAND_OVER_ITEMS:
                 self._hand_over(batch)
 
     def _hand_over(self, batch: list[MediaItem | Gap]) -> None:
