@@ -43,18 +43,25 @@ def _cpu_by_thread_kind() -> Counter[str]:
     return out
 
 
-def run_runners(clip: str, n: int, seconds: float) -> dict[str, Any]:
-    """N looping live runners with every default detector (run in the child process)."""
+def start_runners(clip: str, n: int, detectors: list[str] | None = None) -> list[Any]:
+    """N looping paced runners of ``clip`` (every default detector unless named), with
+    no-op event callbacks -- the `StreamRunner` `avmon serve` runs."""
     from service.detectors import registry
     from service.pipeline.runner import StreamRunner, StreamSpec
 
-    names = registry.resolve_names(None)
+    names = registry.resolve_names(detectors)
     runners = []
     for i in range(n):
         spec = StreamSpec(id=f"s{i}", name="s", url=clip, detectors=names, loop=True)
         runner = StreamRunner(spec, lambda *_: None)
         runner.start()
         runners.append(runner)
+    return runners
+
+
+def run_runners(clip: str, n: int, seconds: float) -> dict[str, Any]:
+    """N looping live runners with every default detector (run in the child process)."""
+    runners = start_runners(clip, n)
     time.sleep(WARM_UP_S)
     frames0 = sum(r.stats.frames for r in runners)
     det0: Counter[str] = Counter()
