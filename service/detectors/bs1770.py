@@ -351,11 +351,15 @@ class TruePeakMeter:
         pairs = np.lib.stride_tricks.as_strided(
             rows, (channels, blocks, 2 * _BLOCK), (rows.strides[0], rows.strides[1], xx.itemsize)
         )
+        take = None
         if above > 0.0:
             # A block's windows lie within its row of input and the next.
             loud = (np.abs(rows).max(axis=(0, 2)) > above / self.gain).nonzero()[0]
             take = np.union1d(loud, loud - 1)
             take = take[(take >= 0) & (take < blocks)]
+        # Most blocks near the peak (loud, steady programme): gathering them costs more
+        # than the product over all of them saves (~1.9x the full product for all).
+        if take is not None and 2 * take.size <= blocks:
             up = (pairs[:, take] @ self.toeplitz).reshape(channels, -1, _BLOCK, OVERSAMPLE)
             if take.size and take[-1] == blocks - 1:
                 up[:, -1, n - (blocks - 1) * _BLOCK :] = 0.0  # past the input: padding
