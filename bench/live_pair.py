@@ -28,33 +28,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
-
-WARM_UP_S = 3.0
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _by_thread_kind() -> tuple[Counter[str], Counter[str]]:
-    """CPU seconds and thread switches so far, per thread name prefix ("read", ...)."""
-    names = {t.native_id: t.name.split("-")[0] for t in threading.enumerate()}
-    cpu: Counter[str] = Counter()
-    switches: Counter[str] = Counter()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            stat = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-            status = Path(f"/proc/self/task/{tid}/status").read_text()
-        except OSError:
-            continue  # the thread ended
-        kind = names.get(int(tid), "other")
-        cpu[kind] += (int(stat[11]) + int(stat[12])) / TICKS
-        for line in status.splitlines():
-            if "ctxt_switches:" in line:  # voluntary and not
-                switches[kind] += int(line.split()[1])
-    return cpu, switches
 
 
 def run_side(clip: str, n: int, seconds: float, detectors: str) -> dict[str, Any]:
@@ -64,14 +40,14 @@ def run_side(clip: str, n: int, seconds: float, detectors: str) -> dict[str, Any
     import service.pipeline.runner
 
     code = str(Path(service.pipeline.runner.__file__).parents[2])
-    from live_split import start_runners
+    from live_split import WARM_UP_S, by_thread_kind, start_runners
 
     runners = start_runners(clip, n, detectors.split(",") if detectors else None)
     time.sleep(WARM_UP_S)
     frames0 = sum(r.stats.frames for r in runners)
-    (cpu0, sw0), wall0 = _by_thread_kind(), time.monotonic()
+    (cpu0, sw0), wall0 = by_thread_kind(), time.monotonic()
     time.sleep(seconds)
-    (cpu1, sw1), wall1 = _by_thread_kind(), time.monotonic()
+    (cpu1, sw1), wall1 = by_thread_kind(), time.monotonic()
     span = wall1 - wall0
     return {
         "frames": sum(r.stats.frames for r in runners) - frames0,

@@ -30,17 +30,24 @@ WARM_UP_S = 3.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_by_thread_kind() -> Counter[str]:
-    """CPU seconds so far per thread name prefix ("read", "analyse", ...)."""
+def by_thread_kind() -> tuple[Counter[str], Counter[str]]:
+    """CPU seconds and thread switches (voluntary and not) so far, per thread name
+    prefix ("read", "analyse", ...)."""
     names = {t.native_id: t.name.split("-")[0] for t in threading.enumerate()}
-    out: Counter[str] = Counter()
+    cpu: Counter[str] = Counter()
+    switches: Counter[str] = Counter()
     for tid in os.listdir("/proc/self/task"):
         try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/self/task/{tid}/status").read_text()
         except OSError:
             continue  # the thread ended
-        out[names.get(int(tid), "other")] += (int(fields[11]) + int(fields[12])) / TICKS
-    return out
+        kind = names.get(int(tid), "other")
+        cpu[kind] += (int(stat[11]) + int(stat[12])) / TICKS
+        for line in status.splitlines():
+            if "ctxt_switches:" in line:
+                switches[kind] += int(line.split()[1])
+    return cpu, switches
 
 
 def start_runners(clip: str, n: int, detectors: list[str] | None = None) -> list[Any]:
@@ -67,9 +74,9 @@ def run_runners(clip: str, n: int, seconds: float) -> dict[str, Any]:
     det0: Counter[str] = Counter()
     for r in runners:
         det0.update(r.analyzer.detector_seconds)
-    threads0, wall0 = _cpu_by_thread_kind(), time.monotonic()
+    threads0, wall0 = by_thread_kind()[0], time.monotonic()
     time.sleep(seconds)
-    threads1, wall1 = _cpu_by_thread_kind(), time.monotonic()
+    threads1, wall1 = by_thread_kind()[0], time.monotonic()
     frames = sum(r.stats.frames for r in runners) - frames0
     det1: Counter[str] = Counter()
     for r in runners:
