@@ -47,7 +47,9 @@ NO_SIGNAL_RETRY_S = 1.0
 # overload), bounded in bytes too (each holds its decoded picture: 1080p ~0.5 s, 4K ~4).
 QUEUE_VIDEO_FRAMES = 30
 QUEUE_VIDEO_BYTES = 48 << 20
-QUEUE_MAX_BATCHES = 100  # hand-overs (<= HAND_OVER_ITEMS each): a bound if analysis stalls
+# Items waiting, pictures and audio: a bound even if analysis stalls (~8.5 s of AAC frames
+# alone). Counted in items, not hand-overs: an audio-only batch holds up to HAND_OVER_ITEMS.
+QUEUE_MAX_ITEMS = 400
 # The dashboard refreshes every 2 s; a JPEG costs ~0.9 ms at 1080p (the picture is read
 # cold), as much as some detectors spend in that time.
 THUMBNAIL_EVERY_S = 2.0
@@ -164,6 +166,10 @@ class StreamRunner:
         self._video_queued = 0
         self._video_bytes = 0
         self._queue_lock = threading.Lock()
+        # Other items (audio, decode errors) queued and taken: each counter has one writer
+        # (the reader, the analyser), so no lock; their difference is what waits.
+        self._others_in = 0
+        self._others_out = 0
         self._stop = threading.Event()
         self._fps_window: deque[float] = deque(maxlen=64)
         self._last_thumb = 0.0
@@ -516,9 +522,11 @@ class StreamRunner:
                 self._hand_over(batch)
                 if self._stop.wait(0.005):
                     return
-        elif live and self._queue.qsize() > QUEUE_MAX_BATCHES:
+        elif live and (self._video_queued + self._others_in - self._others_out >= QUEUE_MAX_ITEMS):
             self.stats.dropped += 1  # analysis is stuck: audio must not pile up either
             return
+        else:
+            self._others_in += 1
         batch.append(item)
 
     # ------------------------------------------------------------------ analyser thread
@@ -565,6 +573,8 @@ class StreamRunner:
                 self._emit(ev)
             return
         now = time.time()
+        if not isinstance(item, VideoFrame):
+            self._others_out += 1  # audio, a decode error: no longer waiting
         if isinstance(item, VideoFrame):
             with self._queue_lock:
                 self._video_queued -= 1
