@@ -657,7 +657,10 @@ class StreamRunner:
                 self._exported_errors[name] = count
 
     def _emit(self, ev: DefectEvent) -> None:
-        if self._closed_for_good:
+        # Stopped (handed over, superseded, deleted): the successor owns the stream's
+        # defects now, even if this analyser was still inside a detector when ``quiesce``
+        # gave up waiting for it.
+        if self._closed_for_good or self._stop.is_set():
             return
         key = (ev.defect.type, ev.defect.key)
         evidence = None
