@@ -312,3 +312,22 @@ def test_a_plain_field_and_camera_noise_are_not_test_patterns() -> None:
     assert is_test_pattern(bars) and is_test_pattern(ramp) and is_test_pattern(bars.T.copy())
     assert not is_test_pattern(noisy)  # a camera's grain on the same picture
     assert is_test_pattern(bars.astype(np.uint16) << 2, bit_depth=10)
+
+
+def test_mean_abs_diff_of_whole_planes_in_chunks_is_exact() -> None:
+    """Freeze measures near-threshold pictures on every pixel, a whole plane in chunks of
+    rows: the same sum as one widened pass, 8-bit and 10-bit, rows left over included."""
+    from service.detectors._pixels import CHUNK, mean_abs_diff
+
+    rng = np.random.default_rng(7)
+    for dtype, top in ((np.uint8, 256), (np.uint16, 1024)):
+        for shape in ((1080, 1920), (721, 1283), (40, 4000)):
+            a = rng.integers(0, top, shape, dtype=dtype)
+            b = rng.integers(0, top, shape, dtype=dtype)
+            assert a.size > CHUNK
+            exact = float(np.abs(a.astype(np.int64) - b.astype(np.int64)).mean())
+            assert mean_abs_diff(a, b) == pytest.approx(exact, rel=1e-12)
+            assert mean_abs_diff(a[:, 1:], b[:, 1:]) == pytest.approx(
+                float(np.abs(a[:, 1:].astype(np.int64) - b[:, 1:].astype(np.int64)).mean()),
+                rel=1e-12,
+            )
