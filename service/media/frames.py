@@ -79,6 +79,12 @@ class VideoFrame:
         return self._chroma_grids
 
     @property
+    def nbytes(self) -> int:
+        """What holding the frame keeps alive: its decoded planes."""
+        chroma = self.chroma
+        return self.luma.nbytes + (chroma[0].nbytes + chroma[1].nbytes if chroma else 0)
+
+    @property
     def width(self) -> int:
         return int(self.luma.shape[1])
 

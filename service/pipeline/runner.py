@@ -505,7 +505,7 @@ class StreamRunner:
         when analysis is behind (counted). A file read as fast as possible waits instead
         (backpressure), its batch handed over first: the analyser frees the room."""
         if isinstance(item, VideoFrame):
-            size = _picture_bytes(item)
+            size = item.nbytes
             while True:
                 with self._queue_lock:
                     if self._video_queued == 0 or (
@@ -578,7 +578,7 @@ class StreamRunner:
         if isinstance(item, VideoFrame):
             with self._queue_lock:
                 self._video_queued -= 1
-                self._video_bytes -= _picture_bytes(item)
+                self._video_bytes -= item.nbytes
             self._latest_video = item
             self._fps_window.append(time.monotonic())
             self.stats.frames += 1
@@ -721,9 +721,3 @@ class StreamRunner:
         defect, self._no_signal = self._no_signal, None
         defect.end = max(media_t, defect.start)
         self._emit(DefectEvent("close", defect, media_t))
-
-
-def _picture_bytes(frame: VideoFrame) -> int:
-    """What a queued frame holds alive: its decoded planes."""
-    chroma = frame.chroma
-    return frame.luma.nbytes + (chroma[0].nbytes + chroma[1].nbytes if chroma else 0)
