@@ -17,9 +17,9 @@ Progress = Callable[[float, float | None], None]  # (media seconds done, total o
 
 # Pictures decoded before any of them is analysed. Analysed right after its own decode, a
 # picture finds the detectors' state (their arrays, numpy's code, the interpreter's)
-# evicted by the decoder; a batch keeps it warm across pictures, and the decoder's across
-# decodes: at 1080p analysis 0.71x and decoding 0.94x the CPU a picture with 8
-# (`bench/analysis_batch.py`). A file checked at full speed has no latency to lose; each
+# evicted by the decoder; a batch keeps it warm across pictures: at 1080p analysis
+# 0.71-0.83x the CPU a picture with 8 (`bench/analysis_batch.py`, two runs; within the
+# noise at 720p). A file checked at full speed has no latency to lose; each
 # picture held keeps its decoded planes (the decoder's pool grows by them): bounded in
 # bytes too (a 4K picture is 12 MB), and in items (audio alone has no pictures).
 BATCH_PICTURES = 8

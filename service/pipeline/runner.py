@@ -573,8 +573,6 @@ class StreamRunner:
                 self._emit(ev)
             return
         now = time.time()
-        if not isinstance(item, VideoFrame):
-            self._others_out += 1  # audio, a decode error: no longer waiting
         if isinstance(item, VideoFrame):
             with self._queue_lock:
                 self._video_queued -= 1
@@ -586,9 +584,11 @@ class StreamRunner:
             if now - self._last_thumb >= THUMBNAIL_EVERY_S:
                 self._last_thumb = now
                 self.thumbnail = jpeg_thumbnail(item)
-        elif isinstance(item, DecodeError):
-            self.stats.decode_errors += 1
-            self.on_stats(self, "decode_error", 1)
+        else:
+            self._others_out += 1  # audio, a decode error: no longer waiting
+            if isinstance(item, DecodeError):
+                self.stats.decode_errors += 1
+                self.on_stats(self, "decode_error", 1)
         # Any input, not only pictures: an audio-only stream's detectors count too.
         if now - self._last_detector_time >= DETECTOR_TIME_EVERY_S:
             self._last_detector_time = now
