@@ -51,11 +51,14 @@ every condition -- a line-up stepping from smptebars to testsrc (0.095 against 0
 the vertical boundaries) raised blockiness for two seconds at its first change in 10 of
 12 line-ups (`bench/lineup.py`), and footage or a moving pattern cut to a card raised it
 in 15 of 15 (360p). Not judged so: a new shot that moves (its level judges it as any
-moving picture; a change on every picture, cellauto's scroll, is motion, not a cut), and
-one blocky across the whole picture (both orientations at ``WHOLE`` or more: no card's
-own edges fall on the grid that densely both ways -- the cards' weaker orientation reads
-at most 0.065). Limitation: a still card blocky from its first picture on one orientation
-only is taken for the card (QP-51 through a new smptehdbars).
+moving picture; a change on every picture, cellauto's scroll, is motion, not a cut) --
+unless it follows a still test card, whose level is the card's, flat: Big Buck Bunny's own
+steps passed it after smptebars (720p, 43.68-44.80) -- and one blocky across the whole
+picture (both orientations at ``WHOLE`` or more: no card's own edges fall on the grid that
+densely both ways -- the cards' weaker orientation reads at most 0.065). Limitation: a
+still card blocky from its first picture on one orientation only is taken for the card
+(QP-51 through a new smptehdbars), and so is a shot after a still card (QP-51 from
+testsrc2's first picture after yuvtestsrc, 720p).
 Limitation: blocking already present for the whole of the first seconds is learned as
 the stream's normal until it clears. Flat pictures (black, slates) carry no evidence;
 neither does a held picture that is not a pattern.
@@ -359,10 +362,12 @@ class _Level:
 
 class _Shot:
     """A new shot (module doc): judged against its own first scores for its first
-    ``learn_s`` seconds, unless it moves."""
+    ``learn_s`` seconds, unless it moves -- or follows a still test card, whose level
+    says nothing of the programme after it."""
 
-    def __init__(self, start: float) -> None:
+    def __init__(self, start: float, after_card: bool = False) -> None:
         self.start = start
+        self.after_card = after_card
         self.moved: list[float] = []  # each scored picture's motion since the cut
         self.reference: tuple[float | None, ...] | None = None  # per orientation
 
@@ -378,7 +383,7 @@ class _Shot:
         self, blocky: list[tuple[float, _Level]], levels: tuple[_Level, ...], margin: float
     ) -> list[tuple[float, _Level]]:
         """The orientations that may start a run: past the shot's own first scores."""
-        if len(self.moved) >= 2 and _median(self.moved) > STILL:
+        if not self.after_card and len(self.moved) >= 2 and _median(self.moved) > STILL:
             return blocky  # it moves: judged as any moving picture
         if all(lv.recent and lv.smoothed >= WHOLE for lv in levels):
             return blocky
@@ -426,7 +431,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         )
         still = moved is not None and moved <= STILL
         self.last_grid = grid
-        self._follow_shot(moved, frame.t, before)
+        self._follow_shot(moved, frame.t, before, last, frame.bit_depth)
         scores = grid_scores(frame.luma, frame.bit_depth)
         if scores == (None, None):
             return []
@@ -487,15 +492,32 @@ class BlockinessDetector(Detector[BlockinessParams]):
                 level.forget_since(self.run_start)
             self.run_start = None
 
-    def _follow_shot(self, moved: float | None, t: float, before: float) -> None:
-        """Whether this picture starts a new shot, or goes on with the one judged."""
+    def _follow_shot(
+        self,
+        moved: float | None,
+        t: float,
+        before: float,
+        last_grid: np.ndarray | None,
+        bit_depth: int,
+    ) -> None:
+        """Whether this picture starts a new shot, or goes on with the one judged;
+        ``last_grid``: the picture scored before it."""
         last, self.last_moved = self.last_moved, moved
         if moved is None:
             return
         # A wholesale change on every picture is motion (cellauto's scroll), not a cut --
         # unless the picture then stands still: the shot began at the last change.
         if moved >= CUT and (last is None or last < CUT):
-            self.shot = _Shot(t)
+            # Out of a still test card, the level is the card's (flat, no spread): a
+            # programme's own steps passed it (Big Buck Bunny after smptebars, 720p,
+            # 43.68-44.80), so even a moving shot is judged against itself first.
+            card = (
+                last is not None
+                and last <= STILL
+                and last_grid is not None
+                and is_test_pattern(last_grid, bit_depth)
+            )
+            self.shot = _Shot(t, after_card=card)
         elif moved <= STILL and last is not None and last >= CUT and self.shot is None:
             self.shot = _Shot(before)
             self.shot.moved.append(moved)
