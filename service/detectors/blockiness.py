@@ -44,16 +44,20 @@ encoder's held picture keeps its own coding's grid steps -- held through x264 at
 pattern scores no higher (0.044-0.158) and is still found: freeze leaves patterns alone.
 A *new shot* -- a wholesale change of the picture (``CUT``), as a line-up steps to its next
 test card or a programme cuts to one -- is first judged against itself: for ``learn_s``
-seconds a run starts only once the shot's smoothed score has risen ``margin`` past what it
-scored on its first pictures (``_Shot``). The level was learned from what came before: one
-held card has no spread, footage sits near 0, so a card's own edges on the grid passed
+seconds a run starts only once the shot's smoothed score has risen ``margin`` past the most
+it has scored so far (``_Shot``; its first pictures alone were too low a bar: a cut's key
+frame can score below what the shot goes on to show). The level was learned from what came
+before: one held card has no spread, footage sits near 0, so a card's own edges on the grid passed
 every condition -- a line-up stepping from smptebars to testsrc (0.095 against 0.042 on
 the vertical boundaries) raised blockiness for two seconds at its first change in 10 of
 12 line-ups (`bench/lineup.py`), and footage or a moving pattern cut to a card raised it
 in 15 of 15 (360p). Not judged so: a new shot that moves (its level judges it as any
 moving picture; a change on every picture, cellauto's scroll, is motion, not a cut) --
 unless it follows a still test card, whose level is the card's, flat: Big Buck Bunny's own
-steps passed it after smptebars (720p, 43.68-44.80) -- and one blocky across the whole
+steps passed it after smptebars (720p, 43.68-44.80) -- or synthetic content, moving or not
+(``pattern_share`` at least ``SYNTHETIC`` on a picture sampled once a second, three seconds
+running: Big Buck Bunny passed `testsrc2`'s level 4 s after a line-up ended on it, 720p,
+15.92-16.88) -- and one blocky across the whole
 picture (both orientations at ``WHOLE`` or more: no card's own edges fall on the grid that
 densely both ways -- the cards' weaker orientation reads at most 0.065). Limitation: a
 still card blocky from its first picture on one orientation only is taken for the card
@@ -71,7 +75,7 @@ from collections import deque
 import numpy as np
 from pydantic import Field
 
-from service.detectors._pixels import is_test_pattern, mean_abs_diff
+from service.detectors._pixels import is_test_pattern, mean_abs_diff, pattern_share
 from service.detectors.base import Change, Detector, Params
 from service.media.frames import VideoFrame
 
@@ -97,6 +101,10 @@ CUT = 30.0
 # A run goes on only while its smoothed score keeps this share of the run's own highest.
 RUN_SHARE = 0.25
 UNLEARNED_S = 20.0  # a run's first seconds are not learned as the stream's level
+# Synthetic content, moving or not: a picture sampled once a second, SYNTHETIC_S in a row,
+# with at least this ``pattern_share`` (`testsrc2` 0.44-0.62, `testsrc` 0.72, bands
+# 0.8-1; camera and animation 0-0.49 on single pictures, never three seconds running).
+SYNTHETIC, SYNTHETIC_S = 0.4, 3
 WHOLE = 0.1  # both orientations at this or more: blocky across the picture, not a card
 
 
@@ -379,6 +387,17 @@ class _Shot:
         if all(sum(t >= self.start for t, _ in lv.recent) >= own for lv in levels if lv.recent):
             self.reference = tuple(lv.smoothed if lv.recent else None for lv in levels)
 
+    def note(self, levels: tuple[_Level, ...]) -> None:
+        """A picture that started no run: the reference becomes the most the shot has
+        scored so far. Its first pictures alone were too low a bar -- the cut's key frame
+        scores below what the shot goes on to show (Big Buck Bunny after `testsrc2`, 720p:
+        0.010 on the horizontal boundaries, then 0.02-0.049 with no blocking)."""
+        if self.reference is not None:
+            self.reference = tuple(
+                None if ref is None or not lv.recent else max(ref, lv.smoothed)
+                for ref, lv in zip(self.reference, levels, strict=True)
+            )
+
     def judge(
         self, blocky: list[tuple[float, _Level]], levels: tuple[_Level, ...], margin: float
     ) -> list[tuple[float, _Level]]:
@@ -418,6 +437,8 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self.shot: _Shot | None = None  # a new shot, while judged against itself
         self.run_start: float | None = None  # the open run's start while not yet ``d`` long
         self.run_began: float | None = None  # the open run's start
+        self.shares: deque[float] = deque(maxlen=SYNTHETIC_S)  # ``pattern_share``, 1 a second
+        self.next_share = -1e9
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
@@ -432,6 +453,9 @@ class BlockinessDetector(Detector[BlockinessParams]):
         still = moved is not None and moved <= STILL
         self.last_grid = grid
         self._follow_shot(moved, frame.t, before, last, frame.bit_depth)
+        if frame.t >= self.next_share or frame.t < before:
+            self.next_share = frame.t + 1.0
+            self.shares.append(pattern_share(grid, frame.bit_depth))
         scores = grid_scores(frame.luma, frame.bit_depth)
         if scores == (None, None):
             return []
@@ -458,6 +482,8 @@ class BlockinessDetector(Detector[BlockinessParams]):
             # A held picture is a freeze's, unless a test pattern (module doc).
             blocky = blocky if is_test_pattern(grid, frame.bit_depth) else []
         if bool(blocky) == self.active:
+            if self.shot is not None and not self.active:
+                self.shot.note(self.levels)
             self._confirm(frame.t)
             return []
         self.active = bool(blocky)
@@ -508,15 +534,17 @@ class BlockinessDetector(Detector[BlockinessParams]):
         # A wholesale change on every picture is motion (cellauto's scroll), not a cut --
         # unless the picture then stands still: the shot began at the last change.
         if moved >= CUT and (last is None or last < CUT):
-            # Out of a still test card, the level is the card's (flat, no spread): a
-            # programme's own steps passed it (Big Buck Bunny after smptebars, 720p,
-            # 43.68-44.80), so even a moving shot is judged against itself first.
+            # Out of a still test card, or synthetic content for seconds, the level is
+            # the card's (flat, no spread) or the pattern's: a programme's own steps passed
+            # it (Big Buck Bunny after smptebars, 720p, 43.68-44.80; after testsrc2,
+            # 15.92-16.88), so even a moving shot is judged against itself first.
             card = (
                 last is not None
                 and last <= STILL
                 and last_grid is not None
                 and is_test_pattern(last_grid, bit_depth)
-            )
+            ) or (len(self.shares) == SYNTHETIC_S and min(self.shares) >= SYNTHETIC)
+            self.shares.clear()  # the new shot's own from here
             self.shot = _Shot(t, after_card=card)
         elif moved <= STILL and last is not None and last >= CUT and self.shot is None:
             self.shot = _Shot(before)
