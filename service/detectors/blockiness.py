@@ -47,22 +47,22 @@ test card or a programme cuts to one -- is first judged against itself: for ``le
 seconds a run starts only once the shot's smoothed score has risen ``margin`` past the most
 it has scored so far (``_Shot``; its first pictures alone were too low a bar: a cut's key
 frame can score below what the shot goes on to show). The level was learned from what came
-before: one held card has no spread, footage sits near 0, so a card's own edges on the grid passed
-every condition -- a line-up stepping from smptebars to testsrc (0.095 against 0.042 on
-the vertical boundaries) raised blockiness for two seconds at its first change in 10 of
-12 line-ups (`bench/lineup.py`), and footage or a moving pattern cut to a card raised it
-in 15 of 15 (360p). Not judged so: a new shot that moves (its level judges it as any
-moving picture; a change on every picture, cellauto's scroll, is motion, not a cut) --
-unless it follows a still test card, whose level is the card's, flat: Big Buck Bunny's own
-steps passed it after smptebars (720p, 43.68-44.80) -- or synthetic content, moving or not
+before: one held card has no spread, footage sits near 0, so a card's own edges on the grid
+passed every condition -- a line-up stepping from smptebars to testsrc (0.095 against 0.042
+on the vertical boundaries) raised blockiness for two seconds at its first change in 10 of
+12 line-ups (`bench/lineup.py`), and footage or a moving pattern cut to a card raised it in
+15 of 15 (360p). Not judged so: a new shot that moves (its level judges it as any moving
+picture; a change on every picture, cellauto's scroll, is motion, not a cut) -- unless it
+follows a still test card, whose level is the card's, flat: Big Buck Bunny's own steps
+passed it after smptebars (720p, 43.68-44.80) -- or synthetic content, moving or not
 (``pattern_share`` at least ``SYNTHETIC`` on a picture sampled once a second, three seconds
 running: Big Buck Bunny passed `testsrc2`'s level 4 s after a line-up ended on it, 720p,
-15.92-16.88) -- and one blocky across the whole
-picture (both orientations at ``WHOLE`` or more: no card's own edges fall on the grid that
-densely both ways -- the cards' weaker orientation reads at most 0.065). Limitation: a
-still card blocky from its first picture on one orientation only is taken for the card
-(QP-51 through a new smptehdbars), and so is a shot after a still card (QP-51 from
-testsrc2's first picture after yuvtestsrc, 720p).
+15.92-16.88) -- and one blocky across the whole picture (both orientations at ``WHOLE`` or
+more: no card's own edges fall on the grid that densely both ways -- the cards' weaker
+orientation reads at most 0.065). Limitation: a still card blocky from its first picture on
+one orientation only is taken for the card (QP-51 through a new smptehdbars), and so is a
+shot after a still card or synthetic content (QP-51 from testsrc2's first picture after
+yuvtestsrc, 720p).
 Limitation: blocking already present for the whole of the first seconds is learned as
 the stream's normal until it clears. Flat pictures (black, slates) carry no evidence;
 neither does a held picture that is not a pattern.
@@ -369,9 +369,9 @@ class _Level:
 
 
 class _Shot:
-    """A new shot (module doc): judged against its own first scores for its first
-    ``learn_s`` seconds, unless it moves -- or follows a still test card, whose level
-    says nothing of the programme after it."""
+    """A new shot (module doc): judged against its own scores for its first ``learn_s``
+    seconds, unless it moves -- or follows a still test card or synthetic content, whose
+    level says nothing of the programme after it."""
 
     def __init__(self, start: float, after_card: bool = False) -> None:
         self.start = start
@@ -401,7 +401,7 @@ class _Shot:
     def judge(
         self, blocky: list[tuple[float, _Level]], levels: tuple[_Level, ...], margin: float
     ) -> list[tuple[float, _Level]]:
-        """The orientations that may start a run: past the shot's own first scores."""
+        """The orientations that may start a run: past the most the shot has scored."""
         if not self.after_card and len(self.moved) >= 2 and _median(self.moved) > STILL:
             return blocky  # it moves: judged as any moving picture
         if all(lv.recent and lv.smoothed >= WHOLE for lv in levels):
@@ -438,7 +438,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         self.run_start: float | None = None  # the open run's start while not yet ``d`` long
         self.run_began: float | None = None  # the open run's start
         self.shares: deque[float] = deque(maxlen=SYNTHETIC_S)  # ``pattern_share``, 1 a second
-        self.next_share = -1e9
+        self.next_share = -1e9  # media time the next one is sampled at
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         if frame.t - self.last_eval < 0.9 / MAX_RATE and frame.t >= self.last_eval:
