@@ -6,7 +6,10 @@ Two signatures, either one counts:
 - flat tops: >= ``plateau_run`` (6) consecutive samples above ``plateau_level`` (0.9)
   that barely change (``plateau_flatness``) -- what a clipped signal looks like after
   an AAC encoder that scales its peaks back (FFmpeg's own turns a plateau at 1.0 into
-  one near 0.95). Clean loud tones above ~400 Hz are not flat for 6 samples at 48 kHz.
+  one near 0.95) -- with a corner: somewhere in or beside the flat run the waveform
+  bends far more sharply than a smooth crest flat for as long would (``CORNER``). A
+  loud clean tone under ~400 Hz is flat for dozens of samples at each crest, but
+  bends there evenly; a clipped one bends at the plateau's ends.
 
 Clipped runs closer together than ``gap_s`` form one burst. A clipped tone is one long
 burst, but overdriven speech or music clips only on its syllables and beats, in bursts
@@ -37,6 +40,13 @@ from service.media.frames import AudioFrame
 
 CARRY = 16  # samples kept from the previous block so runs across blocks are seen
 SLOT_S = 0.1  # the density's time resolution
+# A flat top is a clipped one only if the waveform bends this many times more sharply in
+# or beside it (CORNER_REACH samples) than a smooth peak flat for as long would: a loud
+# clean tone under ~400 Hz is flat for dozens of samples at its crests, which read as
+# plateaus (clipping raised for the whole of a 40-350 Hz sine at -0.3 dBFS through AAC).
+# Clean sines bend 0.1-1.1x (at most 4.7x at a crest), clipped ones 5-200x at the median.
+CORNER = 5.0
+CORNER_REACH = 6
 
 
 def run_starts(pairs: np.ndarray, length: int) -> np.ndarray:
@@ -111,7 +121,7 @@ class ClippingDetector(Detector[ClippingParams]):
         full = run_starts(hot[:, :-1] & hot[:, 1:], p.run)
         high = mag >= p.plateau_level
         flat = np.abs(np.diff(x, axis=1)) <= p.plateau_flatness
-        plateau = run_starts(high[:, :-1] & high[:, 1:] & flat, p.plateau_run)
+        plateau = run_starts(self._cornered(x, high[:, :-1] & high[:, 1:] & flat), p.plateau_run)
         starts = np.union1d(full, plateau)
         if starts.size:
             times = frame.t + (starts - n_carry) / frame.sample_rate
@@ -121,6 +131,34 @@ class ClippingDetector(Detector[ClippingParams]):
             for burst in np.split(times, cuts):
                 self._burst(float(burst[0]), float(burst[-1]) + span, burst, out)
         return self._end_of_input(frame.end, out)
+
+    def _cornered(self, x: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """``flat`` (pairs of samples high and flat) kept only on the runs of at least
+        ``plateau_run`` samples that are a clipped top, not a smooth peak: somewhere in
+        the run or within CORNER_REACH of it, the waveform bends (second difference) at
+        least CORNER times as sharply as a smooth peak flat for that long would (its
+        steps grow from 0 to ``plateau_flatness`` over half the run, evenly)."""
+        p = self.params
+        keep = np.zeros_like(flat)
+        edges = np.diff(flat.view(np.int8), axis=1, prepend=np.int8(0), append=np.int8(0))
+        for c in range(flat.shape[0]):
+            a = np.flatnonzero(edges[c] == 1)  # a run's first pair
+            b = np.flatnonzero(edges[c] == -1)  # one past its last
+            long = b - a >= p.plateau_run - 1
+            if not long.any():
+                continue
+            a, b = a[long], b[long]
+            bend = np.abs(np.diff(x[c], 2))  # bend[i]: at sample i + 1
+            last = bend.size - 1
+            lo, hi = np.clip(a - CORNER_REACH, 0, last), np.clip(b + CORNER_REACH, 0, last)
+            reach = np.minimum(lo[:, None] + np.arange(int((hi - lo).max()) + 1), hi[:, None])
+            smooth = 2 * p.plateau_flatness / (b - a + 1)  # per sample, squared
+            clipped = bend[reach].max(axis=1) >= CORNER * smooth
+            marks = np.zeros(flat.shape[1] + 1, np.int32)
+            np.add.at(marks, a[clipped], 1)
+            np.add.at(marks, b[clipped], -1)
+            keep[c] = np.cumsum(marks[:-1]) > 0
+        return keep
 
     def _end_of_input(self, now: float, out: list[Change]) -> list[Change]:
         self._maybe_end(now, out)

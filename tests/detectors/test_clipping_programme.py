@@ -1,6 +1,7 @@
 """Clipping on programme audio through a real AAC encode and decode (PyAV, FFmpeg's
 encoder): a hot master limited just under full scale raises nothing, though AAC lifts
-its peaks past 1.0; the same music clipped hard raises one episode per passage.
+its peaks past 1.0; the same music clipped hard raises one episode per passage. A loud
+clean bass tone raises nothing; the same tone clipped, even by 5 %, is raised.
 
 The music is made here: a kick on every beat at 124 bpm, a snare, hats, a saw bass and
 three saw chords, then brick-wall limited (look-ahead, smooth gain) or hard-clipped.
@@ -91,3 +92,23 @@ def test_hard_clipped_music_raises_clipping(programme: np.ndarray) -> None:
     assert found, "hard-clipped music not raised"
     covered = sum(d["end"] - d["start"] for d in found)
     assert covered >= 0.8 * 12.0, found
+
+
+def sine(freq: float, amplitude: float, seconds: float = 6.0) -> np.ndarray:
+    wave = amplitude * np.sin(2 * np.pi * freq * np.arange(int(seconds * RATE)) / RATE)
+    return np.stack([wave, wave])
+
+
+@pytest.mark.parametrize("freq", [40.0, 100.0, 200.0])
+def test_a_loud_clean_bass_tone_raises_no_clipping(freq: float) -> None:
+    # Under ~400 Hz a clean crest at -0.3 dBFS is flat (sample steps under 0.01) for
+    # dozens of samples: it read as a plateau, and clipping was raised throughout.
+    assert run(["clipping"], audio_frames(through_aac(sine(freq, 0.966))))[1] == []
+
+
+@pytest.mark.parametrize(("freq", "drive"), [(60.0, 1.05), (200.0, 1.1), (100.0, 3.0)])
+def test_a_clipped_bass_tone_is_raised_throughout(freq: float, drive: float) -> None:
+    y = through_aac(np.clip(sine(freq, drive), -1.0, 1.0))
+    found = run(["clipping"], audio_frames(y))[1]
+    assert len(found) == 1, found
+    assert found[0]["start"] < 0.1 and found[0]["end"] > 5.9, found
