@@ -74,11 +74,16 @@ ringing over a few sampled rows; camera and animation clips at most 19 %, `mande
 18 %, `testsrc2` 63 %, `testsrc` 73 %: 80 % is the line).
 A plain field (a blue screen from a receiver that lost its input) is not a pattern and
 is raised. The stream's status shows ``test_pattern`` while one is held.
+
+A live ticker, crawl or clock strap keeps moving over a programme that froze, and the
+whole picture is no longer still (FFmpeg's rule compares whole pictures too): where a
+feed carries one, ``ignore_top`` / ``ignore_bottom`` leave that share of the picture's
+height out of every comparison.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -145,6 +150,20 @@ class FreezeParams(Params):
         "and within drift) and the freeze goes on; 0: ended at once (FFmpeg)",
     )
 
+    ignore_top: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.45,
+        description="share of the picture's height left out at the top (a clock strap)",
+    )
+    ignore_bottom: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.45,
+        description="share of the picture's height left out at the bottom: a live ticker "
+        "or crawl keeps moving over a frozen programme, which then no longer compares still",
+    )
+
     @model_validator(mode="after")
     def _drift_at_least_noise(self) -> FreezeParams:
         if self.drift < self.noise:
@@ -187,6 +206,8 @@ class FreezeDetector(Detector[FreezeParams]):
         return sum(d * w for d, w in zip(diffs, weights, strict=True)) / sum(weights)
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
+        if self.params.ignore_top or self.params.ignore_bottom:
+            frame = self._band_left_out(frame)
         self.since_key = 0 if frame.key else self.since_key + 1
         out: list[Change] = []
         left = self.left
@@ -261,6 +282,25 @@ class FreezeDetector(Detector[FreezeParams]):
         self.active = False
         self._set_reference(frame)
         return out
+
+    def _band_left_out(self, frame: VideoFrame) -> VideoFrame:
+        """The frame without the rows ``ignore_top`` / ``ignore_bottom`` leave out (views:
+        nothing copied), on even rows so that 4:2:0 chroma covers the same picture."""
+        h, p = frame.height, self.params
+        top, bottom = 2 * round(h * p.ignore_top / 2), h - 2 * round(h * p.ignore_bottom / 2)
+        chroma = frame.chroma
+        if chroma is not None:
+            scale = chroma[0].shape[0] / h
+            rows = slice(round(top * scale), round(bottom * scale))
+            chroma = (chroma[0][rows], chroma[1][rows])
+        return replace(
+            frame,
+            luma=frame.luma[top:bottom],
+            chroma=chroma,
+            _grid=None,
+            _chroma_grids=None,
+            _dark=None,
+        )
 
     def _set_reference(self, frame: VideoFrame) -> None:
         # The frame itself: its planes are views that keep the decoder's buffers alive
