@@ -147,13 +147,18 @@ class ClippingDetector(Detector[ClippingParams]):
             long = b - a >= p.plateau_run - 1
             if not long.any():
                 continue
-            a, b = a[long], b[long]
-            bend = np.abs(np.diff(x[c], 2))  # bend[i]: at sample i + 1
-            last = bend.size - 1
-            lo, hi = np.clip(a - CORNER_REACH, 0, last), np.clip(b + CORNER_REACH, 0, last)
-            reach = np.minimum(lo[:, None] + np.arange(int((hi - lo).max()) + 1), hi[:, None])
+            a, b = a[long], b[long]  # the run: samples a .. b
+            # |second difference| at sample i: bend[i + R], zeros beyond the block.
+            r = CORNER_REACH
+            bend = np.zeros(x.shape[1] + 2 * r + 1, np.float32)
+            bend[r + 1 : r + x.shape[1] - 1] = np.abs(np.diff(x[c], 2))
+            # The largest within the run (runs never overlap: one reduceat) and within r
+            # samples either side (fixed widths: no window as long as a long run).
+            inside = np.maximum.reduceat(bend, np.column_stack([a + r, b + r + 1]).ravel())[::2]
+            side = np.arange(1, r + 1)
+            beside = np.maximum(bend[(a + r)[:, None] - side], bend[(b + r)[:, None] + side])
             smooth = 2 * p.plateau_flatness / (b - a + 1)  # per sample, squared
-            clipped = bend[reach].max(axis=1) >= CORNER * smooth
+            clipped = np.maximum(inside, beside.max(axis=1)) >= CORNER * smooth
             marks = np.zeros(flat.shape[1] + 1, np.int32)
             np.add.at(marks, a[clipped], 1)
             np.add.at(marks, b[clipped], -1)
