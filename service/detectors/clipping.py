@@ -120,8 +120,9 @@ class ClippingDetector(Detector[ClippingParams]):
         hot = mag >= p.level
         full = run_starts(hot[:, :-1] & hot[:, 1:], p.run)
         high = mag >= p.plateau_level
-        flat = np.abs(np.diff(x, axis=1)) <= p.plateau_flatness
-        plateau = run_starts(self._cornered(x, high[:, :-1] & high[:, 1:] & flat), p.plateau_run)
+        step = np.diff(x, axis=1)
+        flat = np.abs(step) <= p.plateau_flatness
+        plateau = run_starts(self._cornered(step, high[:, :-1] & high[:, 1:] & flat), p.plateau_run)
         starts = np.union1d(full, plateau)
         if starts.size:
             times = frame.t + (starts - n_carry) / frame.sample_rate
@@ -132,12 +133,13 @@ class ClippingDetector(Detector[ClippingParams]):
                 self._burst(float(burst[0]), float(burst[-1]) + span, burst, out)
         return self._end_of_input(frame.end, out)
 
-    def _cornered(self, x: np.ndarray, flat: np.ndarray) -> np.ndarray:
-        """``flat`` (pairs of samples high and flat) kept only on the runs of at least
-        ``plateau_run`` samples that are a clipped top, not a smooth peak: somewhere in
-        the run or within CORNER_REACH of it, the waveform bends (second difference) at
-        least CORNER times as sharply as a smooth peak flat for that long would (its
-        steps grow from 0 to ``plateau_flatness`` over half the run, evenly)."""
+    def _cornered(self, step: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """``flat`` (pairs of samples high and flat; ``step``: each pair's difference)
+        kept only on the runs of at least ``plateau_run`` samples that are a clipped top,
+        not a smooth peak: somewhere in the run or within CORNER_REACH of it, the waveform
+        bends (second difference) at least CORNER times as sharply as a smooth peak flat
+        for that long would (its steps grow from 0 to ``plateau_flatness`` over half the
+        run, evenly)."""
         p = self.params
         keep = np.zeros_like(flat)
         edges = np.diff(flat.view(np.int8), axis=1, prepend=np.int8(0), append=np.int8(0))
@@ -150,8 +152,8 @@ class ClippingDetector(Detector[ClippingParams]):
             a, b = a[long], b[long]  # the run: samples a .. b
             # |second difference| at sample i: bend[i + R], zeros beyond the block.
             r = CORNER_REACH
-            bend = np.zeros(x.shape[1] + 2 * r + 1, np.float32)
-            bend[r + 1 : r + x.shape[1] - 1] = np.abs(np.diff(x[c], 2))
+            bend = np.zeros(step.shape[1] + 2 * r + 2, np.float32)
+            bend[r + 1 : r + step.shape[1]] = np.abs(np.diff(step[c]))
             # The largest within the run (runs never overlap: one reduceat) and within r
             # samples either side (fixed widths: no window as long as a long run).
             inside = np.maximum.reduceat(bend, np.column_stack([a + r, b + r + 1]).ravel())[::2]
