@@ -188,6 +188,7 @@ class FreezeDetector(Detector[FreezeParams]):
         self.since_key = 2  # frames since the last key frame (0: this one)
         self.left: _Left | None = None  # the picture left a freeze (see module doc)
         self.ref_coarse: np.ndarray | None = None  # the frozen picture's, once asked
+        self.crops = bool(params.ignore_top or params.ignore_bottom)  # ignore_* set
 
     @staticmethod
     def _planes(frame: VideoFrame) -> tuple[Pixels, ...]:
@@ -206,7 +207,7 @@ class FreezeDetector(Detector[FreezeParams]):
         return sum(d * w for d, w in zip(diffs, weights, strict=True)) / sum(weights)
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
-        if self.params.ignore_top or self.params.ignore_bottom:
+        if self.crops:
             frame = self._band_left_out(frame)
         self.since_key = 0 if frame.key else self.since_key + 1
         out: list[Change] = []
