@@ -42,6 +42,8 @@ encoder's held picture keeps its own coding's grid steps -- held through x264 at
 0.025-0.030 and raised blockiness beside the freeze; so did carphone through MPEG-2 at
 700 kbit/s, VP9 at CRF 45 and VP8, bikes through VP8. QP-51 blocking on a held line-up
 pattern scores no higher (0.044-0.158) and is still found: freeze leaves patterns alone.
+Held but for a band along the top or bottom edge (``EDGE_BAND``) counts as held: a live
+ticker keeps moving over a programme that froze (``freeze.ignore_bottom`` finds it).
 A *new shot* -- a wholesale change of the picture (``CUT``), as a line-up steps to its next
 test card or a programme cuts to one -- is first judged against itself: for ``learn_s``
 seconds a run starts only once the shot's smoothed score has risen ``margin`` past the most
@@ -106,6 +108,9 @@ UNLEARNED_S = 20.0  # a run's first seconds are not learned as the stream's leve
 # 0.8-1; camera and animation 0-0.49 on single pictures, never three seconds running).
 SYNTHETIC, SYNTHETIC_S = 0.4, 3
 WHOLE = 0.1  # both orientations at this or more: blocky across the picture, not a card
+# A band along the top or bottom edge, this share of the height, that may move over a held
+# picture (a live ticker, crawl or clock strap: 6-15 % of the height).
+EDGE_BAND = 0.2
 
 
 def grid_score(luma: np.ndarray, bit_depth: int = 8) -> float | None:
@@ -478,7 +483,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         ]
         if blocky and not self.active and self.shot is not None:
             blocky = self.shot.judge(blocky, self.levels, self.params.margin)
-        if blocky and not self.active and moved is not None and moved <= HELD:
+        if blocky and not self.active and moved is not None and _held(grid, last, moved, frame):
             # A held picture is a freeze's, unless a test pattern (module doc).
             blocky = blocky if is_test_pattern(grid, frame.bit_depth) else []
         if bool(blocky) == self.active:
@@ -558,6 +563,24 @@ class BlockinessDetector(Detector[BlockinessParams]):
         """Half way from the stream's own level to raising, or further (for decoding
         less than everything: decode every picture while blocking may be starting)."""
         return any(_past(lv.excess(0.5)) >= 0 for lv in self.levels)
+
+
+def _held(grid: np.ndarray, last: np.ndarray | None, moved: float, frame: VideoFrame) -> bool:
+    """Held since the picture scored before (``last``, ``moved`` away): as a whole, or all
+    but a band along the top or bottom edge. A live ticker keeps moving over a programme
+    that froze, and the held part keeps its coding's grid steps as any held picture does:
+    bikes held 6 s at 720p under a ticker in the bottom 6-15 % raised blockiness (x264
+    CRF 20) where the same hold without it raised only ``freeze``. Only asked of a
+    picture that would start a run."""
+    if moved <= HELD:
+        return True
+    if last is None:
+        return False
+    band, scale = max(1, round(EDGE_BAND * grid.shape[0])), 1 << (frame.bit_depth - 8)
+    return any(
+        mean_abs_diff(a, b) / scale <= HELD
+        for a, b in ((grid[:-band], last[:-band]), (grid[band:], last[band:]))
+    )
 
 
 def _past(excess: float | None) -> float:
