@@ -1,4 +1,5 @@
-"""Loudness off target: EBU R128 short-term loudness outside target +- tolerance for >= d.
+"""Loudness off target: EBU R128 short-term loudness outside target +- tolerance for >= d,
+read to 0.1 LU as a meter shows it (a line-up tone at the edge of the range is inside).
 
 Short-term loudness (3 s window) is evaluated every 100 ms. Its window lags the audio,
 so when it leaves (or re-enters) the range, the start (or end) is dated back to the level
@@ -79,11 +80,16 @@ class LoudnessDetector(Detector[LoudnessParams]):
         if math.isnan(st) or st <= ABSOLUTE_GATE:
             return []
         p = self.params
+        # Judged as a meter shows it, to 0.1 LU (EBU Tech 3341's accuracy), in integer
+        # tenths: EBU R68's line-up tone (1 kHz at -18 dBFS, stereo) reads -17.993 LUFS
+        # (-17.995 through AAC), a hair past -23 + 5, and raised `loudness` for as long as
+        # a feed carried it; FFmpeg's ebur128 shows it as -18.0.
+        shown = round(st * 10)
         state = (
             "low"
-            if st < p.target - p.tolerance
+            if shown < round((p.target - p.tolerance) * 10)
             else "high"
-            if st > p.target + p.tolerance
+            if shown > round((p.target + p.tolerance) * 10)
             else "ok"
         )
         if state == self.state:

@@ -147,6 +147,19 @@ def test_loudness_too_loud_and_shorter_than_d() -> None:
     ] == [("high", 5.0, 20.0)]
 
 
+@pytest.mark.parametrize(
+    ("dbfs", "raised"), [(-18.0, []), (-17.8, ["high"]), (-28.0, []), (-28.2, ["low"])]
+)
+def test_loudness_at_the_edge_of_the_range_reads_as_a_meter_shows_it(
+    dbfs: float, raised: list[str]
+) -> None:
+    """EBU R68's line-up tone (1 kHz at -18 dBFS, both channels) reads -17.993 LUFS: on
+    the edge of -23 +- 5 as a meter shows it (-18.0), so nothing is raised (it was, for as
+    long as a feed carried it); 0.2 LU past either edge is raised."""
+    _, defects = run(["loudness"], audio_frames(tone(20, amp=10 ** (dbfs / 20))))
+    assert [d["details"]["direction"] for d in defects] == raised
+
+
 def test_change_point_finds_a_step() -> None:
     levels = np.r_[np.full(50, -20.0), np.full(30, -40.0)] + np.random.default_rng(1).normal(
         0, 1, 80
