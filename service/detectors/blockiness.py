@@ -43,7 +43,11 @@ encoder's held picture keeps its own coding's grid steps -- held through x264 at
 700 kbit/s, VP9 at CRF 45 and VP8, bikes through VP8. QP-51 blocking on a held line-up
 pattern scores no higher (0.044-0.158) and is still found: freeze leaves patterns alone.
 Held but for a band along the top or bottom edge (``EDGE_BAND``) counts as held: a live
-ticker keeps moving over a programme that froze (``freeze.ignore_bottom`` finds it).
+ticker keeps moving over a programme that froze (``freeze.ignore_bottom`` finds it); so
+does a still re-code of a held picture. Not a picture blocky across the whole of it
+(``WHOLE`` both ways): an upstream encoder starved to QP 51 sends one blocky key frame and
+then copies it while the content barely moves (Big Buck Bunny, 360p: 0.45 on both
+orientations, found 0.88 s late when left to ``freeze``).
 A *new shot* -- a wholesale change of the picture (``CUT``), as a line-up steps to its next
 test card or a programme cuts to one -- is first judged against itself: for ``learn_s``
 seconds a run starts only once the shot's smoothed score has risen ``margin`` past the most
@@ -100,7 +104,8 @@ HOLD_SHARE = 0.5  # a run goes on while past this share of each condition on the
 # A new shot: the sample grid changed wholesale from the picture scored before (8-bit code
 # values; one test card to the next: 64-95, footage to a card: 66), unlike the one before.
 CUT = 30.0
-# A run goes on only while its smoothed score keeps this share of the run's own highest.
+# A run goes on only while its smoothed score keeps this share of the run's own height
+# above the level.
 RUN_SHARE = 0.25
 UNLEARNED_S = 20.0  # a run's first seconds are not learned as the stream's level
 # Synthetic content, moving or not: a picture sampled once a second, SYNTHETIC_S in a row,
@@ -342,12 +347,20 @@ class _Level:
         (0.03 on Big Buck Bunny through x264 at 720p / 29.97 fps, against normal peaks
         of 0.09) held a run until the next cut's picture (the clip's loop) lifted the
         median again: ended 0.95 s late."""
-        if self.smoothed < RUN_SHARE * self.run_high:
-            # Far below what the run itself scored: the blocking is over, and what holds
-            # the score up is the stream's own (Big Buck Bunny at 360p: a run at 0.40-0.48,
-            # then a cut's first pictures at its normal peaks, 0.04-0.09, held it 0.72 s on).
+        if self.faded():
             return False
         return self.high_smoothed is None or self.smoothed > HOLD_SHARE * self.high_smoothed
+
+    def faded(self) -> bool:
+        """Far below what the open run itself scored, above the level: the blocking is
+        over, and what holds the score up is the stream's own (Big Buck Bunny at 360p: a
+        run at 0.40-0.48, then a cut's first pictures at its normal peaks, 0.04-0.09, held
+        it 0.72 s on). Such a score neither holds the run nor carries it on as unusual: a
+        still `smptehdbars` (level 0.047) that x264 re-coded after QP-51 blocking at 0.125
+        held at 0.060, above any key frame it had sent, until its next key frame -- and the
+        run with it (360p, CRF 23: ended 6.3 s late)."""
+        base = self.baseline[0] if self.baseline is not None else 0.0
+        return self.smoothed - base < RUN_SHARE * (self.run_high - base)
 
     @property
     def smoothed(self) -> float:
@@ -409,12 +422,19 @@ class _Shot:
         """The orientations that may start a run: past the most the shot has scored."""
         if not self.after_card and len(self.moved) >= 2 and _median(self.moved) > STILL:
             return blocky  # it moves: judged as any moving picture
-        if all(lv.recent and lv.smoothed >= WHOLE for lv in levels):
+        if _whole(levels):
             return blocky
         if self.reference is None:
             return []  # its first pictures: nothing to judge them against yet
         ref = self.reference
         return [(e, lv) for e, lv in blocky if _risen(lv, ref[levels.index(lv)], margin)]
+
+
+def _whole(levels: tuple[_Level, ...]) -> bool:
+    """Blocky across the whole picture: both orientations' running medians at ``WHOLE``
+    or more -- no card's own edges fall on the grid that densely both ways, and no
+    encoder's held picture steps that much on it (x264 at CRF 23: 0.03-0.06)."""
+    return all(lv.recent and lv.smoothed >= WHOLE for lv in levels)
 
 
 def _risen(level: _Level, reference: float | None, margin: float) -> bool:
@@ -457,6 +477,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         )
         still = moved is not None and moved <= STILL
         self.last_grid = grid
+        held_before = self.last_moved is not None and self.last_moved <= HELD
         self._follow_shot(moved, frame.t, before, last, frame.bit_depth)
         if frame.t >= self.next_share or frame.t < before:
             self.next_share = frame.t + 1.0
@@ -479,12 +500,23 @@ class BlockinessDetector(Detector[BlockinessParams]):
         blocky = [
             (e, lv)
             for e, lv in excess
-            if e >= 0 and ((self.active and lv.holds()) or lv.unusual(still))
+            if e >= 0
+            and (
+                (self.active and lv.holds())
+                or (lv.unusual(still) and not (self.active and lv.faded()))
+            )
         ]
         if blocky and not self.active and self.shot is not None:
             blocky = self.shot.judge(blocky, self.levels, self.params.margin)
-        if blocky and not self.active and moved is not None and _held(grid, last, moved, frame):
-            # A held picture is a freeze's, unless a test pattern (module doc).
+        if (
+            blocky
+            and not self.active
+            and moved is not None
+            and not _whole(self.levels)
+            and _held(grid, last, moved, frame, held_before)
+        ):
+            # A held picture is a freeze's, unless a test pattern or blocky across the
+            # whole picture (module doc).
             blocky = blocky if is_test_pattern(grid, frame.bit_depth) else []
         if bool(blocky) == self.active:
             if self.shot is not None and not self.active:
@@ -565,14 +597,19 @@ class BlockinessDetector(Detector[BlockinessParams]):
         return any(_past(lv.excess(0.5)) >= 0 for lv in self.levels)
 
 
-def _held(grid: np.ndarray, last: np.ndarray | None, moved: float, frame: VideoFrame) -> bool:
+def _held(
+    grid: np.ndarray, last: np.ndarray | None, moved: float, frame: VideoFrame, after: bool
+) -> bool:
     """Held since the picture scored before (``last``, ``moved`` away): as a whole, or all
-    but a band along the top or bottom edge. A live ticker keeps moving over a programme
-    that froze, and the held part keeps its coding's grid steps as any held picture does:
-    bikes held 6 s at 720p under a ticker in the bottom 6-15 % raised blockiness (x264
-    CRF 20) where the same hold without it raised only ``freeze``. Only asked of a
-    picture that would start a run."""
-    if moved <= HELD:
+    but a band along the top or bottom edge -- or re-coded, ``after`` a held one, by no
+    more than a still picture moves (x264 re-codes a held picture 1.2 code values away a
+    few pictures into the hold, and its grid steps rose from 0.003 to 0.031: bikes held
+    at CRF 23 raised blockiness beside the freeze from there). A live ticker keeps moving
+    over a programme that froze, and the held part keeps its coding's grid steps as any
+    held picture does: bikes held 6 s at 720p under a ticker in the bottom 6-15 % raised
+    blockiness (x264 CRF 20) where the same hold without it raised only ``freeze``. Only
+    asked of a picture that would start a run."""
+    if moved <= HELD or (after and moved <= STILL):
         return True
     if last is None:
         return False
