@@ -61,6 +61,8 @@ def lineup(out: Path, flash_frames: int, offset_s: float, beep_s: float = 0.04) 
         for stream, frames in ((video, pictures), (audio, sound)):
             for frame in frames:
                 frame.pts = None  # the encoder counts them
+                if isinstance(frame, av.VideoFrame):  # lavfi's I type would be forced
+                    frame.pict_type = av.video.frame.PictureType.NONE
                 for packet in stream.encode(frame):  # type: ignore[arg-type]
                     container.mux(packet)
             for packet in stream.encode(None):
