@@ -41,7 +41,12 @@ out, and judged on the time's last frame alone a picture held through it at 1.7 
 ``return_s`` late (dated where it left); a run not raised yet ends at once and, on a
 return (any frame in the time), is found on from its first frame.
 Motion does not come back still; a cut to another picture does not come back within
-``drift``.
+``drift``. Nor does slow motion: a smooth gradient turning slowly changes 0.0001-0.0005
+of full scale a frame, drifts past ``drift`` a frame at a time and was "back" on the next
+frame, and the returns chained into freezes of 5 s that FFmpeg does not see (intra-only
+x264 and MPEG-2 with GOPs, `tests/detectors/test_freeze_slow_motion.py`). So a run not
+raised yet comes back only if it left in a step (past ``noise`` from the frame before), as
+an encoder's re-code does.
 
 Further still, a starved or coarse encoder re-codes a held picture well past ``drift`` and
 never comes back: x264 / x265 at CRF 28 re-code Big Buck Bunny 3.2-4.4 code values (8-bit)
@@ -117,6 +122,7 @@ class _Left:
     away: VideoFrame | None = None  # and the first frame after it that was not
     keyed: bool = False  # a key frame came since it left (a re-code, not motion)
     coarse: np.ndarray | None = None  # ``ref``'s coarse picture, once asked
+    stepped: bool = True  # it left in one step from the frame before (not by drifting)
 
 
 class FreezeParams(Params):
@@ -273,7 +279,10 @@ class FreezeDetector(Detector[FreezeParams]):
         ):
             # The picture left a freeze: an encoder's step may come back (module doc).
             held = self._raised(frame.t)  # raised, or due: keep it open
-            self.left = _Left(ref, self.ref_t, frame.t, frame, held, keyed=frame.key)
+            stepped = held or self._stepped(frame)
+            self.left = _Left(
+                ref, self.ref_t, frame.t, frame, held, keyed=frame.key, stepped=stepped
+            )
             if held:
                 self.prev = frame
                 return out
@@ -323,7 +332,7 @@ class FreezeDetector(Detector[FreezeParams]):
         key frame re-coded the held picture past ``drift`` and it stays there (module
         doc). Motion is not still on both sides of one step; a key frame once a GOP."""
         p, prev = self.params, self.prev
-        if prev is None:
+        if prev is None or not left.stepped:
             return False
         if not (self._comparable(frame, left.ref) and self._comparable(frame, prev)):
             return False
@@ -336,6 +345,15 @@ class FreezeDetector(Detector[FreezeParams]):
         if left.coarse is None:
             left.coarse = coarse_picture(left.ref.luma, left.ref.bit_depth)
         return self._coarsely_at(frame, left.coarse)
+
+    def _stepped(self, frame: VideoFrame) -> bool:
+        """``frame`` is a step from the frame before (past ``noise``): what an encoder's
+        re-code is. A picture that left a still run by drifting past ``drift`` a little at
+        a time, each frame still against the one before, is moving."""
+        prev, noise = self.prev, self.params.noise
+        if prev is None or not self._comparable(frame, prev):
+            return True
+        return self._difference(frame, prev, noise) > noise
 
     def _outlasts(self, pending: _Left, t: float) -> bool:
         """The still run leaving at ``t`` was longer than ``pending``'s (not raised), whose
