@@ -38,9 +38,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.detectors import registry
-from service.detectors._pixels import black_threshold
+from service.detectors._pixels import black_threshold, mean_abs_diff
 from service.detectors.blockiness import BlockinessDetector
-from service.detectors.freeze import FreezeDetector, _mean_abs_diff
+from service.detectors.freeze import FreezeDetector
 from service.media.decoder import MediaReader
 from service.media.frames import VideoFrame
 from service.pipeline.analyzer import Analyzer
@@ -81,7 +81,7 @@ class Nearness:
         prev, self.previous = self.previous, grid
         still = False
         if prev is not None and prev.shape == grid.shape:
-            mafd = _mean_abs_diff(grid, prev) / (1 << frame.bit_depth)
+            mafd = mean_abs_diff(grid, prev) / (1 << frame.bit_depth)
             still = mafd <= 4 * self.freeze.params.noise
         return bool(dark or still or self.blockiness.near_raise())
 
