@@ -91,7 +91,7 @@ def footage_frames(name: str, size: str, count: int) -> Iterator[av.VideoFrame]:
     while made < count:
         with av.open(str(footage_path(name))) as container:
             for frame in container.decode(video=0):
-                yield _unforced(frame.reformat(width=width, height=height, format="yuv420p"))
+                yield unforced(frame.reformat(width=width, height=height, format="yuv420p"))
                 made += 1
                 if made >= count:
                     return
@@ -120,10 +120,10 @@ def source_frames(source: str, size: str, count: int, rate: Rate = RATE) -> Iter
     for _ in range(count):
         frame = sink.pull()
         assert isinstance(frame, av.VideoFrame)
-        yield _unforced(frame)
+        yield unforced(frame)
 
 
-def _unforced(frame: av.VideoFrame) -> av.VideoFrame:
+def unforced(frame: av.VideoFrame) -> av.VideoFrame:
     """``frame`` with no picture type: lavfi's testsrc family marks every frame a key
     frame (I) and decoded footage carries its own I / P / B, and FFmpeg's encoders take a
     frame's type as forced -- x264 coded `testsrc2` or `smptebars` all-intra. The ffmpeg

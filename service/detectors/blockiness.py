@@ -512,6 +512,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
             blocky
             and not self.active
             and moved is not None
+            and last is not None  # as ``moved`` is: for the type checker
             and not _whole(self.levels)
             and _held(grid, last, moved, frame, held_before)
         ):
@@ -597,9 +598,7 @@ class BlockinessDetector(Detector[BlockinessParams]):
         return any(_past(lv.excess(0.5)) >= 0 for lv in self.levels)
 
 
-def _held(
-    grid: np.ndarray, last: np.ndarray | None, moved: float, frame: VideoFrame, after: bool
-) -> bool:
+def _held(grid: np.ndarray, last: np.ndarray, moved: float, frame: VideoFrame, after: bool) -> bool:
     """Held since the picture scored before (``last``, ``moved`` away): as a whole, or all
     but a band along the top or bottom edge -- or re-coded, ``after`` a held one, by no
     more than a still picture moves (x264 re-codes a held picture 1.2 code values away a
@@ -611,8 +610,6 @@ def _held(
     asked of a picture that would start a run."""
     if moved <= HELD or (after and moved <= STILL):
         return True
-    if last is None:
-        return False
     band, scale = max(1, round(EDGE_BAND * grid.shape[0])), 1 << (frame.bit_depth - 8)
     return any(
         mean_abs_diff(a, b) / scale <= HELD

@@ -14,6 +14,7 @@ import av
 import pytest
 
 from service.pipeline.check import check
+from tests.lavfi_clips import unforced
 
 FPS, SECONDS = 25, 12
 
@@ -62,7 +63,7 @@ def lineup(out: Path, flash_frames: int, offset_s: float, beep_s: float = 0.04) 
             for frame in frames:
                 frame.pts = None  # the encoder counts them
                 if isinstance(frame, av.VideoFrame):  # lavfi's I type would be forced
-                    frame.pict_type = av.video.frame.PictureType.NONE
+                    unforced(frame)
                 for packet in stream.encode(frame):  # type: ignore[arg-type]
                     container.mux(packet)
             for packet in stream.encode(None):

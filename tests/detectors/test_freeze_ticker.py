@@ -45,7 +45,7 @@ def make(
     ``blocky_s``."""
     strip = ticker(np.random.default_rng(5), band)
     held: np.ndarray | None = None
-    blocker = Blocker(WIDTH, HEIGHT, FPS)
+    blocker = None if blocky_s is None else Blocker(WIDTH, HEIGHT, FPS)
     with av.open(str(out), "w", format="mpegts") as container:
         stream = container.add_stream("libx264", rate=FPS)
         assert isinstance(stream, av.VideoStream)
@@ -54,7 +54,7 @@ def make(
         for i, made in enumerate(footage_frames("bikes", f"{WIDTH}x{HEIGHT}", seconds * FPS)):
             blocky = blocky_s is not None and blocky_s[0] <= i / FPS < blocky_s[1]
             # yuv420p: luma rows, then the chroma rows
-            planes = (blocker(made)[-1] if blocky else made).to_ndarray()
+            planes = (blocker(made)[-1] if blocker and blocky else made).to_ndarray()
             if held_s is not None and held_s[0] <= i / FPS < held_s[1]:
                 held = planes.copy() if held is None else held
                 planes = held.copy()
