@@ -46,7 +46,8 @@ of full scale a frame, drifts past ``drift`` a frame at a time and was "back" on
 frame, and the returns chained into freezes of 5 s that FFmpeg does not see (intra-only
 x264 and MPEG-2 with GOPs, `tests/detectors/test_freeze_slow_motion.py`). So a run not
 raised yet comes back only if it left in a step (past ``noise`` from the frame before), as
-an encoder's re-code does.
+an encoder's re-code does, or stepped since: mjpegtools' MPEG-2 refines a still
+checkerboard past ``drift`` a frame at a time and its next key frame steps it back.
 
 Further still, a starved or coarse encoder re-codes a held picture well past ``drift`` and
 never comes back: x264 / x265 at CRF 28 re-code Big Buck Bunny 3.2-4.4 code values (8-bit)
@@ -122,7 +123,7 @@ class _Left:
     away: VideoFrame | None = None  # and the first frame after it that was not
     keyed: bool = False  # a key frame came since it left (a re-code, not motion)
     coarse: np.ndarray | None = None  # ``ref``'s coarse picture, once asked
-    stepped: bool = True  # it left in one step from the frame before (not by drifting)
+    stepped: bool = True  # it left, or moved since, in a step (not only by drifting)
 
 
 class FreezeParams(Params):
@@ -332,12 +333,15 @@ class FreezeDetector(Detector[FreezeParams]):
         key frame re-coded the held picture past ``drift`` and it stays there (module
         doc). Motion is not still on both sides of one step; a key frame once a GOP."""
         p, prev = self.params, self.prev
-        if prev is None or not left.stepped:
+        if prev is None:
             return False
         if not (self._comparable(frame, left.ref) and self._comparable(frame, prev)):
             return False
         if self._difference(frame, prev, p.noise) > p.noise:
+            left.stepped = True  # a re-code's step: the picture may come back after it
             return False
+        if not left.stepped:
+            return False  # it drifted away and has not stepped since: it is moving
         if self._difference(frame, left.ref, p.drift) <= p.drift:
             return True
         if not (p.coarse_drift and left.keyed):
@@ -349,7 +353,8 @@ class FreezeDetector(Detector[FreezeParams]):
     def _stepped(self, frame: VideoFrame) -> bool:
         """``frame`` is a step from the frame before (past ``noise``): what an encoder's
         re-code is. A picture that left a still run by drifting past ``drift`` a little at
-        a time, each frame still against the one before, is moving."""
+        a time, each frame still against the one before, is moving -- unless it steps
+        later (``_came_back``)."""
         prev, noise = self.prev, self.params.noise
         if prev is None or not self._comparable(frame, prev):
             return True

@@ -19,6 +19,7 @@ import pytest
 
 from service.pipeline.check import check
 from tests.ffmpeg_ref import run_reference
+from tests.gst_clips import encode
 from tests.lavfi_clips import RATE, encode_frames, unforced
 
 # One of FFmpeg's random gradients, fixed (its `seed` does not fix the points here).
@@ -53,3 +54,17 @@ def test_a_slowly_turning_gradient_is_no_freeze(tmp_path: Path, coding: str) -> 
     assert run_reference(clip, d=2.0).windows("freeze", 2.0) == []  # FFmpeg: none
     found = [(d.start, d.end) for d in check(str(clip), detectors=["freeze"]).defects]
     assert found == []
+
+
+def test_a_refiner_that_drifts_off_and_steps_back_is_one_freeze(tmp_path: Path) -> None:
+    """The other side of the rule: mjpegtools' MPEG-2 (GStreamer) refines a still
+    checkerboard on the 8-pixel grid past `drift` a frame at a time, 1.47 s in, and its
+    key frame steps it back. A step since it left lets it come back: one freeze from the
+    first picture (with "left in a step" alone it was found from 1.53)."""
+    source = (
+        "videotestsrc pattern=checkers-8 num-buffers=180 ! video/x-raw,format=I420,"
+        "width=1280,height=720,framerate=30/1"
+    )
+    clip = encode("mpeg2 4M", source, tmp_path / "checkers.ts")
+    found = [(d.start, d.end) for d in check(str(clip), detectors=["freeze"]).defects]
+    assert len(found) == 1 and found[0][0] <= 0.1 and found[0][1] >= 5.9, found
