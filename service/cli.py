@@ -88,13 +88,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    if report.every_frame_for:
-        print(
-            "avmon: warning: --decode-frames reference not applied: "
-            f"{', '.join(report.every_frame_for)} needs every picture (all decoded; leave "
-            "it out with --detectors to decode reference pictures only)",
-            file=sys.stderr,
-        )
     if report.ended_by:
         print(f"avmon: warning: input ended early: {report.ended_by}", file=sys.stderr)
     for name, (count, first) in report.detector_errors.items():

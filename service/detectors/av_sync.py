@@ -9,6 +9,10 @@ than the video. An offset beyond BT.1359's detectability (45 ms early, 125 ms la
 ``confirm`` consecutive pairs opens a run dated to the first of them; the first pair
 back in range ends it.
 Streams that carry no line-up signal produce no measurements and no events.
+A stream decoding reference pictures only (service.media.decode_frames) may drop a
+one-picture flash, so a line-up signal -- a burst heard or a flash seen -- has every
+picture decoded for ``LINEUP_HOLD_S`` after it: the signal's first flash may be lost
+that way, and a raise is then dated to the next pair.
 
 Independently, on any programme, the audio timestamps are checked against the samples
 they carry (``method: timestamps``, see ``_timeline``).
@@ -16,6 +20,7 @@ they carry (``method: timestamps``, see ``_timeline``).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from statistics import median
 
@@ -28,6 +33,7 @@ from service.media.frames import AudioFrame, VideoFrame
 
 PAIR_WINDOW_S = 0.5
 QUIET_BEFORE_S = 0.2
+LINEUP_HOLD_S = 10.0  # every picture decoded this long after a burst or a flash
 
 
 class AvSyncParams(Params):
@@ -51,7 +57,6 @@ class AvSyncDetector(Detector[AvSyncParams]):
     resume_after_s = 5.0  # an offset is known once a flash and its beep have been paired
     params_model = AvSyncParams
     wants_video = True
-    needs_every_frame = True  # a flash can be one picture
     wants_audio = True
 
     def __init__(self, params: AvSyncParams) -> None:
@@ -64,6 +69,7 @@ class AvSyncDetector(Detector[AvSyncParams]):
         self.active = False
         self.last_pair_t = -1e9
         self.measurements = 0
+        self.lineup_until = -math.inf  # media time: every picture decoded until then
         self._follow_from_here()
 
     def _follow_from_here(self) -> None:
@@ -88,6 +94,7 @@ class AvSyncDetector(Detector[AvSyncParams]):
         flash = self._flash(frame.t, level)
         if flash is not None:
             self.flashes.append(flash)
+            self.lineup_until = flash + LINEUP_HOLD_S
             out += self._pair()
         return out + self._expire(frame.t)
 
@@ -111,6 +118,9 @@ class AvSyncDetector(Detector[AvSyncParams]):
         else:
             self.run = None  # a cut to a bright scene, or a slow change: no flash
         return None
+
+    def every_frame_until(self) -> float:
+        return self.lineup_until
 
     def on_gap(self, t: float) -> None:
         # The audio timeline restarts (the missing media is no timestamp drift), and a
@@ -165,6 +175,7 @@ class AvSyncDetector(Detector[AvSyncParams]):
                 self.quiet_since = t
                 if self.candidate is not None and t - self.candidate <= self.params.max_burst_s:
                     self.bursts.append(self.candidate)
+                    self.lineup_until = self.candidate + LINEUP_HOLD_S
                     out += self._pair()
                 self.candidate = None
             self.loud = bool(loud[i])

@@ -9,6 +9,7 @@ a run, runs never bridged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -47,9 +48,6 @@ class Detector(Generic[P]):
     params_model: ClassVar[type[Params]] = Params
     wants_video: ClassVar[bool] = False
     wants_audio: ClassVar[bool] = False
-    # Needs every picture (a one-frame event), so its stream never decodes reference
-    # frames only (service.media.decode_frames).
-    needs_every_frame: ClassVar[bool] = False
     # After taking a unit over: media time from the first input within which a condition
     # already on is reported (dated to that input). A run found starting by then
     # continues the previous owner's open defect; none found by then closes it.
@@ -68,6 +66,12 @@ class Detector(Generic[P]):
 
     def on_video(self, frame: VideoFrame) -> list[Change]:
         return []
+
+    def every_frame_until(self) -> float:
+        """Media time until which this detector needs every picture decoded (a one-frame
+        event may be coming); reference pictures are enough otherwise
+        (service.media.decode_frames). Never, unless a detector says so."""
+        return -math.inf
 
     def on_audio(self, frame: AudioFrame) -> list[Change]:
         return []

@@ -5,9 +5,11 @@
 detectors then see every reference frame, enough for conditions that last (black,
 freeze, blocking: start and end within a frame or two), for less CPU where the encoder
 uses such B-frames (0.60x of a full decode on real camera footage from x264, ~0.99x on
-content it coded with few; bench/decode_less.py). A stream whose detectors need every
-picture (``av_sync`` finds one-frame flashes) is always decoded in full. Set with
-``AVMON_DECODE_FRAMES`` (``all`` is the default) or ``avmon check --decode-frames``.
+content it coded with few; bench/decode_less.py). A detector that needs every picture
+for a while says until when (``Detector.every_frame_until``: ``av_sync`` while it hears
+or sees a line-up signal, whose flashes can be one picture), and the reader decodes every
+picture till then. Set with ``AVMON_DECODE_FRAMES`` (``all`` is the default) or
+``avmon check --decode-frames``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ class DecodeFrames:
     def configure(self, mode: Mode) -> None:
         self.mode = mode
 
-    def reference_only(self, needs_every_frame: bool) -> bool:
-        """Whether a decoder opened now, for detectors that need every picture or not,
-        should drop non-reference pictures."""
-        return self.mode == "reference" and not needs_every_frame
+    def reference_only(self) -> bool:
+        """Whether a decoder opened now drops non-reference pictures (unless a detector
+        asks for every picture: ``MediaReader.decode_every_frame``)."""
+        return self.mode == "reference"
 
 
 POLICY = DecodeFrames()  # one per process: worker processes configure their own

@@ -189,9 +189,9 @@ class MediaReader:
         self._counted = threads is None
         try:
             self._setup(threads or decode_threads.acquire(), want_video, want_audio)
-            if reference_only and self.video_stream is not None:
-                # FFmpeg drops pictures nothing predicts from before decoding them.
-                self.video_stream.codec_context.skip_frame = "NONREF"
+            self._reference_only = reference_only and self.video_stream is not None
+            self._every_frame = True
+            self.decode_every_frame(False)
         except Exception:
             self.close()
             raise
@@ -243,6 +243,15 @@ class MediaReader:
         self.video_frames = 0
         self.decode_errors = 0
         self.corrupt_packets = 0
+
+    def decode_every_frame(self, every: bool) -> None:
+        """On a reader opened ``reference_only``: decode every picture from here on, or
+        reference pictures only again (FFmpeg then drops the pictures nothing predicts
+        from before decoding them). Cheap to call on every picture."""
+        if every != self._every_frame and self._reference_only:
+            self._every_frame = every
+            assert self.video_stream is not None
+            self.video_stream.codec_context.skip_frame = "DEFAULT" if every else "NONREF"
 
     def _stream_start(self, stream: Any) -> float:
         if stream.start_time is not None and stream.time_base:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,9 @@ class Analyzer:
         self.audio = [d for d in detectors if d.wants_audio]
         self._video_calls: _Calls = [(d, d.on_video) for d in self.video]
         self._audio_calls: _Calls = [(d, d.on_audio) for d in self.audio]
+        self._every_frame = [
+            d for d in detectors if type(d).every_frame_until is not Detector.every_frame_until
+        ]
         self.lifecycle = Lifecycle()
         self.t_end = 0.0  # end of the media seen so far
         self.last_video_t: float | None = None
@@ -60,9 +64,10 @@ class Analyzer:
     def wants_video(self) -> bool:
         return bool(self.video)
 
-    @property
-    def needs_every_frame(self) -> bool:
-        return any(d.needs_every_frame for d in self.video)
+    def every_frame_until(self) -> float:
+        """Media time until which a detector needs every picture decoded (read by the
+        reader, which may decode reference pictures only before it)."""
+        return max((d.every_frame_until() for d in self._every_frame), default=-math.inf)
 
     @property
     def wants_audio(self) -> bool:

@@ -22,9 +22,12 @@ Progress = Callable[[float, float | None], None]  # (media seconds done, total o
 # noise at 720p). A file checked at full speed has no latency to lose; each
 # picture held keeps its decoded planes (the decoder's pool grows by them): bounded in
 # bytes too (a 4K picture is 12 MB), and in items (audio alone has no pictures).
+# And in media time: a detector's ask for every picture (decoding reference pictures only,
+# 8 pictures span ~0.5 s) reaches the decoder one batch late at most.
 BATCH_PICTURES = 8
 BATCH_BYTES = 32 << 20
 BATCH_ITEMS = 64
+BATCH_S = 0.25
 
 
 @dataclass
@@ -41,7 +44,6 @@ class Report:
     # Detectors that raised on some input: (how many inputs, the first error).
     detector_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Asked to decode reference pictures only, but these detectors need every one.
-    every_frame_for: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         v, a = self.info.video, self.info.audio
@@ -75,11 +77,10 @@ def check(
 ) -> Report:
     dets = registry.build(detectors, thresholds)
     analyzer = Analyzer(dets)
-    every_frame_for = [d.name for d in analyzer.video if d.needs_every_frame]
     with MediaReader(
         source,
         threads=threads,
-        reference_only=reference_only and not every_frame_for,
+        reference_only=reference_only,
         want_video=analyzer.wants_video,
         want_audio=analyzer.wants_audio,
     ) as reader:
@@ -101,6 +102,7 @@ def check(
 
         batch: list[MediaItem] = []
         pictures = held = 0
+        since = 0.0  # media time of the batch's first item
         for item in reader.frames():
             if duration is not None and item.t >= duration:
                 # Audio runs a little ahead of video in the mux: stop on the clock that
@@ -108,10 +110,17 @@ def check(
                 if isinstance(item, VideoFrame) or not analyzer.wants_video:
                     break
                 continue
+            since = since if batch else item.t
             batch.append(item)
             if isinstance(item, VideoFrame):
+                reader.decode_every_frame(item.t < analyzer.every_frame_until())
                 pictures, held = pictures + 1, held + item.nbytes
-            if pictures >= BATCH_PICTURES or held >= BATCH_BYTES or len(batch) >= BATCH_ITEMS:
+            if (
+                pictures >= BATCH_PICTURES
+                or held >= BATCH_BYTES
+                or len(batch) >= BATCH_ITEMS
+                or item.t - since >= BATCH_S
+            ):
                 analyse(batch)
                 batch, pictures, held = [], 0, 0
         analyse(batch)
@@ -138,5 +147,4 @@ def check(
                 for name, count in analyzer.detector_errors.items()
                 if count
             },
-            every_frame_for=every_frame_for if reference_only else [],
         )

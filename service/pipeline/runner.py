@@ -344,7 +344,7 @@ class StreamRunner:
                     source,
                     timeout_s=self.timeout_s,
                     threads=None,  # frame threads only while this process has idle cores
-                    reference_only=decode_frames.reference_only(self.analyzer.needs_every_frame),
+                    reference_only=decode_frames.reference_only(),
                     want_video=self.analyzer.wants_video,
                     want_audio=self.analyzer.wants_audio,
                     policy=self.policy,
@@ -442,6 +442,7 @@ class StreamRunner:
             item.t += offset
             self.last_packet_wall = reader.last_packet_wall
             if isinstance(item, VideoFrame):
+                reader.decode_every_frame(item.t < self.analyzer.every_frame_until())
                 # Decode CPU per picture, sampled (see sampling.TIME_ONE_IN): from the
                 # picture before a sampled one to it.
                 pictures += 1

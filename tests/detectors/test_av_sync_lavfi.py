@@ -37,7 +37,10 @@ def _graph(*chain: tuple[str, str]) -> list[av.frame.Frame]:
     return _pull(nodes[-1])
 
 
-def lineup(out: Path, flash_frames: int, offset_s: float, beep_s: float = 0.04) -> Path:
+def lineup(
+    out: Path, flash_frames: int, offset_s: float, beep_s: float = 0.04, x264_params: str = ""
+) -> Path:
+    """The line-up clip; ``x264_params``: the encoder's GOP, if not its own."""
     flash = f"gte(n,{FPS})*lt(mod(n,{FPS}),{flash_frames})"
     pictures = _graph(
         ("color", f"c=0x404040:s=640x360:r={FPS}:d={SECONDS}"),
@@ -56,16 +59,23 @@ def lineup(out: Path, flash_frames: int, offset_s: float, beep_s: float = 0.04) 
         assert isinstance(video, av.VideoStream)
         video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
         video.options = {"crf": "20", "preset": "veryfast"}
+        if x264_params:
+            video.options = {**video.options, "x264-params": x264_params}
         audio = container.add_stream("aac", rate=48000)
         assert isinstance(audio, av.AudioStream)
         audio.layout = "stereo"
-        for stream, frames in ((video, pictures), (audio, sound)):
-            for frame in frames:
-                frame.pts = None  # the encoder counts them
-                if isinstance(frame, av.VideoFrame):  # lavfi's I type would be forced
-                    unforced(frame)
-                for packet in stream.encode(frame):  # type: ignore[arg-type]
-                    container.mux(packet)
+        # In time order, as a live encoder muxes them: one stream after the other left
+        # the sound ~2 s behind the pictures in the file.
+        timed = [(i / FPS, 0, f) for i, f in enumerate(pictures)]
+        timed += [(i * 1024 / 48000, 1, f) for i, f in enumerate(sound)]
+        for _, kind, frame in sorted(timed, key=lambda x: x[:2]):
+            stream = (video, audio)[kind]
+            frame.pts = None  # the encoder counts them
+            if isinstance(frame, av.VideoFrame):  # lavfi's I type would be forced
+                unforced(frame)
+            for packet in stream.encode(frame):  # type: ignore[arg-type]
+                container.mux(packet)
+        for stream in (video, audio):
             for packet in stream.encode(None):
                 container.mux(packet)
     return out
