@@ -8,8 +8,9 @@ uses such B-frames (0.60x of a full decode on real camera footage from x264, ~0.
 content it coded with few; bench/decode_less.py). A detector that needs every picture
 for a while says until when (``Detector.every_frame_until``: ``av_sync`` while it hears
 or sees a line-up signal, whose flashes can be one picture), and the reader decodes every
-picture till then. Set with ``AVMON_DECODE_FRAMES`` (``all`` is the default) or
-``avmon check --decode-frames``.
+picture till then. The default, since it also passes the FFmpeg cross-checks; set with
+``AVMON_DECODE_FRAMES`` (``all`` decodes every picture) or ``avmon check
+--decode-frames``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ MODES: tuple[Mode, ...] = ("all", "reference")
 
 class DecodeFrames:
     def __init__(self) -> None:
-        self.mode: Mode = "all"
+        self.mode: Mode = "reference"
 
     def configure(self, mode: Mode) -> None:
         self.mode = mode
