@@ -7,10 +7,14 @@ fixed IBBP GOP, so once ``av_sync`` hears its first burst every picture is decod
 
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 
 import pytest
 
+from service.media.decoder import MediaReader
+from service.media.frames import VideoFrame
 from tests.detectors.test_av_sync_lavfi import FPS, lineup
 from tests.lavfi_clips import make_clip
 from tests.test_accuracy import check_json
@@ -43,6 +47,13 @@ def test_picture_defects_within_a_tenth_of_a_second(footage: Path, mode: str) ->
         assert doc["video"]["frames"] < 0.7 * FRAMES  # non-reference pictures dropped
     else:
         assert doc["video"]["frames"] == FRAMES
+
+
+def test_a_reference_picture_stands_for_those_dropped_before_it(footage: Path) -> None:
+    with MediaReader(str(footage), reference_only=True) as reader:
+        pictures = [i.pictures for i in reader.frames() if isinstance(i, VideoFrame)]
+    assert len(pictures) < 0.7 * FRAMES and max(pictures) > 1
+    assert sum(pictures) == pytest.approx(FRAMES, abs=2)  # B-frames past the last P: none
 
 
 # Broadcast's fixed GOP: I, then B B P..., no scene cuts, neither B a reference -- the
@@ -88,6 +99,18 @@ def test_serve_decodes_reference_frames_when_configured(footage: Path, tmp_path:
             status, stream = service.request("POST", "/api/v1/streams", body)
             assert status == 201, stream
             ids[name] = stream["id"]
+
+        # The rate a live stream reports counts the pictures dropped undecoded too.
+        body = {"name": "live", "url": str(footage), "pace": "live", "detectors": ["black"]}
+        status, live = service.request("POST", "/api/v1/streams", body)
+        assert status == 201, live
+        time.sleep(4.0)
+        rates = []
+        for _ in range(6):
+            rates.append(service.request("GET", f"/api/v1/streams/{live['id']}")[1]["fps"])
+            time.sleep(0.5)
+        assert 27.0 <= statistics.median(rates) <= 33.0, rates  # 30 fps, ~57 % decoded
+        assert service.request("DELETE", f"/api/v1/streams/{live['id']}")[0] == 204
 
         def stopped() -> bool:
             return all(

@@ -49,6 +49,10 @@ MAX_ERRORS_BEFORE_VIDEO = 300
 # Audio decoded before the first video frame waits for it (media time 0) up to this
 # many frames (~10 s of AAC); a video track that never decodes must not stall audio.
 MAX_AUDIO_BEFORE_VIDEO = 480
+# Decoding reference pictures only, a picture stands for the non-reference pictures
+# dropped before it (its distance from the one before, in frame periods), up to this many
+# (x264 sends at most 16 B-frames in a row): a gap in the stream is not pictures.
+MAX_DROPPED_RUN = 16
 
 
 class _Splices:
@@ -241,6 +245,7 @@ class MediaReader:
         self._vtrack = _Track(vs.time_base if vs else None, splices, is_video=True)
         self._atrack = _Track(as_.time_base if as_ else None, splices, is_video=vs is None)
         self.video_frames = 0
+        self._last_video_t: float | None = None
         self.decode_errors = 0
         self.corrupt_packets = 0
 
@@ -361,6 +366,12 @@ class MediaReader:
         assert self.origin is not None
         luma, chroma, black, white, bits = _luma_view(frame)
         t = self._vtrack.place(frame.pts, vdur, self.origin)
+        pictures = 1
+        if self._reference_only and self._last_video_t is not None:
+            # Decoding reference pictures only: this one stands for those dropped before it.
+            gap = round((t - self._last_video_t) / vdur)
+            pictures = min(max(gap, 1), MAX_DROPPED_RUN + 1)
+        self._last_video_t = t
         item = VideoFrame(
             t=t,
             luma=luma,
@@ -371,6 +382,7 @@ class MediaReader:
             corrupt=bool(frame.is_corrupt),
             key=bool(frame.key_frame),
             index=self.video_frames,
+            pictures=pictures,
         )
         self.video_frames += 1
         return item

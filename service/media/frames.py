@@ -38,6 +38,9 @@ class VideoFrame:
     corrupt: bool  # the decoder saw errors in this frame
     key: bool
     index: int  # 0-based count of decoded video frames
+    # The stream's pictures it stands for: itself and the non-reference ones the decoder
+    # dropped just before it (service.media.decode_frames).
+    pictures: int = 1
     chroma: tuple[Pixels, Pixels] | None = None  # zero-copy U and V planes (planar YUV)
     # Wall clock when the reader had it (a live source: its packet read; a paced file:
     # released): live dating uses this, not when the analyser got to it, which a starved

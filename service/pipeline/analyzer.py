@@ -110,7 +110,8 @@ class Analyzer:
         life.input(item.t)
         if isinstance(item, VideoFrame):
             if self.last_video_t is not None and 0 < item.t - self.last_video_t < 1.0:
-                self.frame_period = item.t - self.last_video_t
+                # (Pictures dropped as non-reference between the two are counted out.)
+                self.frame_period = (item.t - self.last_video_t) / item.pictures
             self.last_video_t = now = item.t
             self.t_end = max(self.t_end, item.t + self.frame_period)
             events = self._run(self._video_calls, item, now, "video")

@@ -171,7 +171,7 @@ class StreamRunner:
         self._others_in = 0
         self._others_out = 0
         self._stop = threading.Event()
-        self._fps_window: deque[float] = deque(maxlen=64)
+        self._fps_window: deque[tuple[float, int]] = deque(maxlen=64)  # (monotonic, pictures)
         self._last_thumb = 0.0
         self._last_detector_time = 0.0
         self._latest_video: VideoFrame | None = None
@@ -234,10 +234,12 @@ class StreamRunner:
 
     @property
     def fps(self) -> float:
-        w = self._fps_window
-        if len(w) < 2 or time.monotonic() - w[-1] > 2.0:
+        """The stream's pictures a second, the non-reference ones dropped undecoded
+        included (``VideoFrame.pictures``)."""
+        w = list(self._fps_window)
+        if len(w) < 2 or time.monotonic() - w[-1][0] > 2.0:
             return 0.0
-        return (len(w) - 1) / max(w[-1] - w[0], 1e-6)
+        return sum(n for _, n in w[1:]) / max(w[-1][0] - w[0][0], 1e-6)
 
     def wall_of(self, media_t: float) -> float:
         base = self._wall_of_media0 if self._wall_of_media0 is not None else self.started_wall
@@ -579,7 +581,7 @@ class StreamRunner:
                 self._video_queued -= 1
                 self._video_bytes -= item.nbytes
             self._latest_video = item
-            self._fps_window.append(time.monotonic())
+            self._fps_window.append((time.monotonic(), item.pictures))
             self.stats.frames += 1
             self.on_stats(self, "frame", 1)
             if now - self._last_thumb >= THUMBNAIL_EVERY_S:
