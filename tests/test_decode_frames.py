@@ -18,9 +18,11 @@ from service.detectors import registry
 from service.media.decoder import MediaReader
 from service.media.frames import VideoFrame
 from service.pipeline.analyzer import Analyzer
+from service.pipeline.check import check
 from service.synth import SynthSpec, synthesize
 from tests.detectors.test_av_sync_lavfi import FPS, lineup
-from tests.lavfi_clips import make_clip
+from tests.gst_clips import held
+from tests.lavfi_clips import THREADS, encode_frames, make_clip, source_frames
 from tests.test_accuracy import check_json
 
 TRUTH = {"black": (6.0, 9.0), "freeze": (14.0, 18.0), "blockiness": (24.0, 26.0)}
@@ -163,3 +165,16 @@ def test_programme_speech_is_no_line_up(tmp_path: Path) -> None:
             analyzer.feed(item)
     assert analyzer.t_end > 59.0
     assert analyzer.every_frame_until() == pytest.approx(10.0)  # the stream's start only
+
+
+def test_a_starved_mpeg2_hold_is_found_from_its_first_picture(tmp_path: Path) -> None:
+    """mandelbrot held 8-14 s through MPEG-2 at 700 kbit/s (0.5 s GOPs, two B-frames):
+    its P-frames drift off the held picture and its B-frames come back to it. Freeze has
+    every picture decoded while a still run is open or may come back: found from 8.00,
+    as decoding everything finds it (on reference pictures alone: from 9.00)."""
+    frames = held(source_frames("mandelbrot", "640x360", 20 * 30), 8.0, 14.0)
+    options = {"b": "700k", "maxrate": "700k", "bufsize": "700k", "g": "15", "bf": "2"}
+    clip = encode_frames(frames, tmp_path / "held.ts", "mpeg2video", options | {"threads": THREADS})
+    found = check(str(clip), detectors=["freeze"], reference_only=True)
+    assert [(d.start, d.end) for d in found.defects] == [(8.0, pytest.approx(14.0, abs=0.034))]
+    assert found.video_frames < 600  # its B-frames dropped outside the hold

@@ -89,6 +89,7 @@ height out of every comparison.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -293,6 +294,13 @@ class FreezeDetector(Detector[FreezeParams]):
         self.active = False
         self._set_reference(frame)
         return out
+
+    def every_frame_until(self) -> float:
+        """Every picture while a still run is open or one that left may come back: a
+        starved encoder's held picture is judged by them all (MPEG-2 at 700 kbit/s: its
+        P-frames drift off the picture and its B-frames come back to it; on reference
+        pictures alone the hold was found a second late)."""
+        return math.inf if self.active or self.left is not None else -math.inf
 
     def _band_left_out(self, frame: VideoFrame) -> VideoFrame:
         """The frame without the rows ``ignore_top`` / ``ignore_bottom`` leave out (views:
