@@ -216,9 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--decode-frames",
         choices=["all", "reference"],
-        default=os.environ.get("AVMON_DECODE_FRAMES", "reference"),
-        help="reference: skip non-reference pictures unless a detector needs every one "
-        "(default: $AVMON_DECODE_FRAMES or reference)",
+        default=os.environ.get("AVMON_DECODE_FRAMES", "all"),
+        help="reference: skip non-reference pictures (default: $AVMON_DECODE_FRAMES or all)",
     )
     c.set_defaults(func=cmd_check)
 

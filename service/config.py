@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         "auto", description="auto: frame threads only while streams < cores"
     )
     decode_frames: Literal["all", "reference"] = Field(
-        "reference", description="reference: drop non-reference pictures (decode_frames.py)"
+        "all", description="reference: drop non-reference pictures (see decode_frames.py)"
     )
     max_streams: int = Field(200, ge=1, le=100_000, description="streams per process (429)")
     max_body_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024, description="413 above")

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.detectors import registry
-from service.media import decode_frames
 from service.media.decoder import MediaItem, MediaReader
 from service.media.frames import StreamInfo, VideoFrame
 from service.media.udp_drops import kernel_drops, udp_port
@@ -74,16 +73,14 @@ def check(
     duration: float | None = None,
     progress: Progress | None = None,
     threads: str = "AUTO",
-    reference_only: bool | None = None,
+    reference_only: bool = False,
 ) -> Report:
-    """Analyse ``source`` to its end (or ``duration``); ``reference_only``: decode
-    reference pictures only (None: as the process's ``decode_frames`` policy says)."""
     dets = registry.build(detectors, thresholds)
     analyzer = Analyzer(dets)
     with MediaReader(
         source,
         threads=threads,
-        reference_only=decode_frames.reference_only() if reference_only is None else reference_only,
+        reference_only=reference_only,
         want_video=analyzer.wants_video,
         want_audio=analyzer.wants_audio,
     ) as reader:
