@@ -10,14 +10,16 @@ than the video. An offset beyond BT.1359's detectability (45 ms early, 125 ms la
 back in range ends it.
 Streams that carry no line-up signal produce no measurements and no events.
 A stream decoding reference pictures only (service.media.decode_frames) may drop a
-one-picture flash, so every picture is decoded for ``LINEUP_HOLD_S`` from the stream's
-start and after each sign of a line-up signal: a flash seen, or a burst evenly spaced
-after the two before it (``REGULAR_S``: a line-up repeats like a clock; programme speech
-also makes "bursts", a short sound after a pause, 45 a minute in avmon's synthetic
-speech, none evenly). A flash whose first picture came after dropped ones is not dated
-(it may have begun on one of them): it only asks for every picture. So a line-up that
-starts later has its first flashes (one to three) go unmeasured, and a raise is dated to
-a later pair; every pair measured is measured on every picture.
+one-picture flash, so every picture is decoded for ``LINEUP_HOLD_S`` after each sign of
+a line-up signal: a flash seen, or a burst evenly spaced after the two before it
+(``REGULAR_S``: a line-up repeats like a clock; programme speech also makes "bursts", a
+short sound after a pause, 45 a minute in avmon's synthetic speech, none evenly). A flash
+whose first picture came after dropped ones is not dated (it may have begun on one of
+them): it only asks for every picture. So a line-up's first flashes (one to three) go
+unmeasured, and a raise is dated to a later pair; every pair measured is measured on
+every picture. (Every stream's first seconds decoded in full, for a line-up as
+monitoring starts, was tried: 11 streams started at once on a core sized for reference
+decoding fell behind for those seconds.)
 
 Independently, on any programme, the audio timestamps are checked against the samples
 they carry (``method: timestamps``, see ``_timeline``).
@@ -79,9 +81,7 @@ class AvSyncDetector(Detector[AvSyncParams]):
         self.active = False
         self.last_pair_t = -1e9
         self.measurements = 0
-        # Media time every picture is decoded until; the stream's first LINEUP_HOLD_S too
-        # (a feed is often lined up as monitoring starts): set on its first picture.
-        self.lineup_until = math.inf
+        self.lineup_until = -math.inf  # media time: every picture decoded until then
         self.onsets: deque[float] = deque(maxlen=3)  # the last bursts heard, paired or not
         self._follow_from_here()
 
@@ -105,8 +105,6 @@ class AvSyncDetector(Detector[AvSyncParams]):
         span = max(frame.white_level - frame.black_level, 1)
         level = (integer_mean(grid) - frame.black_level) / span
         out: list[Change] = []
-        if self.lineup_until == math.inf:  # the stream's first picture
-            self.lineup_until = frame.t + LINEUP_HOLD_S
         flash = self._flash(frame.t, level, frame.pictures == 1)
         if flash is not None:
             start, dated = flash

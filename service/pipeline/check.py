@@ -22,8 +22,8 @@ Progress = Callable[[float, float | None], None]  # (media seconds done, total o
 # noise at 720p). A file checked at full speed has no latency to lose; each
 # picture held keeps its decoded planes (the decoder's pool grows by them): bounded in
 # bytes too (a 4K picture is 12 MB), and in items (audio alone has no pictures).
-# And in media time: a detector's ask for every picture (decoding reference pictures only,
-# 8 pictures span ~0.5 s) reaches the decoder one batch late at most.
+# And, decoding reference pictures only (8 span ~0.5 s), in media time: a detector's ask
+# for every picture reaches the decoder one batch late at most.
 BATCH_PICTURES = 8
 BATCH_BYTES = 32 << 20
 BATCH_ITEMS = 64
@@ -102,7 +102,7 @@ def check(
 
         batch: list[MediaItem] = []
         pictures = held = 0
-        since = 0.0  # media time of the batch's first item
+        since = 0.0  # media time of the batch's first picture
         for item in reader.frames():
             if duration is not None and item.t >= duration:
                 # Audio runs a little ahead of video in the mux: stop on the clock that
@@ -110,16 +110,16 @@ def check(
                 if isinstance(item, VideoFrame) or not analyzer.wants_video:
                     break
                 continue
-            since = since if batch else item.t
             batch.append(item)
             if isinstance(item, VideoFrame):
                 reader.decode_every_frame(item.t < analyzer.every_frame_until())
+                since = item.t if not pictures else since
                 pictures, held = pictures + 1, held + item.nbytes
             if (
                 pictures >= BATCH_PICTURES
                 or held >= BATCH_BYTES
                 or len(batch) >= BATCH_ITEMS
-                or item.t - since >= BATCH_S
+                or (reference_only and pictures and item.t - since >= BATCH_S)
             ):
                 analyse(batch)
                 batch, pictures, held = [], 0, 0

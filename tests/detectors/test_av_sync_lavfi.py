@@ -46,12 +46,14 @@ def lineup(
     start_s: int = 1,
     seconds: int = SECONDS,
     phase: int = 0,
+    background: tuple[str, str] = ("color", "c=0x404040:"),
 ) -> Path:
-    """The line-up clip, flashing from ``start_s``, ``phase`` pictures into each second;
-    ``x264_params``: the encoder's GOP, if not its own."""
+    """The line-up clip, flashing from ``start_s``, ``phase`` pictures into each second,
+    over ``background`` (a lavfi source and its first options); ``x264_params``: the
+    encoder's GOP, if not its own."""
     flash = f"gte(n,{FPS * start_s})*lt(mod(n-{phase},{FPS}),{flash_frames})"
     pictures = _graph(
-        ("color", f"c=0x404040:s=640x360:r={FPS}:d={seconds}"),
+        (background[0], f"{background[1]}s=640x360:r={FPS}:d={seconds}"),
         ("drawbox", f"x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='{flash}'"),
         ("format", "yuv420p"),
         ("buffersink", ""),
