@@ -15,14 +15,13 @@ other.
 
     python bench/load.py [--sizes 1280x720,1920x1080] [--seconds 20] [--max 24]
                          [--clip synth|bikes|testsrc2] [--decode-frames all|reference]
-                         [--warm-up 3]
 
 ``--clip synth`` (the default) is avmon's synthetic clip, coded with P-frames only: every
 picture is a reference, so ``--decode-frames reference`` decodes them all. ``bikes``
 (camera footage) and ``testsrc2`` are coded as x264 codes them by default (CRF 20, its
 own GOPs, B-frames), with a 1 kHz tone: ~40 % of the pictures are non-reference, which
-avmon then drops undecoded (the floor decodes every one) -- past the first 10 s, which
-``av_sync`` has decoded in full: measure after them (``--warm-up 12``).
+avmon then drops undecoded with ``--decode-frames reference`` (the floor decodes every
+one).
 """
 
 from __future__ import annotations
@@ -95,7 +94,6 @@ def trial(
     cores: str,
     workers: int,
     decode_frames: str,
-    warm_up: float,
 ) -> dict[str, float]:
     port = free_port()
     env = {
@@ -119,7 +117,7 @@ def trial(
         idle_rss = rss_mb(proc.pid)
         for i in range(n):
             call(base, "POST", "/api/v1/streams", {"name": f"s{i}", "url": str(clip), "loop": True})
-        time.sleep(warm_up)  # decoders start, first GOPs (and av_sync's first 10 s)
+        time.sleep(3.0)  # warm-up: decoders start, first GOPs
         before = call(base, "GET", "/api/v1/streams")
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(seconds)
@@ -245,12 +243,6 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=2, help="streams added per trial (from 4 up)")
     ap.add_argument("--clip", choices=["synth", "bikes", "testsrc2"], default="synth")
     ap.add_argument("--decode-frames", choices=["reference", "all"], default="all")
-    ap.add_argument(
-        "--warm-up",
-        type=float,
-        default=3.0,
-        help="seconds before measuring (reference: past av_sync's first 10 s, decoded in full)",
-    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="avmon-load-") as tmp:
         for size in args.sizes.split(","):
@@ -274,7 +266,6 @@ def main() -> None:
                 cores=args.cores,
                 workers=args.workers,
                 decode_frames=args.decode_frames,
-                warm_up=args.warm_up,
             )
             theirs_run = functools.partial(
                 floor_trial, clip, seconds=args.seconds, cores=args.cores
