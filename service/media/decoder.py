@@ -249,6 +249,11 @@ class MediaReader:
         self.decode_errors = 0
         self.corrupt_packets = 0
 
+    @property
+    def reference_only(self) -> bool:
+        """Opened to drop non-reference pictures (unless asked for every one)."""
+        return self._reference_only
+
     def decode_every_frame(self, every: bool) -> None:
         """On a reader opened ``reference_only``: decode every picture from here on, or
         reference pictures only again (FFmpeg then drops the pictures nothing predicts

@@ -112,7 +112,8 @@ def check(
                 continue
             batch.append(item)
             if isinstance(item, VideoFrame):
-                reader.decode_every_frame(item.t < analyzer.every_frame_until())
+                if reference_only:
+                    reader.decode_every_frame(item.t < analyzer.every_frame_until())
                 since = item.t if not pictures else since
                 pictures, held = pictures + 1, held + item.nbytes
             if (

@@ -444,7 +444,8 @@ class StreamRunner:
             item.t += offset
             self.last_packet_wall = reader.last_packet_wall
             if isinstance(item, VideoFrame):
-                reader.decode_every_frame(item.t < self.analyzer.every_frame_until())
+                if reader.reference_only:
+                    reader.decode_every_frame(item.t < self.analyzer.every_frame_until())
                 # Decode CPU per picture, sampled (see sampling.TIME_ONE_IN): from the
                 # picture before a sampled one to it.
                 pictures += 1
