@@ -41,11 +41,11 @@ from service.media.frames import AudioFrame, VideoFrame
 PAIR_WINDOW_S = 0.5
 QUIET_BEFORE_S = 0.2
 LINEUP_HOLD_S = 10.0  # every picture decoded this long after a line-up's flash or burst
-# Bursts evenly spaced: the last two intervals within this much (plus 0.5 %) of each
-# other, at most LINEUP_PERIOD_S each. A generator's are sample-exact (FFmpeg's aevalsrc
-# through AAC: 1.0000 s apart to the 0.1 ms); avmon's synthetic speech, 60 s: 45 bursts,
-# 4 evenly spaced triples within 20 ms + 2 %, none within 5 ms + 0.5 %.
-REGULAR_S, LINEUP_PERIOD_S = 0.005, 5.0
+# Bursts evenly spaced: the last two intervals within REGULAR_S plus REGULAR_SHARE of
+# the first of each other, at most LINEUP_PERIOD_S each. A generator's are sample-exact
+# (FFmpeg's aevalsrc through AAC: 1.0000 s apart to the 0.1 ms); avmon's synthetic speech,
+# 60 s: 45 bursts, 4 evenly spaced triples within 20 ms + 2 %, none within 5 ms + 0.5 %.
+REGULAR_S, REGULAR_SHARE, LINEUP_PERIOD_S = 0.005, 0.005, 5.0
 
 
 class AvSyncParams(Params):
@@ -211,7 +211,8 @@ class AvSyncDetector(Detector[AvSyncParams]):
         self.onsets.append(onset)
         if len(self.onsets) == 3:
             a, b, c = self.onsets
-            if b - a <= LINEUP_PERIOD_S and abs((c - b) - (b - a)) <= REGULAR_S + 0.005 * (b - a):
+            within = REGULAR_S + REGULAR_SHARE * (b - a)
+            if b - a <= LINEUP_PERIOD_S and abs((c - b) - (b - a)) <= within:
                 self.lineup_until = onset + LINEUP_HOLD_S
 
     # ---- pairing and the run

@@ -194,7 +194,7 @@ class MediaReader:
         try:
             self._setup(threads or decode_threads.acquire(), want_video, want_audio)
             self._reference_only = reference_only and self.video_stream is not None
-            self._every_frame = True
+            self._every_frame = True  # as opened; dropping them if asked to
             self.decode_every_frame(False)
         except Exception:
             self.close()

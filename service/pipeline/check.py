@@ -43,7 +43,6 @@ class Report:
     detector_seconds: dict[str, float] = field(default_factory=dict)
     # Detectors that raised on some input: (how many inputs, the first error).
     detector_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
-    # Asked to decode reference pictures only, but these detectors need every one.
 
     def as_json(self) -> dict[str, Any]:
         v, a = self.info.video, self.info.audio
